@@ -1,0 +1,125 @@
+package commands
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/dtr-registry/dtr/orchestrator"
+	"github.com/dtr-registry/dtr/ucp"
+)
+
+type installOptions struct {
+	ucp     ucpOptions
+	replica replicaOptions
+}
+
+func newInstallCommand(cli *Cli) *cobra.Command {
+	var o installOptions
+	cmd := &cobra.Command{
+		Use:   "install [flags]",
+		Short: "Install the first replica of Docker Trusted Registry on a cluster node",
+		Long: `Install the first registry replica on a node of the Swarm. More replicas come
+from 'join'. The node needs the dtr images loaded ('dtr images' lists them).
+
+  docker run -it --rm -v /var/run/docker.sock:/var/run/docker.sock dtr install \
+    --ucp-url unix:///var/run/docker.sock --ucp-node node1 --dtr-external-url dtr.example.com`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return runInstall(cmd.Context(), cli, cmd, &o) },
+	}
+	f := newFlags(cmd)
+	addUCPFlags(f, &o.ucp)
+	addNodeFlag(f, &o.replica, "Hostname of the node to install the replica on, as in 'docker node ls' (default: a random ready node)")
+	addReplicaIDFlag(f, &o.replica, "Assign a 12-hex-character ID to the replica (default: random)", "DTR_INSTALL_REPLICA_ID", "MSR_INSTALL_REPLICA_ID")
+	addExternalURLFlag(f, &o.replica)
+	addCertFlags(f, &o.replica)
+	addStorageVolumeFlag(f, &o.replica)
+	addNFSFlags(f, &o.replica)
+	addAsyncNFSFlag(f, &o.replica)
+	addPortFlags(f, &o.replica)
+	addRethinkFlag(f, &o.replica)
+	addOverlayFlag(f, &o.replica)
+	addProxyFlags(f, &o.replica)
+	addLogFlags(f, &o.replica)
+	addPprofFlag(f, &o.replica)
+	addClientCertFlags(f, &o.replica)
+	addCABundleFlag(f, &o.replica)
+	return cmd
+}
+
+func runInstall(ctx context.Context, cli *Cli, cmd *cobra.Command, o *installOptions) error {
+	if err := o.replica.validate(cmd); err != nil {
+		return err
+	}
+	cli.Log.Info("Beginning Docker Trusted Registry installation")
+	if err := o.ucp.complete(cli, cmd, credsAlways); err != nil {
+		return err
+	}
+	o.replica.warnIgnored(cli, cmd)
+	cluster, err := o.ucp.connect(ctx, cli)
+	if err != nil {
+		return err
+	}
+	defer cluster.Close()
+	node, err := chooseNode(ctx, cli, cluster, o.replica.ucpNode)
+	if err != nil {
+		return err
+	}
+	cli.Log.Infof("Installing on node %s (%s, %s)", node.Hostname, node.Addr, node.Role)
+	replicas, err := orchestrator.FindReplicas(ctx, cluster)
+	if err != nil {
+		return err
+	}
+	if len(replicas) > 0 {
+		return fmt.Errorf("We don't currently support running multiple DTRs on the same UCP cluster. You have %d existing DTR replicas. Please remove them before trying to install again.", len(replicas))
+	}
+	return notImplemented("install")
+}
+
+// chooseNode returns the node named by --ucp-node, or a random ready node
+// (workers first, as DTR recommends) when none was named.
+func chooseNode(ctx context.Context, cli *Cli, cluster *ucp.Cluster, name string) (ucp.Node, error) {
+	nodes, err := cluster.Nodes(ctx)
+	if err != nil {
+		return ucp.Node{}, err
+	}
+	names := make([]string, len(nodes))
+	for i, n := range nodes {
+		names[i] = n.Hostname
+		cli.Log.Debugf("node %s: addr=%s role=%s availability=%s state=%s", n.Hostname, n.Addr, n.Role, n.Availability, n.State)
+	}
+	if name != "" {
+		for _, n := range nodes {
+			if n.Hostname == name || n.ID == name {
+				if !n.Ready() {
+					return ucp.Node{}, usageErrorf("node %s is %s and %s; choose a ready, active node: %s", n.Hostname, n.State, n.Availability, strings.Join(names, ", "))
+				}
+				return n, nil
+			}
+		}
+		return ucp.Node{}, usageErrorf("node %s not found; nodes: %s", name, strings.Join(names, ", "))
+	}
+	var workers, managers []ucp.Node
+	for _, n := range nodes {
+		switch {
+		case !n.Ready():
+		case n.Role == "worker":
+			workers = append(workers, n)
+		default:
+			managers = append(managers, n)
+		}
+	}
+	pool := workers
+	if len(pool) == 0 {
+		pool = managers
+	}
+	if len(pool) == 0 {
+		return ucp.Node{}, fmt.Errorf("no node is ready and active; nodes: %s", strings.Join(names, ", "))
+	}
+	n := pool[rand.IntN(len(pool))]
+	cli.Log.Infof("No --ucp-node given; chose node %s", n.Hostname)
+	return n, nil
+}

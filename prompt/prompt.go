@@ -1,0 +1,109 @@
+// Package prompt asks the operator for missing values, in DTR's format
+// ("ucp-url (The UCP URL including domain and port): "), only when stdin is a
+// terminal. survey (archived upstream) stays behind the Prompter interface so
+// that it can be replaced in one place.
+package prompt
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+)
+
+// Prompter asks the operator for values the command still needs.
+type Prompter interface {
+	// Input asks for a visible value. message is the whole prompt text
+	// without the trailing ": "; def, if not empty, is shown in brackets and
+	// returned for an empty answer.
+	Input(message, def string) (string, error)
+	// Password asks for a value without echoing it.
+	Password(message string) (string, error)
+	// Confirm asks a yes/no question.
+	Confirm(message string, def bool) (bool, error)
+	// Interactive reports whether the operator can answer at all.
+	Interactive() bool
+}
+
+// ErrNoTerminal is returned by the non-interactive Prompter.
+var ErrNoTerminal = errors.New("stdin is not a terminal, so dtr cannot ask for it")
+
+// ErrAborted is returned when the operator interrupts a prompt (Ctrl-C, Ctrl-D).
+var ErrAborted = errors.New("prompt aborted")
+
+// NonInteractive is the Prompter for scripts and `docker run -i` without -t:
+// every question fails at once with ErrNoTerminal, never waiting for input.
+type NonInteractive struct{}
+
+// Input implements Prompter.
+func (NonInteractive) Input(message, _ string) (string, error) {
+	return "", fmt.Errorf("%s: %w", message, ErrNoTerminal)
+}
+
+// Password implements Prompter.
+func (NonInteractive) Password(message string) (string, error) {
+	return "", fmt.Errorf("%s: %w", message, ErrNoTerminal)
+}
+
+// Confirm implements Prompter.
+func (NonInteractive) Confirm(message string, _ bool) (bool, error) {
+	return false, fmt.Errorf("%s: %w", message, ErrNoTerminal)
+}
+
+// Interactive implements Prompter.
+func (NonInteractive) Interactive() bool { return false }
+
+// Question is one prompt a Script answered, kept for tests of the prompt plan.
+type Question struct {
+	Kind    string // "input", "password" or "confirm"
+	Message string
+	Default string
+}
+
+// Script is a Prompter that answers from a list, in order, and records what it
+// was asked. Tests use it to check which prompts a command shows.
+type Script struct {
+	Answers []string
+	Asked   []Question
+}
+
+func (s *Script) next(q Question) (string, error) {
+	s.Asked = append(s.Asked, q)
+	if len(s.Answers) == 0 {
+		return "", fmt.Errorf("unexpected prompt %q", q.Message)
+	}
+	a := s.Answers[0]
+	s.Answers = s.Answers[1:]
+	return a, nil
+}
+
+// Input implements Prompter.
+func (s *Script) Input(message, def string) (string, error) {
+	a, err := s.next(Question{Kind: "input", Message: message, Default: def})
+	if a == "" {
+		a = def
+	}
+	return a, err
+}
+
+// Password implements Prompter.
+func (s *Script) Password(message string) (string, error) {
+	return s.next(Question{Kind: "password", Message: message})
+}
+
+// Confirm implements Prompter.
+func (s *Script) Confirm(message string, def bool) (bool, error) {
+	a, err := s.next(Question{Kind: "confirm", Message: message})
+	if err != nil {
+		return false, err
+	}
+	switch strings.ToLower(a) {
+	case "":
+		return def, nil
+	case "y", "yes":
+		return true, nil
+	}
+	return false, nil
+}
+
+// Interactive implements Prompter.
+func (s *Script) Interactive() bool { return true }
