@@ -76,6 +76,11 @@ func (o *ucpOptions) complete(cli *Cli, cmd *cobra.Command, creds credentials) e
 		ep, err := ucp.ParseURL(o.url)
 		return err == nil && ep.NeedsLogin()
 	}
+	if o.url != "" {
+		if _, err := ucp.ParseURL(o.url); err != nil {
+			return err
+		}
+	}
 	if !cli.prompter().Interactive() {
 		vals := []missingValue{url}
 		if needLogin() {

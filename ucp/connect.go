@@ -123,7 +123,10 @@ func Connect(ctx context.Context, opts Options) (*Cluster, error) {
 		return nil, err
 	}
 	c := &Cluster{Endpoint: ep, Engine: engine}
-	if err := c.checkManager(ctx, opts); err != nil {
+	cctx, cancel := context.WithTimeout(ctx, opts.Timeout)
+	defer cancel()
+	opts.Log.Info("health checking ucp")
+	if err := c.CheckManager(cctx); err != nil {
 		engine.Close()
 		return nil, err
 	}
@@ -306,11 +309,9 @@ func login(ctx context.Context, ep Endpoint, cfg *tls.Config, opts Options) (str
 	return out.Token, nil
 }
 
-// checkManager pings the engine and makes sure it manages a swarm.
-func (c *Cluster) checkManager(ctx context.Context, opts Options) error {
-	ctx, cancel := context.WithTimeout(ctx, opts.Timeout)
-	defer cancel()
-	opts.Log.Info("health checking ucp")
+// CheckManager pings the engine, makes sure it manages a swarm and records
+// what it says about itself in c.Manager.
+func (c *Cluster) CheckManager(ctx context.Context) error {
 	if _, err := c.Engine.Ping(ctx); err != nil {
 		if client.IsErrConnectionFailed(err) {
 			return cpErr("cannot reach the Docker engine at %s: %v", c.Endpoint, err)
