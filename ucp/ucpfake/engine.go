@@ -87,7 +87,9 @@ func (e *Engine) Connect(ctx context.Context, o ucp.Options) (*ucp.Cluster, erro
 }
 
 // Ping implements ucp.Engine.
-func (e *Engine) Ping(context.Context) (types.Ping, error) { return types.Ping{APIVersion: "1.41"}, e.Err }
+func (e *Engine) Ping(context.Context) (types.Ping, error) {
+	return types.Ping{APIVersion: "1.41"}, e.Err
+}
 
 // ServerVersion implements ucp.Engine.
 func (e *Engine) ServerVersion(context.Context) (types.Version, error) {
