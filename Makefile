@@ -4,14 +4,15 @@ GO      ?= go
 GOFLAGS_BUILD := -trimpath -ldflags "-s -w"
 export CGO_ENABLED := 0
 
-.PHONY: all build images test test-unit fmt vet clean help
+.PHONY: all build images test test-unit fuzz fmt vet clean help
+FUZZTIME ?= 10s
 
 all: build
 
 help:
 	@echo "make build   static binaries bin/dtr and bin/dtr-registry"
 	@echo "make images  images dtr:$(VERSION) and dtr-registry:$(VERSION), FROM scratch, offline"
-	@echo "make test    vet + unit, pseudo-terminal, real-engine and UCP stand-in tests"
+	@echo "make test    vet + unit, pseudo-terminal, real-engine, UCP stand-in, conformance and S3 tests, then fuzzing"
 
 build:
 	$(GO) build $(GOFLAGS_BUILD) -o bin/dtr ./cmd/dtr
@@ -29,7 +30,13 @@ images: build
 
 # The README's test command. Engine tests share one local engine: -p 1.
 test: vet
-	$(GO) test -p 1 -count=1 ./...
+	$(GO) test -p 1 -count=1 -timeout 30m ./...
+	$(MAKE) --no-print-directory fuzz
+
+# Every fuzz target for FUZZTIME each (short in CI; the corpus is committed).
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzParseScope$$' -fuzztime $(FUZZTIME) ./registry/auth
+	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./registry/adminapi
 
 test-unit:
 	$(GO) test -short ./...

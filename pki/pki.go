@@ -112,3 +112,39 @@ func (ca *CA) Issue(commonName string, hosts []string, validity time.Duration) (
 func (kp KeyPair) TLSCertificate() (tls.Certificate, error) {
 	return tls.X509KeyPair(kp.CertPEM, kp.KeyPEM)
 }
+
+// KeyPEM is the CA's private key in PKCS#8 PEM.
+func (ca *CA) KeyPEM() ([]byte, error) {
+	der, err := x509.MarshalPKCS8PrivateKey(ca.Key)
+	if err != nil {
+		return nil, err
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), nil
+}
+
+// ParseCA loads a CA from its PEM certificate and PKCS#8 (or EC) PEM key.
+func ParseCA(certPEM, keyPEM []byte) (*CA, error) {
+	cb, _ := pem.Decode(certPEM)
+	kb, _ := pem.Decode(keyPEM)
+	if cb == nil || kb == nil {
+		return nil, fmt.Errorf("CA: no PEM data")
+	}
+	cert, err := x509.ParseCertificate(cb.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("CA certificate: %w", err)
+	}
+	if !cert.IsCA {
+		return nil, fmt.Errorf("CA certificate %q is not a CA", cert.Subject.CommonName)
+	}
+	var key any
+	if key, err = x509.ParsePKCS8PrivateKey(kb.Bytes); err != nil {
+		if key, err = x509.ParseECPrivateKey(kb.Bytes); err != nil {
+			return nil, fmt.Errorf("CA key: %w", err)
+		}
+	}
+	signer, ok := key.(crypto.Signer)
+	if !ok {
+		return nil, fmt.Errorf("CA key cannot sign")
+	}
+	return &CA{Cert: cert, Key: signer}, nil
+}

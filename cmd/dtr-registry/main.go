@@ -1,20 +1,25 @@
 // Command dtr-registry runs one dtr replica: the registry API, token auth,
-// admin API and health endpoints. It runs as the dtr-registry image's
-// entrypoint and as a plain process in tests.
+// admin API, metadata member and health endpoints. It is the dtr-registry
+// image's entrypoint and runs as a plain process in tests.
 package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
+	"github.com/sirupsen/logrus"
+
 	"github.com/dtr-registry/dtr/images"
 	"github.com/dtr-registry/dtr/registry"
+	"github.com/dtr-registry/dtr/registry/meta"
 )
 
 func main() {
@@ -41,25 +46,113 @@ func run(ctx context.Context, args []string) int {
 	}
 }
 
-func envOr(name, def string) string {
-	if v, ok := os.LookupEnv(name); ok {
+// env returns $DTR_<NAME> for a flag's default, so the image can be
+// configured with environment variables as well as flags.
+func env(name, def string) string {
+	if v, ok := os.LookupEnv("DTR_" + name); ok {
 		return v
 	}
 	return def
 }
 
+func envBool(name string) bool {
+	v := strings.ToLower(env(name, ""))
+	return v == "1" || v == "true" || v == "yes"
+}
+
+// readSecret reads a secret from a file (a Swarm secret): never from
+// arguments, which every user of the node can read.
+func readSecret(path string) (string, error) {
+	if path == "" {
+		return "", nil
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("reading secret: %w", err)
+	}
+	return strings.TrimRight(string(b), "\r\n"), nil
+}
+
 func serve(ctx context.Context, args []string) int {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	var o registry.Options
-	fs.StringVar(&o.HTTPAddr, "http-addr", envOr("DTR_HTTP_ADDR", ":8080"), "listen address of the HTTP port ($DTR_HTTP_ADDR)")
-	fs.StringVar(&o.DataDir, "data-dir", envOr("DTR_DATA_DIR", "/var/lib/dtr"), "directory of the replica's data ($DTR_DATA_DIR)")
+	var hostnames, adminPwFile, s3SecretFile, logFormat string
+	var s3 meta.S3
+	var s3Insecure bool
+	fs.StringVar(&o.ReplicaID, "replica-id", env("REPLICA_ID", ""), "this replica's 12-hex-character ID ($DTR_REPLICA_ID)")
+	fs.StringVar(&o.DataDir, "data-dir", env("DATA_DIR", "/var/lib/dtr"), "the replica's data: metadata and issued certificates ($DTR_DATA_DIR)")
+	fs.StringVar(&o.CADir, "ca-dir", env("CA_DIR", ""), "the cluster CA (ca.pem, ca-key.pem); default <data-dir>/ca ($DTR_CA_DIR)")
+	fs.StringVar(&o.StorageRoot, "storage-root", env("STORAGE_ROOT", ""), "filesystem storage directory; default <data-dir>/registry ($DTR_STORAGE_ROOT)")
+	fs.StringVar(&o.HTTPAddr, "http-addr", env("HTTP_ADDR", ":8080"), "plain HTTP listen address: health and redirect ($DTR_HTTP_ADDR)")
+	fs.StringVar(&o.HTTPSAddr, "https-addr", env("HTTPS_ADDR", ":8443"), "HTTPS listen address ($DTR_HTTPS_ADDR)")
+	fs.IntVar(&o.PublicHTTPSPort, "public-https-port", 443, "the HTTPS port clients use, for redirects")
+	fs.StringVar(&o.PeerListen, "peer-listen", env("PEER_LISTEN", ""), "metadata peer listen URL (default https://0.0.0.0:12380)")
+	fs.StringVar(&o.PeerAdvertise, "peer-advertise", env("PEER_ADVERTISE", ""), "metadata peer URL others use (default https://dtr-registry-<id>:12380)")
+	fs.StringVar(&o.ClientListen, "client-listen", env("CLIENT_LISTEN", ""), "metadata client URL, loopback only (default http://127.0.0.1:12379)")
+	fs.StringVar(&o.InitialCluster, "initial-cluster", env("INITIAL_CLUSTER", ""), "when joining: id=peerURL,… of the cluster")
+	fs.BoolVar(&o.Join, "join", envBool("JOIN"), "join an existing cluster (added as a learner by the installer)")
+	fs.BoolVar(&o.InsecurePeers, "insecure-peers", envBool("INSECURE_PEERS"), "plain-HTTP metadata peers: single-host tests only")
+	fs.StringVar(&o.TLSCertFile, "tls-cert", env("TLS_CERT", ""), "PEM certificate chain for HTTPS (default: issued by the cluster CA)")
+	fs.StringVar(&o.TLSKeyFile, "tls-key", env("TLS_KEY", ""), "PEM key of --tls-cert")
+	fs.StringVar(&hostnames, "hostnames", env("HOSTNAMES", ""), "comma-separated extra names and addresses for issued certificates")
+	fs.StringVar(&o.AdminUsername, "admin-username", env("ADMIN_USERNAME", ""), "first admin of a new cluster")
+	fs.StringVar(&adminPwFile, "admin-password-file", env("ADMIN_PASSWORD_FILE", ""), "file holding the first admin's password")
+	fs.StringVar(&o.ExternalURL, "external-url", env("EXTERNAL_URL", ""), "https URL clients use (new cluster)")
+	fs.StringVar(&o.Storage.Type, "storage", env("STORAGE", "filesystem"), "storage of a new cluster: filesystem or s3")
+	fs.StringVar(&s3.Region, "s3-region", env("S3_REGION", "us-east-1"), "S3 region")
+	fs.StringVar(&s3.Bucket, "s3-bucket", env("S3_BUCKET", ""), "S3 bucket")
+	fs.StringVar(&s3.RegionEndpoint, "s3-endpoint", env("S3_ENDPOINT", ""), "S3-compatible endpoint URL")
+	fs.StringVar(&s3.AccessKey, "s3-access-key", env("S3_ACCESS_KEY", ""), "S3 access key")
+	fs.StringVar(&s3SecretFile, "s3-secret-key-file", env("S3_SECRET_KEY_FILE", ""), "file holding the S3 secret key")
+	fs.BoolVar(&s3.ForcePathStyle, "s3-path-style", envBool("S3_PATH_STYLE"), "path-style bucket URLs (S3-compatible servers)")
+	fs.StringVar(&s3.RootDirectory, "s3-root", env("S3_ROOT", ""), "prefix inside the bucket")
+	fs.BoolVar(&s3Insecure, "s3-insecure", envBool("S3_INSECURE"), "plain http to the S3 endpoint")
+	fs.StringVar(&o.LogLevel, "log-level", env("LOG_LEVEL", "info"), "debug, info, warn, error or fatal")
+	fs.StringVar(&logFormat, "log-format", env("LOG_FORMAT", "text"), "text or json")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	if err := registry.Serve(ctx, o); err != nil {
-		fmt.Fprintln(os.Stderr, "dtr-registry:", err)
+	log := logrus.New()
+	log.SetOutput(os.Stderr)
+	if logFormat == "json" {
+		log.SetFormatter(&logrus.JSONFormatter{})
+	}
+	level, err := logrus.ParseLevel(o.LogLevel)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "dtr-registry: --log-level %q: use debug, info, warn, error or fatal\n", o.LogLevel)
+		return 2
+	}
+	log.SetLevel(level)
+	o.Log = log
+	if hostnames != "" {
+		o.Hostnames = strings.Split(hostnames, ",")
+	}
+	if o.AdminPassword, err = readSecret(adminPwFile); err != nil {
+		log.Error(err)
+		return 2
+	}
+	if o.Storage.Type == "s3" {
+		if s3.SecretKey, err = readSecret(s3SecretFile); err != nil {
+			log.Error(err)
+			return 2
+		}
+		if s3Insecure {
+			f := false
+			s3.Secure = &f
+		}
+		o.Storage.S3 = &s3
+	}
+	r, err := registry.Start(ctx, o)
+	if err != nil {
+		log.WithError(err).Error("the replica did not start")
 		return 1
 	}
+	defer r.Close()
+	if err := r.Serve(ctx); err != nil && !errors.Is(err, context.Canceled) {
+		log.WithError(err).Error("serving")
+		return 1
+	}
+	log.Info("stopped")
 	return 0
 }
 
@@ -67,7 +160,7 @@ func serve(ctx context.Context, args []string) int {
 // curl, so the binary asks its own /_ping.
 func healthcheck(args []string) int {
 	fs := flag.NewFlagSet("healthcheck", flag.ContinueOnError)
-	url := fs.String("url", envOr("DTR_HEALTHCHECK_URL", "http://127.0.0.1:8080/_ping"), "health endpoint to ask")
+	url := fs.String("url", env("HEALTHCHECK_URL", "http://127.0.0.1:8080/_ping"), "health endpoint to ask")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}

@@ -1,0 +1,334 @@
+package adminapi
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"time"
+
+	"github.com/dtr-registry/dtr/registry/meta"
+)
+
+// accountView is an account as the API shows it: never the password hash.
+type accountView struct {
+	Name      string    `json:"name"`
+	IsOrg     bool      `json:"isOrg"`
+	IsAdmin   bool      `json:"isAdmin"`
+	IsActive  bool      `json:"isActive"`
+	FullName  string    `json:"fullName,omitempty"`
+	CreatedAt time.Time `json:"createdAt"`
+}
+
+func view(a meta.Account) accountView {
+	return accountView{Name: a.Name, IsOrg: a.IsOrg, IsAdmin: a.IsAdmin, IsActive: a.IsActive, FullName: a.FullName, CreatedAt: a.CreatedAt}
+}
+
+func requireAdmin(me *meta.Account) error {
+	if !me.IsAdmin {
+		return errorf(http.StatusForbidden, "FORBIDDEN", "only a system administrator may do this")
+	}
+	return nil
+}
+
+// orgAdmin allows system admins and the organization's admins.
+func (a *API) orgAdmin(ctx context.Context, me *meta.Account, org string) error {
+	if me.IsAdmin {
+		return nil
+	}
+	m, err := a.cfg.Store.OrgMember(ctx, org, me.Name)
+	if err == nil && m.IsAdmin {
+		return nil
+	}
+	if err != nil && !errors.Is(err, meta.ErrNotFound) {
+		return err
+	}
+	return errorf(http.StatusForbidden, "FORBIDDEN", "only an admin of organization %s may do this", org)
+}
+
+// CreateAccountRequest is the body of POST /api/v0/accounts.
+type CreateAccountRequest struct {
+	Name     string `json:"name"`
+	Password string `json:"password,omitempty"`
+	IsOrg    bool   `json:"isOrg"`
+	IsAdmin  bool   `json:"isAdmin"`
+	FullName string `json:"fullName,omitempty"`
+}
+
+func (a *API) listAccounts(w http.ResponseWriter, r *http.Request, _ *meta.Account) error {
+	accs, err := a.cfg.Store.Accounts(r.Context())
+	if err != nil {
+		return err
+	}
+	out := make([]accountView, 0, len(accs))
+	for _, acc := range accs {
+		out = append(out, view(acc))
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"accounts": out})
+	return nil
+}
+
+func (a *API) createAccount(w http.ResponseWriter, r *http.Request, me *meta.Account) error {
+	if err := requireAdmin(me); err != nil {
+		return err
+	}
+	var req CreateAccountRequest
+	if err := decode(r.Body, &req); err != nil {
+		return err
+	}
+	if req.IsOrg && (req.Password != "" || req.IsAdmin) {
+		return errorf(http.StatusBadRequest, "INVALID", "an organization has no password and cannot be an admin")
+	}
+	acc, err := a.cfg.Store.CreateAccount(r.Context(), meta.Account{Name: req.Name, IsOrg: req.IsOrg, IsAdmin: req.IsAdmin, FullName: req.FullName}, req.Password)
+	if err != nil {
+		return err
+	}
+	if acc.IsOrg {
+		// The creator manages the new organization, as in DTR.
+		if err := a.cfg.Store.SetOrgMember(r.Context(), acc.Name, me.Name, true); err != nil {
+			return err
+		}
+	}
+	writeJSON(w, http.StatusCreated, view(acc))
+	return nil
+}
+
+func (a *API) getAccount(w http.ResponseWriter, r *http.Request, _ *meta.Account) error {
+	acc, err := a.cfg.Store.Account(r.Context(), r.PathValue("name"))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, view(acc))
+	return nil
+}
+
+// PatchAccountRequest is the body of PATCH /api/v0/accounts/{name}; absent
+// fields keep their values.
+type PatchAccountRequest struct {
+	FullName *string `json:"fullName,omitempty"`
+	IsAdmin  *bool   `json:"isAdmin,omitempty"`
+	IsActive *bool   `json:"isActive,omitempty"`
+}
+
+func (a *API) patchAccount(w http.ResponseWriter, r *http.Request, me *meta.Account) error {
+	name := r.PathValue("name")
+	var req PatchAccountRequest
+	if err := decode(r.Body, &req); err != nil {
+		return err
+	}
+	if (req.IsAdmin != nil || req.IsActive != nil || me.Name != name) && !me.IsAdmin {
+		return errorf(http.StatusForbidden, "FORBIDDEN", "only a system administrator may change other accounts or admin and active flags")
+	}
+	if me.Name == name && ((req.IsAdmin != nil && !*req.IsAdmin) || (req.IsActive != nil && !*req.IsActive)) {
+		return errorf(http.StatusBadRequest, "INVALID", "you cannot demote or deactivate yourself; ask another admin")
+	}
+	acc, err := a.cfg.Store.UpdateAccount(r.Context(), name, func(acc *meta.Account) error {
+		if req.FullName != nil {
+			acc.FullName = *req.FullName
+		}
+		if acc.IsOrg && (req.IsAdmin != nil || req.IsActive != nil) {
+			return errorf(http.StatusBadRequest, "INVALID", "%s is an organization: it has no admin or active flag", name)
+		}
+		if req.IsAdmin != nil {
+			acc.IsAdmin = *req.IsAdmin
+		}
+		if req.IsActive != nil {
+			acc.IsActive = *req.IsActive
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if req.IsActive != nil && !*req.IsActive {
+		if err := a.cfg.Store.RevokeRefreshTokens(r.Context(), name); err != nil {
+			return err
+		}
+	}
+	writeJSON(w, http.StatusOK, view(acc))
+	return nil
+}
+
+func (a *API) deleteAccount(w http.ResponseWriter, r *http.Request, me *meta.Account) error {
+	if err := requireAdmin(me); err != nil {
+		return err
+	}
+	if r.PathValue("name") == me.Name {
+		return errorf(http.StatusBadRequest, "INVALID", "you cannot delete your own account")
+	}
+	if err := a.cfg.Store.DeleteAccount(r.Context(), r.PathValue("name")); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// ChangePasswordRequest is the body of POST …/changePassword. An admin may
+// leave out the old password of another account.
+type ChangePasswordRequest struct {
+	OldPassword string `json:"oldPassword,omitempty"`
+	NewPassword string `json:"newPassword"`
+}
+
+func (a *API) changePassword(w http.ResponseWriter, r *http.Request, me *meta.Account) error {
+	name := r.PathValue("name")
+	var req ChangePasswordRequest
+	if err := decode(r.Body, &req); err != nil {
+		return err
+	}
+	if me.Name != name && !me.IsAdmin {
+		return errForbidden
+	}
+	if me.Name == name && !me.CheckPassword(req.OldPassword) {
+		return errorf(http.StatusForbidden, "FORBIDDEN", "the old password is wrong")
+	}
+	if err := a.cfg.Store.SetPassword(r.Context(), name, req.NewPassword); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func (a *API) listOrgMembers(w http.ResponseWriter, r *http.Request, me *meta.Account) error {
+	org := r.PathValue("org")
+	if !me.IsAdmin {
+		if _, err := a.cfg.Store.OrgMember(r.Context(), org, me.Name); err != nil {
+			if errors.Is(err, meta.ErrNotFound) {
+				return errorf(http.StatusForbidden, "FORBIDDEN", "only members of %s may list its members", org)
+			}
+			return err
+		}
+	}
+	ms, err := a.cfg.Store.OrgMembers(r.Context(), org)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"members": ms})
+	return nil
+}
+
+// MemberRequest is the body of PUT …/members/{member}.
+type MemberRequest struct {
+	IsAdmin bool `json:"isAdmin"`
+}
+
+func (a *API) putOrgMember(w http.ResponseWriter, r *http.Request, me *meta.Account) error {
+	org := r.PathValue("org")
+	if err := a.orgAdmin(r.Context(), me, org); err != nil {
+		return err
+	}
+	var req MemberRequest
+	if r.ContentLength != 0 {
+		if err := decode(r.Body, &req); err != nil {
+			return err
+		}
+	}
+	if err := a.cfg.Store.SetOrgMember(r.Context(), org, r.PathValue("member"), req.IsAdmin); err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, meta.Membership{User: r.PathValue("member"), IsAdmin: req.IsAdmin})
+	return nil
+}
+
+func (a *API) deleteOrgMember(w http.ResponseWriter, r *http.Request, me *meta.Account) error {
+	org := r.PathValue("org")
+	if err := a.orgAdmin(r.Context(), me, org); err != nil {
+		return err
+	}
+	if err := a.cfg.Store.RemoveOrgMember(r.Context(), org, r.PathValue("member")); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func (a *API) listTeams(w http.ResponseWriter, r *http.Request, _ *meta.Account) error {
+	if _, err := a.cfg.Store.Account(r.Context(), r.PathValue("org")); err != nil {
+		return err
+	}
+	ts, err := a.cfg.Store.Teams(r.Context(), r.PathValue("org"))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"teams": ts})
+	return nil
+}
+
+// CreateTeamRequest is the body of POST /api/v0/accounts/{org}/teams.
+type CreateTeamRequest struct {
+	Name        string `json:"name"`
+	Description string `json:"description,omitempty"`
+}
+
+func (a *API) createTeam(w http.ResponseWriter, r *http.Request, me *meta.Account) error {
+	org := r.PathValue("org")
+	if err := a.orgAdmin(r.Context(), me, org); err != nil {
+		return err
+	}
+	var req CreateTeamRequest
+	if err := decode(r.Body, &req); err != nil {
+		return err
+	}
+	t, err := a.cfg.Store.CreateTeam(r.Context(), meta.Team{Org: org, Name: req.Name, Description: req.Description})
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusCreated, t)
+	return nil
+}
+
+func (a *API) getTeam(w http.ResponseWriter, r *http.Request, _ *meta.Account) error {
+	t, err := a.cfg.Store.Team(r.Context(), r.PathValue("org"), r.PathValue("team"))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, t)
+	return nil
+}
+
+func (a *API) deleteTeam(w http.ResponseWriter, r *http.Request, me *meta.Account) error {
+	org := r.PathValue("org")
+	if err := a.orgAdmin(r.Context(), me, org); err != nil {
+		return err
+	}
+	if err := a.cfg.Store.DeleteTeam(r.Context(), org, r.PathValue("team")); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func (a *API) listTeamMembers(w http.ResponseWriter, r *http.Request, _ *meta.Account) error {
+	if _, err := a.cfg.Store.Team(r.Context(), r.PathValue("org"), r.PathValue("team")); err != nil {
+		return err
+	}
+	ms, err := a.cfg.Store.TeamMembers(r.Context(), r.PathValue("org"), r.PathValue("team"))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"members": ms})
+	return nil
+}
+
+func (a *API) putTeamMember(w http.ResponseWriter, r *http.Request, me *meta.Account) error {
+	org := r.PathValue("org")
+	if err := a.orgAdmin(r.Context(), me, org); err != nil {
+		return err
+	}
+	if err := a.cfg.Store.AddTeamMember(r.Context(), org, r.PathValue("team"), r.PathValue("member")); err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, meta.TeamMember{User: r.PathValue("member")})
+	return nil
+}
+
+func (a *API) deleteTeamMember(w http.ResponseWriter, r *http.Request, me *meta.Account) error {
+	org := r.PathValue("org")
+	if err := a.orgAdmin(r.Context(), me, org); err != nil {
+		return err
+	}
+	if err := a.cfg.Store.RemoveTeamMember(r.Context(), org, r.PathValue("team"), r.PathValue("member")); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}

@@ -1,0 +1,216 @@
+// Package adminapi is the replica's admin API, /api/v0/…: accounts,
+// organizations, teams, repositories, permissions, settings and cluster
+// status, as JSON. Callers authenticate with Basic auth or a bearer token
+// from /auth/token.
+package adminapi
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/dtr-registry/dtr/registry/auth"
+	"github.com/dtr-registry/dtr/registry/member"
+	"github.com/dtr-registry/dtr/registry/meta"
+)
+
+// ClusterInfo is what the API needs of the metadata member.
+type ClusterInfo interface {
+	Status(ctx context.Context) member.Status
+}
+
+// Config wires the API to the replica.
+type Config struct {
+	Store     *meta.Store
+	Signer    func() *auth.Signer
+	ReplicaID string
+	Cluster   ClusterInfo
+	Log       logrus.FieldLogger
+}
+
+// API is the admin API handler.
+type API struct {
+	cfg Config
+	mux *http.ServeMux
+}
+
+// MaxBody bounds every request body.
+const MaxBody = 1 << 20
+
+// New returns the admin API.
+func New(cfg Config) *API {
+	a := &API{cfg: cfg, mux: http.NewServeMux()}
+	h := func(pattern string, fn func(w http.ResponseWriter, r *http.Request, me *meta.Account) error) {
+		a.mux.HandleFunc(pattern, a.wrap(fn))
+	}
+	h("GET /api/v0/accounts", a.listAccounts)
+	h("POST /api/v0/accounts", a.createAccount)
+	h("GET /api/v0/accounts/{name}", a.getAccount)
+	h("PATCH /api/v0/accounts/{name}", a.patchAccount)
+	h("DELETE /api/v0/accounts/{name}", a.deleteAccount)
+	h("POST /api/v0/accounts/{name}/changePassword", a.changePassword)
+	h("GET /api/v0/accounts/{org}/members", a.listOrgMembers)
+	h("PUT /api/v0/accounts/{org}/members/{member}", a.putOrgMember)
+	h("DELETE /api/v0/accounts/{org}/members/{member}", a.deleteOrgMember)
+	h("GET /api/v0/accounts/{org}/teams", a.listTeams)
+	h("POST /api/v0/accounts/{org}/teams", a.createTeam)
+	h("GET /api/v0/accounts/{org}/teams/{team}", a.getTeam)
+	h("DELETE /api/v0/accounts/{org}/teams/{team}", a.deleteTeam)
+	h("GET /api/v0/accounts/{org}/teams/{team}/members", a.listTeamMembers)
+	h("PUT /api/v0/accounts/{org}/teams/{team}/members/{member}", a.putTeamMember)
+	h("DELETE /api/v0/accounts/{org}/teams/{team}/members/{member}", a.deleteTeamMember)
+	h("GET /api/v0/repositories", a.listAllRepositories)
+	h("GET /api/v0/repositories/{ns}", a.listRepositories)
+	h("POST /api/v0/repositories/{ns}", a.createRepository)
+	h("GET /api/v0/repositories/{ns}/{repo}", a.getRepository)
+	h("PATCH /api/v0/repositories/{ns}/{repo}", a.patchRepository)
+	h("DELETE /api/v0/repositories/{ns}/{repo}", a.deleteRepository)
+	h("GET /api/v0/repositories/{ns}/{repo}/teamAccess", a.listTeamAccess)
+	h("PUT /api/v0/repositories/{ns}/{repo}/teamAccess/{team}", a.putTeamAccess)
+	h("DELETE /api/v0/repositories/{ns}/{repo}/teamAccess/{team}", a.deleteTeamAccess)
+	h("GET /api/v0/repositories/{ns}/{repo}/userAccess", a.listUserAccess)
+	h("PUT /api/v0/repositories/{ns}/{repo}/userAccess/{user}", a.putUserAccess)
+	h("DELETE /api/v0/repositories/{ns}/{repo}/userAccess/{user}", a.deleteUserAccess)
+	h("GET /api/v0/repositoryNamespaces/{ns}/teamAccess", a.listNamespaceAccess)
+	h("PUT /api/v0/repositoryNamespaces/{ns}/teamAccess/{team}", a.putNamespaceAccess)
+	h("DELETE /api/v0/repositoryNamespaces/{ns}/teamAccess/{team}", a.deleteNamespaceAccess)
+	h("GET /api/v0/meta/settings", a.getSettings)
+	h("PATCH /api/v0/meta/settings", a.patchSettings)
+	h("GET /api/v0/meta/cluster_status", a.clusterStatus)
+	a.mux.HandleFunc("/api/v0/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, &Error{http.StatusNotFound, "NOT_FOUND", "no such API endpoint: " + r.Method + " " + r.URL.Path})
+	})
+	return a
+}
+
+func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) { a.mux.ServeHTTP(w, r) }
+
+// Error is an API error with its HTTP status.
+type Error struct {
+	Status  int
+	Code    string
+	Message string
+}
+
+func (e *Error) Error() string { return e.Message }
+
+func errorf(status int, code, format string, args ...any) *Error {
+	return &Error{Status: status, Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
+var (
+	errForbidden = errorf(http.StatusForbidden, "FORBIDDEN", "you may not do this")
+)
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	if v != nil {
+		_ = json.NewEncoder(w).Encode(v)
+	}
+}
+
+func writeError(w http.ResponseWriter, e *Error) {
+	if e.Status == http.StatusUnauthorized {
+		w.Header().Set("WWW-Authenticate", `Basic realm="dtr"`)
+	}
+	writeJSON(w, e.Status, map[string]any{"errors": []map[string]string{{"code": e.Code, "message": e.Message}}})
+}
+
+// classify maps store errors to API errors.
+func classify(err error) *Error {
+	var ae *Error
+	var mbe *http.MaxBytesError
+	switch {
+	case errors.As(err, &ae):
+		return ae
+	case errors.As(err, &mbe):
+		return errorf(http.StatusRequestEntityTooLarge, "TOO_LARGE", "request body larger than %d bytes", MaxBody)
+	case errors.Is(err, meta.ErrNotFound):
+		return errorf(http.StatusNotFound, "NOT_FOUND", "%v", err)
+	case errors.Is(err, meta.ErrExists):
+		return errorf(http.StatusConflict, "ALREADY_EXISTS", "%v", err)
+	case errors.Is(err, meta.ErrInvalid):
+		return errorf(http.StatusBadRequest, "INVALID", "%v", err)
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+		return errorf(http.StatusServiceUnavailable, "UNAVAILABLE", "metadata did not answer in time; the cluster may have lost quorum")
+	}
+	return errorf(http.StatusInternalServerError, "INTERNAL", "internal error; see the replica's log")
+}
+
+// wrap authenticates the caller and turns returned errors into responses.
+func (a *API) wrap(fn func(w http.ResponseWriter, r *http.Request, me *meta.Account) error) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		r.Body = http.MaxBytesReader(w, r.Body, MaxBody)
+		me, err := a.authenticate(r)
+		if err == nil {
+			err = fn(w, r, me)
+		}
+		if err != nil {
+			e := classify(err)
+			if e.Status >= 500 && a.cfg.Log != nil {
+				a.cfg.Log.WithError(err).WithField("path", r.URL.Path).Error("admin API")
+			}
+			writeError(w, e)
+		}
+	}
+}
+
+var errUnauthenticated = errorf(http.StatusUnauthorized, "UNAUTHORIZED", "authentication required: use Basic auth or a bearer token from /auth/token")
+
+func (a *API) authenticate(r *http.Request) (*meta.Account, error) {
+	ctx := r.Context()
+	if name, pw, ok := r.BasicAuth(); ok {
+		acc, err := a.cfg.Store.Account(ctx, name)
+		if errors.Is(err, meta.ErrNotFound) {
+			return nil, errUnauthenticated
+		}
+		if err != nil {
+			return nil, err
+		}
+		if !acc.CheckPassword(pw) {
+			return nil, errUnauthenticated
+		}
+		return &acc, nil
+	}
+	if raw, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok {
+		s := a.cfg.Signer()
+		if s == nil {
+			return nil, errorf(http.StatusServiceUnavailable, "UNAVAILABLE", "token key not loaded")
+		}
+		claims, err := s.Verify(raw)
+		if err != nil || claims.Subject == "" {
+			return nil, errUnauthenticated
+		}
+		acc, err := a.cfg.Store.Account(ctx, claims.Subject)
+		if err != nil || !acc.IsActive {
+			return nil, errUnauthenticated
+		}
+		return &acc, nil
+	}
+	return nil, errUnauthenticated
+}
+
+// decode reads a JSON body strictly: unknown fields and trailing data are
+// errors, so typos do not silently change nothing.
+func decode(r io.Reader, v any) error {
+	dec := json.NewDecoder(r)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return err
+		}
+		return errorf(http.StatusBadRequest, "INVALID_JSON", "malformed request body: %v", err)
+	}
+	if dec.More() {
+		return errorf(http.StatusBadRequest, "INVALID_JSON", "malformed request body: data after the JSON object")
+	}
+	return nil
+}

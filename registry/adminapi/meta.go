@@ -1,0 +1,129 @@
+package adminapi
+
+import (
+	"net/http"
+	"time"
+
+	"github.com/dtr-registry/dtr/registry/meta"
+)
+
+// settingsView hides the S3 secret key.
+func settingsView(st meta.Settings) meta.Settings {
+	if st.Storage.S3 != nil && st.Storage.S3.SecretKey != "" {
+		s3 := *st.Storage.S3
+		s3.SecretKey = "********"
+		st.Storage.S3 = &s3
+	}
+	return st
+}
+
+func (a *API) getSettings(w http.ResponseWriter, r *http.Request, me *meta.Account) error {
+	if err := requireAdmin(me); err != nil {
+		return err
+	}
+	st, _, err := a.cfg.Store.Settings(r.Context())
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, settingsView(st))
+	return nil
+}
+
+// PatchSettingsRequest is the body of PATCH /api/v0/meta/settings; absent
+// fields keep their values. A storage change applies on every replica.
+type PatchSettingsRequest struct {
+	ExternalURL *string       `json:"externalURL,omitempty"`
+	Storage     *meta.Storage `json:"storage,omitempty"`
+	LogLevel    *string       `json:"logLevel,omitempty"`
+}
+
+func (a *API) patchSettings(w http.ResponseWriter, r *http.Request, me *meta.Account) error {
+	if err := requireAdmin(me); err != nil {
+		return err
+	}
+	var req PatchSettingsRequest
+	if err := decode(r.Body, &req); err != nil {
+		return err
+	}
+	st, err := a.cfg.Store.UpdateSettings(r.Context(), func(st *meta.Settings) error {
+		if req.ExternalURL != nil {
+			st.ExternalURL = *req.ExternalURL
+		}
+		if req.LogLevel != nil {
+			switch *req.LogLevel {
+			case "debug", "info", "warn", "error", "fatal":
+			default:
+				return errorf(http.StatusBadRequest, "INVALID", "logLevel %q: use debug, info, warn, error or fatal", *req.LogLevel)
+			}
+			st.LogLevel = *req.LogLevel
+		}
+		if req.Storage != nil {
+			next := *req.Storage
+			// "********" keeps the stored secret key.
+			if next.S3 != nil && next.S3.SecretKey == "********" && st.Storage.S3 != nil {
+				next.S3.SecretKey = st.Storage.S3.SecretKey
+			}
+			st.Storage = next
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, settingsView(st))
+	return nil
+}
+
+type replicaHealth struct {
+	Healthy bool      `json:"healthy"`
+	Error   string    `json:"error,omitempty"`
+	Version string    `json:"version"`
+	At      time.Time `json:"reportedAt"`
+	Stale   bool      `json:"stale"`
+}
+
+// staleAfter: a replica that has not reported for this long is unhealthy.
+const staleAfter = time.Minute
+
+func (a *API) clusterStatus(w http.ResponseWriter, r *http.Request, me *meta.Account) error {
+	if err := requireAdmin(me); err != nil {
+		return err
+	}
+	st := a.cfg.Cluster.Status(r.Context())
+	reports, err := a.cfg.Store.HealthReports(r.Context())
+	if err != nil && st.HasQuorum {
+		return err
+	}
+	health := map[string]replicaHealth{}
+	var issues []map[string]any
+	for _, rep := range reports {
+		h := replicaHealth{Healthy: rep.Healthy, Error: rep.Error, Version: rep.Version, At: rep.At}
+		if time.Since(rep.At) > staleAfter {
+			h.Stale, h.Healthy = true, false
+			issues = append(issues, map[string]any{"critical": true, "description": "Replica " + rep.ID + " reported health too long ago: " + rep.At.Format(time.RFC3339)})
+		} else if !rep.Healthy {
+			issues = append(issues, map[string]any{"critical": true, "description": "Replica " + rep.ID + " is unhealthy: " + rep.Error})
+		}
+		health[rep.ID] = h
+	}
+	if !st.HasQuorum {
+		issues = append(issues, map[string]any{"critical": true, "description": "metadata has no quorum: " + st.Err})
+	}
+	members := make([]map[string]any, 0, len(st.Members))
+	for _, m := range st.Members {
+		members = append(members, map[string]any{"id": m.ID, "name": m.Name, "peerURLs": m.PeerURLs, "isLearner": m.IsLearner, "isLeader": m.ID == st.Leader})
+	}
+	if issues == nil {
+		issues = []map[string]any{}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{
+		"replica":        a.cfg.ReplicaID,
+		"members":        members,
+		"leader":         st.Leader,
+		"revision":       st.Revision,
+		"hasQuorum":      st.HasQuorum,
+		"replica_health": health,
+		"current_issues": issues,
+	})
+	return nil
+}

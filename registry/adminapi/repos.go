@@ -1,0 +1,299 @@
+package adminapi
+
+import (
+	"context"
+	"net/http"
+
+	"github.com/dtr-registry/dtr/registry/meta"
+)
+
+// repoAccess returns the caller's access to a repository and fails with 404
+// for a repository the caller may not even see, so names do not leak.
+func (a *API) repoAccess(ctx context.Context, me *meta.Account, ns, repo string, need meta.Level) (meta.Repository, error) {
+	rec, err := a.cfg.Store.Repository(ctx, ns, repo)
+	if err != nil {
+		return rec, err
+	}
+	acc, err := a.cfg.Store.AccessFor(ctx, me, ns, repo)
+	if err != nil {
+		return rec, err
+	}
+	if acc.Level < meta.Read {
+		return rec, errorf(http.StatusNotFound, "NOT_FOUND", "repository %s/%s: not found", ns, repo)
+	}
+	if acc.Level < need {
+		return rec, errorf(http.StatusForbidden, "FORBIDDEN", "repository %s/%s needs %s access; you have %s", ns, repo, need, acc.Level)
+	}
+	return rec, nil
+}
+
+func (a *API) visible(ctx context.Context, me *meta.Account, rs []meta.Repository) ([]meta.Repository, error) {
+	out := make([]meta.Repository, 0, len(rs))
+	for _, r := range rs {
+		acc, err := a.cfg.Store.AccessFor(ctx, me, r.Namespace, r.Name)
+		if err != nil {
+			return nil, err
+		}
+		if acc.Level >= meta.Read {
+			out = append(out, r)
+		}
+	}
+	return out, nil
+}
+
+func (a *API) listAllRepositories(w http.ResponseWriter, r *http.Request, me *meta.Account) error {
+	rs, err := a.cfg.Store.Repositories(r.Context(), "")
+	if err != nil {
+		return err
+	}
+	if rs, err = a.visible(r.Context(), me, rs); err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"repositories": rs})
+	return nil
+}
+
+func (a *API) listRepositories(w http.ResponseWriter, r *http.Request, me *meta.Account) error {
+	if _, err := a.cfg.Store.Account(r.Context(), r.PathValue("ns")); err != nil {
+		return err
+	}
+	rs, err := a.cfg.Store.Repositories(r.Context(), r.PathValue("ns"))
+	if err != nil {
+		return err
+	}
+	if rs, err = a.visible(r.Context(), me, rs); err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"repositories": rs})
+	return nil
+}
+
+// CreateRepositoryRequest is the body of POST /api/v0/repositories/{ns}.
+type CreateRepositoryRequest struct {
+	Name             string `json:"name"`
+	Visibility       string `json:"visibility,omitempty"`
+	ShortDescription string `json:"shortDescription,omitempty"`
+	ImmutableTags    bool   `json:"immutableTags"`
+}
+
+func (a *API) createRepository(w http.ResponseWriter, r *http.Request, me *meta.Account) error {
+	ns := r.PathValue("ns")
+	var req CreateRepositoryRequest
+	if err := decode(r.Body, &req); err != nil {
+		return err
+	}
+	if _, _, err := meta.SplitRepository(ns + "/" + req.Name); err != nil {
+		return err
+	}
+	acc, err := a.cfg.Store.AccessFor(r.Context(), me, ns, req.Name)
+	if err != nil {
+		return err
+	}
+	if acc.Exists {
+		return errorf(http.StatusConflict, "ALREADY_EXISTS", "repository %s/%s already exists", ns, req.Name)
+	}
+	if !acc.CanCreate {
+		return errorf(http.StatusForbidden, "FORBIDDEN", "you may not create repositories in namespace %s", ns)
+	}
+	rec, err := a.cfg.Store.CreateRepository(r.Context(), meta.Repository{
+		Namespace: ns, Name: req.Name, Visibility: req.Visibility, Description: req.ShortDescription,
+		ImmutableTags: req.ImmutableTags, CreatedBy: me.Name,
+	})
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusCreated, rec)
+	return nil
+}
+
+func (a *API) getRepository(w http.ResponseWriter, r *http.Request, me *meta.Account) error {
+	rec, err := a.repoAccess(r.Context(), me, r.PathValue("ns"), r.PathValue("repo"), meta.Read)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, rec)
+	return nil
+}
+
+// PatchRepositoryRequest is the body of PATCH …/repositories/{ns}/{repo}.
+type PatchRepositoryRequest struct {
+	Visibility       *string `json:"visibility,omitempty"`
+	ShortDescription *string `json:"shortDescription,omitempty"`
+	ImmutableTags    *bool   `json:"immutableTags,omitempty"`
+}
+
+func (a *API) patchRepository(w http.ResponseWriter, r *http.Request, me *meta.Account) error {
+	ns, repo := r.PathValue("ns"), r.PathValue("repo")
+	var req PatchRepositoryRequest
+	if err := decode(r.Body, &req); err != nil {
+		return err
+	}
+	if _, err := a.repoAccess(r.Context(), me, ns, repo, meta.Admin); err != nil {
+		return err
+	}
+	rec, err := a.cfg.Store.UpdateRepository(r.Context(), ns, repo, func(rec *meta.Repository) error {
+		if req.Visibility != nil {
+			rec.Visibility = *req.Visibility
+		}
+		if req.ShortDescription != nil {
+			rec.Description = *req.ShortDescription
+		}
+		if req.ImmutableTags != nil {
+			rec.ImmutableTags = *req.ImmutableTags
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, rec)
+	return nil
+}
+
+func (a *API) deleteRepository(w http.ResponseWriter, r *http.Request, me *meta.Account) error {
+	ns, repo := r.PathValue("ns"), r.PathValue("repo")
+	if _, err := a.repoAccess(r.Context(), me, ns, repo, meta.Admin); err != nil {
+		return err
+	}
+	if err := a.cfg.Store.DeleteRepository(r.Context(), ns, repo); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// AccessRequest is the body of PUT …/teamAccess/{team} and …/userAccess/{user}.
+type AccessRequest struct {
+	AccessLevel string `json:"accessLevel"`
+}
+
+func parseAccess(r *http.Request) (meta.Level, error) {
+	var req AccessRequest
+	if err := decode(r.Body, &req); err != nil {
+		return meta.NoAccess, err
+	}
+	return meta.ParseLevel(req.AccessLevel)
+}
+
+func (a *API) listTeamAccess(w http.ResponseWriter, r *http.Request, me *meta.Account) error {
+	ns, repo := r.PathValue("ns"), r.PathValue("repo")
+	if _, err := a.repoAccess(r.Context(), me, ns, repo, meta.Admin); err != nil {
+		return err
+	}
+	gs, err := a.cfg.Store.TeamGrants(r.Context(), ns, repo)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"teamAccessList": gs})
+	return nil
+}
+
+func (a *API) putTeamAccess(w http.ResponseWriter, r *http.Request, me *meta.Account) error {
+	ns, repo, team := r.PathValue("ns"), r.PathValue("repo"), r.PathValue("team")
+	level, err := parseAccess(r)
+	if err != nil {
+		return err
+	}
+	if _, err := a.repoAccess(r.Context(), me, ns, repo, meta.Admin); err != nil {
+		return err
+	}
+	if err := a.cfg.Store.SetTeamAccess(r.Context(), ns, repo, team, level); err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, meta.Grant{Team: team, Level: level})
+	return nil
+}
+
+func (a *API) deleteTeamAccess(w http.ResponseWriter, r *http.Request, me *meta.Account) error {
+	ns, repo := r.PathValue("ns"), r.PathValue("repo")
+	if _, err := a.repoAccess(r.Context(), me, ns, repo, meta.Admin); err != nil {
+		return err
+	}
+	if err := a.cfg.Store.RevokeTeamAccess(r.Context(), ns, repo, r.PathValue("team")); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func (a *API) listUserAccess(w http.ResponseWriter, r *http.Request, me *meta.Account) error {
+	ns, repo := r.PathValue("ns"), r.PathValue("repo")
+	if _, err := a.repoAccess(r.Context(), me, ns, repo, meta.Admin); err != nil {
+		return err
+	}
+	gs, err := a.cfg.Store.UserGrants(r.Context(), ns, repo)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"userAccessList": gs})
+	return nil
+}
+
+func (a *API) putUserAccess(w http.ResponseWriter, r *http.Request, me *meta.Account) error {
+	ns, repo, user := r.PathValue("ns"), r.PathValue("repo"), r.PathValue("user")
+	level, err := parseAccess(r)
+	if err != nil {
+		return err
+	}
+	if _, err := a.repoAccess(r.Context(), me, ns, repo, meta.Admin); err != nil {
+		return err
+	}
+	if err := a.cfg.Store.SetUserAccess(r.Context(), ns, repo, user, level); err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, meta.Grant{User: user, Level: level})
+	return nil
+}
+
+func (a *API) deleteUserAccess(w http.ResponseWriter, r *http.Request, me *meta.Account) error {
+	ns, repo := r.PathValue("ns"), r.PathValue("repo")
+	if _, err := a.repoAccess(r.Context(), me, ns, repo, meta.Admin); err != nil {
+		return err
+	}
+	if err := a.cfg.Store.RevokeUserAccess(r.Context(), ns, repo, r.PathValue("user")); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func (a *API) listNamespaceAccess(w http.ResponseWriter, r *http.Request, me *meta.Account) error {
+	ns := r.PathValue("ns")
+	if err := a.orgAdmin(r.Context(), me, ns); err != nil {
+		return err
+	}
+	gs, err := a.cfg.Store.NamespaceTeamGrants(r.Context(), ns)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"teamAccessList": gs})
+	return nil
+}
+
+func (a *API) putNamespaceAccess(w http.ResponseWriter, r *http.Request, me *meta.Account) error {
+	ns, team := r.PathValue("ns"), r.PathValue("team")
+	level, err := parseAccess(r)
+	if err != nil {
+		return err
+	}
+	if err := a.orgAdmin(r.Context(), me, ns); err != nil {
+		return err
+	}
+	if err := a.cfg.Store.SetNamespaceTeamAccess(r.Context(), ns, team, level); err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, meta.Grant{Team: team, Level: level})
+	return nil
+}
+
+func (a *API) deleteNamespaceAccess(w http.ResponseWriter, r *http.Request, me *meta.Account) error {
+	ns := r.PathValue("ns")
+	if err := a.orgAdmin(r.Context(), me, ns); err != nil {
+		return err
+	}
+	if err := a.cfg.Store.RevokeNamespaceTeamAccess(r.Context(), ns, r.PathValue("team")); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}

@@ -1,0 +1,112 @@
+package auth
+
+import (
+	"crypto"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/distribution/distribution/v3/registry/auth/token"
+	"github.com/go-jose/go-jose/v4"
+	"github.com/go-jose/go-jose/v4/jwt"
+)
+
+// The JWT claims Distribution checks against its token configuration.
+const (
+	Issuer  = "dtr-token-issuer"
+	Service = "dtr"
+)
+
+// TokenTTL is how long an access token lives. Distribution allows 60 s of
+// clock skew between replicas on top of it.
+const TokenTTL = 5 * time.Minute
+
+// Signer signs access tokens with the cluster's token key.
+type Signer struct {
+	signer jose.Signer
+	cert   *x509.Certificate
+	pub    crypto.PublicKey
+	kid    string
+	alg    jose.SignatureAlgorithm
+}
+
+// NewSigner loads the token key pair (PEM). The key ID is the key's JWK
+// thumbprint: the only form Distribution v3 matches for a certificate in its
+// root bundle.
+func NewSigner(certPEM, keyPEM []byte) (*Signer, error) {
+	cb, _ := pem.Decode(certPEM)
+	kb, _ := pem.Decode(keyPEM)
+	if cb == nil || kb == nil {
+		return nil, errors.New("token key pair: no PEM data")
+	}
+	cert, err := x509.ParseCertificate(cb.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("token certificate: %w", err)
+	}
+	key, err := x509.ParsePKCS8PrivateKey(kb.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("token key: %w", err)
+	}
+	alg := jose.ES256
+	if _, ok := key.(interface{ Public() crypto.PublicKey }); !ok {
+		return nil, errors.New("token key: unsupported key type")
+	}
+	switch cert.PublicKeyAlgorithm {
+	case x509.ECDSA:
+	case x509.RSA:
+		alg = jose.RS256
+	case x509.Ed25519:
+		alg = jose.EdDSA
+	default:
+		return nil, fmt.Errorf("token key: unsupported algorithm %s", cert.PublicKeyAlgorithm)
+	}
+	kid := token.GetJWKThumbprint(cert.PublicKey)
+	sig, err := jose.NewSigner(jose.SigningKey{Algorithm: alg, Key: jose.JSONWebKey{Key: key, KeyID: kid}},
+		(&jose.SignerOptions{}).WithType("JWT"))
+	if err != nil {
+		return nil, err
+	}
+	return &Signer{signer: sig, cert: cert, pub: cert.PublicKey, kid: kid, alg: alg}, nil
+}
+
+// Issue signs an access token for subject (empty for anonymous) granting access.
+func (s *Signer) Issue(subject string, access []*token.ResourceActions, now time.Time) (string, error) {
+	jti := make([]byte, 16)
+	if _, err := rand.Read(jti); err != nil {
+		return "", err
+	}
+	if access == nil {
+		access = []*token.ResourceActions{}
+	}
+	claims := token.ClaimSet{
+		Issuer:     Issuer,
+		Subject:    subject,
+		Audience:   token.AudienceList{Service},
+		Expiration: now.Add(TokenTTL).Unix(),
+		NotBefore:  now.Add(-time.Second).Unix(),
+		IssuedAt:   now.Unix(),
+		JWTID:      hex.EncodeToString(jti),
+		Access:     access,
+	}
+	return jwt.Signed(s.signer).Claims(claims).Serialize()
+}
+
+// Verify checks a token this cluster signed and returns its claims.
+func (s *Signer) Verify(raw string) (*token.ClaimSet, error) {
+	t, err := token.NewToken(raw, []jose.SignatureAlgorithm{s.alg})
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(s.cert)
+	return t.Verify(token.VerifyOptions{
+		TrustedIssuers:    []string{Issuer},
+		AcceptedAudiences: []string{Service},
+		Roots:             pool,
+		TrustedKeys:       map[string]crypto.PublicKey{s.kid: s.pub},
+	})
+}

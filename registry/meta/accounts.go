@@ -1,0 +1,336 @@
+package meta
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"regexp"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"golang.org/x/crypto/bcrypt"
+)
+
+// Account is a user or an organization; both own a namespace of repositories.
+type Account struct {
+	Name         string    `json:"name"`
+	IsOrg        bool      `json:"isOrg"`
+	IsAdmin      bool      `json:"isAdmin,omitempty"` // system administrator (users only)
+	IsActive     bool      `json:"isActive"`
+	FullName     string    `json:"fullName,omitempty"`
+	PasswordHash string    `json:"passwordHash,omitempty"` // bcrypt; users only
+	CreatedAt    time.Time `json:"createdAt"`
+}
+
+// Membership is a user's membership of an organization.
+type Membership struct {
+	User    string `json:"user"`
+	IsAdmin bool   `json:"isAdmin"` // may manage the organization, its teams and repositories
+}
+
+// Team is a group of an organization's members that is granted access.
+type Team struct {
+	Org         string `json:"org"`
+	Name        string `json:"name"`
+	Description string `json:"description,omitempty"`
+}
+
+// TeamMember is a user's membership of a team.
+type TeamMember struct {
+	User string `json:"user"`
+}
+
+// Namespace component grammar of Docker references: an account name must be
+// usable as the first component of a repository name.
+var accountName = regexp.MustCompile(`^[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*$`)
+
+var teamName = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,99}$`)
+
+// ErrInvalid marks a value that does not follow the rules; the message says which.
+var ErrInvalid = errors.New("invalid")
+
+// MinPasswordLength is the shortest password dtr accepts.
+const MinPasswordLength = 8
+
+// ValidateAccountName checks an account name.
+func ValidateAccountName(name string) error {
+	if len(name) < 2 || len(name) > 255 || !accountName.MatchString(name) {
+		return fmt.Errorf("%w account name %q: use 2-255 lowercase letters and digits, separated by single '.', '_', '__' or '-'", ErrInvalid, name)
+	}
+	return nil
+}
+
+// ValidateTeamName checks a team name.
+func ValidateTeamName(name string) error {
+	if !teamName.MatchString(name) {
+		return fmt.Errorf("%w team name %q: use up to 100 letters, digits, '_', '.' or '-'", ErrInvalid, name)
+	}
+	return nil
+}
+
+// HashPassword returns a bcrypt hash of a password that meets the rules.
+func HashPassword(pw string) (string, error) {
+	if len(pw) < MinPasswordLength {
+		return "", fmt.Errorf("%w password: it needs at least %d characters", ErrInvalid, MinPasswordLength)
+	}
+	if len(pw) > 72 {
+		return "", fmt.Errorf("%w password: bcrypt uses at most 72 bytes", ErrInvalid)
+	}
+	h, err := bcrypt.GenerateFromPassword([]byte(pw), bcrypt.DefaultCost)
+	return string(h), err
+}
+
+// CheckPassword reports whether pw matches the account's password.
+func (a *Account) CheckPassword(pw string) bool {
+	if a.IsOrg || a.PasswordHash == "" || !a.IsActive {
+		return false
+	}
+	return bcrypt.CompareHashAndPassword([]byte(a.PasswordHash), []byte(pw)) == nil
+}
+
+// CreateAccount adds a user or organization. password is ignored for orgs.
+func (s *Store) CreateAccount(ctx context.Context, a Account, password string) (Account, error) {
+	if err := ValidateAccountName(a.Name); err != nil {
+		return Account{}, err
+	}
+	a.IsActive = true
+	a.CreatedAt = time.Now().UTC()
+	if a.IsOrg {
+		a.IsAdmin, a.PasswordHash = false, ""
+	} else {
+		h, err := HashPassword(password)
+		if err != nil {
+			return Account{}, err
+		}
+		a.PasswordHash = h
+	}
+	if err := s.create(ctx, key("accounts", a.Name), a); err != nil {
+		return Account{}, fmt.Errorf("account %s: %w", a.Name, err)
+	}
+	return a, nil
+}
+
+// Account returns one account.
+func (s *Store) Account(ctx context.Context, name string) (Account, error) {
+	var a Account
+	_, err := s.get(ctx, key("accounts", name), &a)
+	if err != nil {
+		return a, fmt.Errorf("account %s: %w", name, err)
+	}
+	return a, nil
+}
+
+// Accounts lists every account.
+func (s *Store) Accounts(ctx context.Context) ([]Account, error) {
+	return list[Account](ctx, s, dir("accounts"))
+}
+
+// UpdateAccount changes an account with fn (retried on concurrent change).
+func (s *Store) UpdateAccount(ctx context.Context, name string, fn func(*Account) error) (Account, error) {
+	a, err := mutate(ctx, s, key("accounts", name), fn)
+	if err != nil {
+		return a, fmt.Errorf("account %s: %w", name, err)
+	}
+	return a, nil
+}
+
+// SetPassword changes a user's password and revokes the user's refresh tokens.
+func (s *Store) SetPassword(ctx context.Context, name, password string) error {
+	h, err := HashPassword(password)
+	if err != nil {
+		return err
+	}
+	if _, err := s.UpdateAccount(ctx, name, func(a *Account) error {
+		if a.IsOrg {
+			return fmt.Errorf("%w: %s is an organization, which has no password", ErrInvalid, name)
+		}
+		a.PasswordHash = h
+		return nil
+	}); err != nil {
+		return err
+	}
+	return s.RevokeRefreshTokens(ctx, name)
+}
+
+// DeleteAccount removes an account with its memberships, teams, its
+// repositories' records and permissions, and its refresh tokens. Image data
+// in storage is left for garbage collection.
+func (s *Store) DeleteAccount(ctx context.Context, name string) error {
+	ops := []clientv3.Op{
+		clientv3.OpDelete(key("accounts", name)),
+		clientv3.OpDelete(dir("orgs", name), clientv3.WithPrefix()),
+		clientv3.OpDelete(dir("repos", name), clientv3.WithPrefix()),
+		clientv3.OpDelete(dir("access", name), clientv3.WithPrefix()),
+		clientv3.OpDelete(dir("nsaccess", name), clientv3.WithPrefix()),
+	}
+	resp, err := s.KV.Txn(ctx).Then(ops...).Commit()
+	if err != nil {
+		return fmt.Errorf("deleting account %s: %w", name, err)
+	}
+	if resp.Responses[0].GetResponseDeleteRange().Deleted == 0 {
+		return fmt.Errorf("account %s: %w", name, ErrNotFound)
+	}
+	return s.RevokeRefreshTokens(ctx, name)
+}
+
+func (s *Store) org(ctx context.Context, name string) (Account, error) {
+	a, err := s.Account(ctx, name)
+	if err != nil {
+		return a, err
+	}
+	if !a.IsOrg {
+		return a, fmt.Errorf("%w: %s is a user, not an organization", ErrInvalid, name)
+	}
+	return a, nil
+}
+
+func (s *Store) user(ctx context.Context, name string) (Account, error) {
+	a, err := s.Account(ctx, name)
+	if err != nil {
+		return a, err
+	}
+	if a.IsOrg {
+		return a, fmt.Errorf("%w: %s is an organization, not a user", ErrInvalid, name)
+	}
+	return a, nil
+}
+
+// SetOrgMember adds or updates a user's membership of an organization.
+func (s *Store) SetOrgMember(ctx context.Context, org, user string, isAdmin bool) error {
+	if _, err := s.org(ctx, org); err != nil {
+		return err
+	}
+	if _, err := s.user(ctx, user); err != nil {
+		return err
+	}
+	return s.put(ctx, key("orgs", org, "members", user), Membership{User: user, IsAdmin: isAdmin})
+}
+
+// OrgMember returns a user's membership of an organization.
+func (s *Store) OrgMember(ctx context.Context, org, user string) (Membership, error) {
+	var m Membership
+	_, err := s.get(ctx, key("orgs", org, "members", user), &m)
+	return m, err
+}
+
+// OrgMembers lists an organization's members.
+func (s *Store) OrgMembers(ctx context.Context, org string) ([]Membership, error) {
+	return list[Membership](ctx, s, dir("orgs", org, "members"))
+}
+
+// RemoveOrgMember removes a user from an organization and all its teams.
+func (s *Store) RemoveOrgMember(ctx context.Context, org, user string) error {
+	teams, err := s.Teams(ctx, org)
+	if err != nil {
+		return err
+	}
+	ops := []clientv3.Op{clientv3.OpDelete(key("orgs", org, "members", user))}
+	for _, t := range teams {
+		ops = append(ops, clientv3.OpDelete(key("orgs", org, "teams", t.Name, "members", user)))
+	}
+	resp, err := s.KV.Txn(ctx).Then(ops...).Commit()
+	if err != nil {
+		return err
+	}
+	if resp.Responses[0].GetResponseDeleteRange().Deleted == 0 {
+		return fmt.Errorf("member %s of %s: %w", user, org, ErrNotFound)
+	}
+	return nil
+}
+
+// CreateTeam adds a team to an organization.
+func (s *Store) CreateTeam(ctx context.Context, t Team) (Team, error) {
+	if err := ValidateTeamName(t.Name); err != nil {
+		return t, err
+	}
+	if _, err := s.org(ctx, t.Org); err != nil {
+		return t, err
+	}
+	if err := s.create(ctx, key("orgs", t.Org, "teams", t.Name), t); err != nil {
+		return t, fmt.Errorf("team %s/%s: %w", t.Org, t.Name, err)
+	}
+	return t, nil
+}
+
+// Team returns one team.
+func (s *Store) Team(ctx context.Context, org, name string) (Team, error) {
+	var t Team
+	_, err := s.get(ctx, key("orgs", org, "teams", name), &t)
+	if err != nil {
+		return t, fmt.Errorf("team %s/%s: %w", org, name, err)
+	}
+	return t, nil
+}
+
+// Teams lists an organization's teams.
+func (s *Store) Teams(ctx context.Context, org string) ([]Team, error) {
+	return list[Team](ctx, s, dir("orgs", org, "teams"))
+}
+
+// DeleteTeam removes a team, its members and its grants.
+func (s *Store) DeleteTeam(ctx context.Context, org, name string) error {
+	repos, err := s.Repositories(ctx, org)
+	if err != nil {
+		return err
+	}
+	ops := []clientv3.Op{
+		clientv3.OpDelete(key("orgs", org, "teams", name)),
+		clientv3.OpDelete(dir("orgs", org, "teams", name), clientv3.WithPrefix()),
+		clientv3.OpDelete(key("nsaccess", org, name)),
+	}
+	for _, r := range repos {
+		ops = append(ops, clientv3.OpDelete(key("access", org, r.Name, "teams", name)))
+	}
+	resp, err := s.KV.Txn(ctx).Then(ops...).Commit()
+	if err != nil {
+		return err
+	}
+	if resp.Responses[0].GetResponseDeleteRange().Deleted == 0 {
+		return fmt.Errorf("team %s/%s: %w", org, name, ErrNotFound)
+	}
+	return nil
+}
+
+// AddTeamMember adds an organization member to a team.
+func (s *Store) AddTeamMember(ctx context.Context, org, team, user string) error {
+	if _, err := s.Team(ctx, org, team); err != nil {
+		return err
+	}
+	if _, err := s.OrgMember(ctx, org, user); err != nil {
+		if !errors.Is(err, ErrNotFound) {
+			return err
+		}
+		// Adding to a team makes the user an organization member, as in DTR.
+		if err := s.SetOrgMember(ctx, org, user, false); err != nil {
+			return err
+		}
+	}
+	return s.put(ctx, key("orgs", org, "teams", team, "members", user), TeamMember{User: user})
+}
+
+// TeamMembers lists a team's members.
+func (s *Store) TeamMembers(ctx context.Context, org, team string) ([]TeamMember, error) {
+	return list[TeamMember](ctx, s, dir("orgs", org, "teams", team, "members"))
+}
+
+// RemoveTeamMember removes a user from a team.
+func (s *Store) RemoveTeamMember(ctx context.Context, org, team, user string) error {
+	found, err := s.del(ctx, key("orgs", org, "teams", team, "members", user), false)
+	if err != nil {
+		return err
+	}
+	if !found {
+		return fmt.Errorf("member %s of team %s/%s: %w", user, org, team, ErrNotFound)
+	}
+	return nil
+}
+
+// InTeam reports whether user is a member of org's team.
+func (s *Store) InTeam(ctx context.Context, org, team, user string) (bool, error) {
+	var m TeamMember
+	_, err := s.get(ctx, key("orgs", org, "teams", team, "members", user), &m)
+	if errors.Is(err, ErrNotFound) {
+		return false, nil
+	}
+	return err == nil, err
+}

@@ -1,0 +1,259 @@
+package meta
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// Cluster is the identity and shared secrets every replica uses.
+type Cluster struct {
+	ID         string    `json:"id"`
+	HTTPSecret string    `json:"httpSecret"` // Distribution's upload-state HMAC key: the same on every replica
+	CreatedAt  time.Time `json:"createdAt"`
+	Version    string    `json:"version"` // dtr version that created the cluster
+}
+
+// KeyPair is a PEM certificate and its PEM private key.
+type KeyPair struct {
+	CertPEM string `json:"certPEM"`
+	KeyPEM  string `json:"keyPEM,omitempty"`
+}
+
+// Settings are the cluster-wide settings operators change.
+type Settings struct {
+	ExternalURL string  `json:"externalURL,omitempty"`
+	Storage     Storage `json:"storage"`
+	LogLevel    string  `json:"logLevel,omitempty"`
+}
+
+// Storage is where image blobs live.
+type Storage struct {
+	Type string `json:"type"` // "filesystem" or "s3"
+	// Filesystem: the replica's own mount (a volume, a host path or NFS).
+	S3 *S3 `json:"s3,omitempty"`
+}
+
+// S3 configures an S3 or S3-compatible bucket.
+type S3 struct {
+	Region         string `json:"region"`
+	Bucket         string `json:"bucket"`
+	RegionEndpoint string `json:"regionEndpoint,omitempty"`
+	AccessKey      string `json:"accessKey,omitempty"`
+	SecretKey      string `json:"secretKey,omitempty"`
+	ForcePathStyle bool   `json:"forcePathStyle,omitempty"`
+	RootDirectory  string `json:"rootDirectory,omitempty"`
+	Secure         *bool  `json:"secure,omitempty"`
+	SkipVerify     bool   `json:"skipVerify,omitempty"`
+}
+
+// Validate checks the storage settings.
+func (st Storage) Validate() error {
+	switch st.Type {
+	case "filesystem":
+		if st.S3 != nil {
+			return fmt.Errorf("%w storage: s3 settings given with type filesystem", ErrInvalid)
+		}
+	case "s3":
+		if st.S3 == nil || st.S3.Bucket == "" || st.S3.Region == "" {
+			return fmt.Errorf("%w storage: s3 needs at least region and bucket", ErrInvalid)
+		}
+	default:
+		return fmt.Errorf("%w storage type %q: use filesystem or s3", ErrInvalid, st.Type)
+	}
+	return nil
+}
+
+// Bootstrap is what the first replica of a new cluster writes.
+type Bootstrap struct {
+	Version       string
+	CA            KeyPair
+	TokenKey      KeyPair
+	Settings      Settings
+	AdminUsername string
+	AdminPassword string
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		panic(err)
+	}
+	return hex.EncodeToString(b)
+}
+
+// Bootstrap writes a new cluster's identity, keys, settings and first admin
+// in one transaction, unless the cluster already exists (then it returns the
+// existing Cluster and changes nothing).
+func (s *Store) Bootstrap(ctx context.Context, b Bootstrap) (Cluster, error) {
+	if existing, err := s.Cluster(ctx); err == nil {
+		return existing, nil
+	} else if !errors.Is(err, ErrNotFound) {
+		return Cluster{}, err
+	}
+	if err := b.Settings.Storage.Validate(); err != nil {
+		return Cluster{}, err
+	}
+	if err := ValidateAccountName(b.AdminUsername); err != nil {
+		return Cluster{}, fmt.Errorf("admin username: %w", err)
+	}
+	hash, err := HashPassword(b.AdminPassword)
+	if err != nil {
+		return Cluster{}, fmt.Errorf("admin password: %w", err)
+	}
+	c := Cluster{ID: randomHex(16), HTTPSecret: randomHex(32), CreatedAt: time.Now().UTC(), Version: b.Version}
+	admin := Account{Name: b.AdminUsername, IsAdmin: true, IsActive: true, PasswordHash: hash, CreatedAt: c.CreatedAt}
+	var ops []clientv3.Op
+	for k, v := range map[string]any{
+		key("cluster"): c, key("ca"): b.CA, key("keys", "token"): b.TokenKey,
+		key("settings"): b.Settings, key("accounts", admin.Name): admin,
+	} {
+		op, err := putOp(k, v)
+		if err != nil {
+			return Cluster{}, err
+		}
+		ops = append(ops, op)
+	}
+	resp, err := s.KV.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(key("cluster")), "=", 0)).Then(ops...).Commit()
+	if err != nil {
+		return Cluster{}, fmt.Errorf("bootstrapping the cluster: %w", err)
+	}
+	if !resp.Succeeded {
+		return s.Cluster(ctx)
+	}
+	return c, nil
+}
+
+// Cluster returns the cluster's identity.
+func (s *Store) Cluster(ctx context.Context) (Cluster, error) {
+	var c Cluster
+	_, err := s.get(ctx, key("cluster"), &c)
+	return c, err
+}
+
+// CA returns the cluster CA.
+func (s *Store) CA(ctx context.Context) (KeyPair, error) {
+	var kp KeyPair
+	_, err := s.get(ctx, key("ca"), &kp)
+	return kp, err
+}
+
+// TokenKey returns the token-signing key and its certificate.
+func (s *Store) TokenKey(ctx context.Context) (KeyPair, error) {
+	var kp KeyPair
+	_, err := s.get(ctx, key("keys", "token"), &kp)
+	return kp, err
+}
+
+// Settings returns the cluster settings.
+func (s *Store) Settings(ctx context.Context) (Settings, int64, error) {
+	var st Settings
+	rev, err := s.get(ctx, key("settings"), &st)
+	return st, rev, err
+}
+
+// UpdateSettings changes the settings with fn.
+func (s *Store) UpdateSettings(ctx context.Context, fn func(*Settings) error) (Settings, error) {
+	return mutate(ctx, s, key("settings"), func(st *Settings) error {
+		if err := fn(st); err != nil {
+			return err
+		}
+		return st.Storage.Validate()
+	})
+}
+
+// SettingsKey is watched by replicas to apply setting changes.
+func SettingsKey() string { return key("settings") }
+
+func putOp(k string, v any) (clientv3.Op, error) {
+	b, err := jsonMarshal(v)
+	if err != nil {
+		return clientv3.Op{}, err
+	}
+	return clientv3.OpPut(k, string(b)), nil
+}
+
+// RefreshToken is a long-lived token `docker login` stores instead of the
+// password. Only its hash is kept.
+type RefreshToken struct {
+	User      string    `json:"user"`
+	ClientID  string    `json:"clientID,omitempty"`
+	CreatedAt time.Time `json:"createdAt"`
+}
+
+func tokenHash(tok string) string {
+	h := sha256.Sum256([]byte(tok))
+	return hex.EncodeToString(h[:])
+}
+
+// IssueRefreshToken creates and stores a refresh token for user.
+func (s *Store) IssueRefreshToken(ctx context.Context, user, clientID string) (string, error) {
+	tok := "rt-" + randomHex(32)
+	h := tokenHash(tok)
+	rt := RefreshToken{User: user, ClientID: clientID, CreatedAt: time.Now().UTC()}
+	a, err := putOp(key("tokens", h), rt)
+	if err != nil {
+		return "", err
+	}
+	b, err := putOp(key("usertokens", user, h), rt)
+	if err != nil {
+		return "", err
+	}
+	if _, err := s.KV.Txn(ctx).Then(a, b).Commit(); err != nil {
+		return "", fmt.Errorf("storing a refresh token: %w", err)
+	}
+	return tok, nil
+}
+
+// LookupRefreshToken returns the token's record.
+func (s *Store) LookupRefreshToken(ctx context.Context, tok string) (RefreshToken, error) {
+	var rt RefreshToken
+	_, err := s.get(ctx, key("tokens", tokenHash(tok)), &rt)
+	return rt, err
+}
+
+// RevokeRefreshTokens removes every refresh token of user.
+func (s *Store) RevokeRefreshTokens(ctx context.Context, user string) error {
+	resp, err := s.KV.Get(ctx, dir("usertokens", user), clientv3.WithPrefix(), clientv3.WithKeysOnly())
+	if err != nil {
+		return err
+	}
+	ops := []clientv3.Op{clientv3.OpDelete(dir("usertokens", user), clientv3.WithPrefix())}
+	for _, kv := range resp.Kvs {
+		h := string(kv.Key)[len(dir("usertokens", user)):]
+		ops = append(ops, clientv3.OpDelete(Prefix+"tokens/"+h))
+	}
+	_, err = s.KV.Txn(ctx).Then(ops...).Commit()
+	return err
+}
+
+// ReplicaReport is a replica's last health report.
+type ReplicaReport struct {
+	ID      string    `json:"id"`
+	Healthy bool      `json:"healthy"`
+	Error   string    `json:"error,omitempty"`
+	Version string    `json:"version"`
+	At      time.Time `json:"at"`
+}
+
+// ReportHealth records a replica's health.
+func (s *Store) ReportHealth(ctx context.Context, r ReplicaReport) error {
+	return s.put(ctx, key("replicas", r.ID), r)
+}
+
+// HealthReports lists every replica's last report.
+func (s *Store) HealthReports(ctx context.Context) ([]ReplicaReport, error) {
+	return list[ReplicaReport](ctx, s, dir("replicas"))
+}
+
+// DeleteHealthReport forgets a removed replica.
+func (s *Store) DeleteHealthReport(ctx context.Context, id string) error {
+	_, err := s.del(ctx, key("replicas", id), false)
+	return err
+}

@@ -1,0 +1,138 @@
+package meta
+
+import (
+	"context"
+	"fmt"
+	"regexp"
+	"strings"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// Visibility of a repository.
+const (
+	Public  = "public"
+	Private = "private"
+)
+
+// Repository is a repository's record: namespace/name, who may see it and
+// whether its tags may be overwritten.
+type Repository struct {
+	Namespace     string    `json:"namespace"`
+	Name          string    `json:"name"`
+	Visibility    string    `json:"visibility"`
+	Description   string    `json:"shortDescription,omitempty"`
+	ImmutableTags bool      `json:"immutableTags"`
+	CreatedAt     time.Time `json:"createdAt"`
+	CreatedBy     string    `json:"createdBy,omitempty"`
+}
+
+// FullName is namespace/name.
+func (r Repository) FullName() string { return r.Namespace + "/" + r.Name }
+
+var repoName = regexp.MustCompile(`^[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*$`)
+
+// SplitRepository splits "namespace/name". dtr repositories have exactly two
+// components, as in DTR; the namespace is an account.
+func SplitRepository(full string) (namespace, name string, err error) {
+	ns, n, ok := strings.Cut(full, "/")
+	if !ok || strings.Contains(n, "/") || ValidateAccountName(ns) != nil || !repoName.MatchString(n) || len(n) > 255 {
+		return "", "", fmt.Errorf("%w repository %q: use <namespace>/<name>, where the namespace is a user or organization and the name uses lowercase letters, digits and single separators", ErrInvalid, full)
+	}
+	return ns, n, nil
+}
+
+// CreateRepository adds a repository to an existing namespace.
+func (s *Store) CreateRepository(ctx context.Context, r Repository) (Repository, error) {
+	if _, _, err := SplitRepository(r.Namespace + "/" + r.Name); err != nil {
+		return r, err
+	}
+	if r.Visibility == "" {
+		r.Visibility = Private
+	}
+	if r.Visibility != Public && r.Visibility != Private {
+		return r, fmt.Errorf("%w visibility %q: use public or private", ErrInvalid, r.Visibility)
+	}
+	if _, err := s.Account(ctx, r.Namespace); err != nil {
+		return r, fmt.Errorf("namespace %s: %w", r.Namespace, err)
+	}
+	r.CreatedAt = time.Now().UTC()
+	if err := s.create(ctx, key("repos", r.Namespace, r.Name), r); err != nil {
+		return r, fmt.Errorf("repository %s: %w", r.FullName(), err)
+	}
+	return r, nil
+}
+
+// Repository returns one repository.
+func (s *Store) Repository(ctx context.Context, namespace, name string) (Repository, error) {
+	var r Repository
+	_, err := s.get(ctx, key("repos", namespace, name), &r)
+	if err != nil {
+		return r, fmt.Errorf("repository %s/%s: %w", namespace, name, err)
+	}
+	return r, nil
+}
+
+// Repositories lists a namespace's repositories, or every repository when
+// namespace is empty.
+func (s *Store) Repositories(ctx context.Context, namespace string) ([]Repository, error) {
+	if namespace != "" {
+		return list[Repository](ctx, s, dir("repos", namespace))
+	}
+	resp, err := s.KV.Get(ctx, dir("repos"), clientv3.WithPrefix(), clientv3.WithKeysOnly())
+	if err != nil {
+		return nil, err
+	}
+	var out []Repository
+	seen := map[string]bool{}
+	for _, kv := range resp.Kvs {
+		ns, _, _ := strings.Cut(strings.TrimPrefix(string(kv.Key), dir("repos")), "/")
+		if seen[ns] {
+			continue
+		}
+		seen[ns] = true
+		rs, err := list[Repository](ctx, s, Prefix+"repos/"+ns+"/")
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, rs...)
+	}
+	return out, nil
+}
+
+// UpdateRepository changes a repository with fn.
+func (s *Store) UpdateRepository(ctx context.Context, namespace, name string, fn func(*Repository) error) (Repository, error) {
+	r, err := mutate(ctx, s, key("repos", namespace, name), func(r *Repository) error {
+		if err := fn(r); err != nil {
+			return err
+		}
+		if r.Visibility != Public && r.Visibility != Private {
+			return fmt.Errorf("%w visibility %q: use public or private", ErrInvalid, r.Visibility)
+		}
+		return nil
+	})
+	if err != nil {
+		return r, fmt.Errorf("repository %s/%s: %w", namespace, name, err)
+	}
+	return r, nil
+}
+
+// DeleteRepository removes a repository's record, grants and referrers index.
+// Image data in storage is left for garbage collection.
+func (s *Store) DeleteRepository(ctx context.Context, namespace, name string) error {
+	full := namespace + "/" + name
+	resp, err := s.KV.Txn(ctx).Then(
+		clientv3.OpDelete(key("repos", namespace, name)),
+		clientv3.OpDelete(dir("access", namespace, name), clientv3.WithPrefix()),
+		clientv3.OpDelete(dir("referrers", full), clientv3.WithPrefix()),
+		clientv3.OpDelete(dir("referrer-of", full), clientv3.WithPrefix()),
+	).Commit()
+	if err != nil {
+		return err
+	}
+	if resp.Responses[0].GetResponseDeleteRange().Deleted == 0 {
+		return fmt.Errorf("repository %s: %w", full, ErrNotFound)
+	}
+	return nil
+}

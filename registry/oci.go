@@ -1,0 +1,459 @@
+package registry
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"path"
+	"regexp"
+	"slices"
+	"strings"
+
+	"github.com/distribution/distribution/v3/registry/auth/token"
+	"github.com/distribution/distribution/v3/registry/storage/driver"
+	"github.com/opencontainers/go-digest"
+	"github.com/sirupsen/logrus"
+
+	"github.com/dtr-registry/dtr/registry/auth"
+	"github.com/dtr-registry/dtr/registry/meta"
+)
+
+// ociExtensions wraps the Distribution App with what it lacks: the referrers
+// API and the OCI-Subject header (an index kept in the metadata store), tag
+// immutability, and repository records created on first push.
+type ociExtensions struct {
+	next   http.Handler
+	store  *meta.Store
+	signer func() *auth.Signer
+	log    logrus.FieldLogger
+	// driver is the registry's storage, for the revision links of manifests
+	// pushed by a non-sha256 digest.
+	driver func() driver.StorageDriver
+}
+
+// maxManifest is Distribution's own manifest size limit.
+const maxManifest = 4 << 20
+
+var (
+	manifestPath  = regexp.MustCompile(`^/v2/(.+)/manifests/([^/]+)$`)
+	blobPath      = regexp.MustCompile(`^/v2/(.+)/blobs/([^/]+)$`)
+	uploadPath    = regexp.MustCompile(`^/v2/(.+)/blobs/uploads/`)
+	referrersPath = regexp.MustCompile(`^/v2/(.+)/referrers/([^/]+)$`)
+	digestRE      = regexp.MustCompile(`^[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$`)
+)
+
+func (o *ociExtensions) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if m := referrersPath.FindStringSubmatch(r.URL.Path); m != nil {
+		o.referrers(w, r, m[1], m[2])
+		return
+	}
+	if m := manifestPath.FindStringSubmatch(r.URL.Path); m != nil {
+		switch r.Method {
+		case http.MethodPut:
+			o.putManifest(w, r, m[1], m[2])
+			return
+		case http.MethodDelete:
+			o.deleteManifest(w, r, m[1], m[2])
+			return
+		case http.MethodGet, http.MethodHead:
+			o.next.ServeHTTP(keepDigest(w, m[2]), r)
+			return
+		}
+	}
+	if m := blobPath.FindStringSubmatch(r.URL.Path); m != nil && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
+		o.next.ServeHTTP(keepDigest(w, m[2]), r)
+		return
+	}
+	if m := uploadPath.FindStringSubmatch(r.URL.Path); m != nil && (r.Method == http.MethodPut || r.Method == http.MethodPost) {
+		q := r.URL.Query()
+		if mount, from := q.Get("mount"), q.Get("from"); r.Method == http.MethodPost && mount != "" && from != "" && !isCanonical(mount) && digestRE.MatchString(mount) {
+			o.mount(w, r, m[1], from, mount)
+			return
+		}
+		d := q.Get("digest")
+		if d == "" {
+			d = q.Get("mount")
+		}
+		o.next.ServeHTTP(keepDigest(w, d), r)
+		return
+	}
+	o.next.ServeHTTP(w, r)
+}
+
+// isCanonical reports whether a digest uses Distribution's own algorithm.
+func isCanonical(d string) bool { return strings.HasPrefix(d, "sha256:") }
+
+// keepDigest makes Docker-Content-Digest answer with the digest the client
+// asked for. Distribution stores content under sha256 and reports that even
+// for a sha512 request, which OCI clients reject.
+func keepDigest(w http.ResponseWriter, requested string) http.ResponseWriter {
+	if requested == "" || isCanonical(requested) || !digestRE.MatchString(requested) {
+		return w
+	}
+	return &statusRecorder{ResponseWriter: w, beforeWrite: func(status int) {
+		if status >= 200 && status < 300 && w.Header().Get("Docker-Content-Digest") != "" {
+			w.Header().Set("Docker-Content-Digest", requested)
+		}
+	}}
+}
+
+// layerLink is where Distribution links a blob digest into a repository.
+func layerLink(repo, d string) string {
+	alg, hex, _ := strings.Cut(d, ":")
+	return path.Join("/docker/registry/v2/repositories", repo, "_layers", alg, hex, "link")
+}
+
+// mount handles a cross-repository mount by a non-sha256 digest:
+// Distribution mounts the content but links only its sha256 digest into the
+// target, so the digest the client used would be unknown there.
+func (o *ociExtensions) mount(w http.ResponseWriter, r *http.Request, repo, from, d string) {
+	ctx := context.WithoutCancel(r.Context())
+	rec := &statusRecorder{ResponseWriter: w, beforeWrite: func(status int) {
+		if status != http.StatusCreated {
+			return
+		}
+		drv := o.driver()
+		if drv == nil {
+			return
+		}
+		canonical, err := drv.GetContent(ctx, layerLink(from, d))
+		if err == nil {
+			err = drv.PutContent(ctx, layerLink(repo, d), canonical)
+		}
+		if err == nil {
+			err = drv.PutContent(ctx, layerLink(repo, strings.TrimSpace(string(canonical))), canonical)
+		}
+		if err != nil {
+			o.log.WithError(err).Errorf("linking mounted blob %s into %s", d, repo)
+		}
+		w.Header().Set("Docker-Content-Digest", d)
+	}}
+	o.next.ServeHTTP(rec, r)
+}
+
+// revisionLink is where Distribution links a manifest digest to its content.
+func revisionLink(repo, d string) string {
+	alg, hex, _ := strings.Cut(d, ":")
+	return path.Join("/docker/registry/v2/repositories", repo, "_manifests/revisions", alg, hex, "link")
+}
+
+// registryError writes a Distribution-style error body.
+func registryError(w http.ResponseWriter, status int, code, msg string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(map[string]any{"errors": []map[string]string{{"code": code, "message": msg}}})
+}
+
+// authorize checks the bearer token for action on repo, as Distribution does
+// for its own routes, and answers the challenge itself when it fails.
+func (o *ociExtensions) authorize(w http.ResponseWriter, r *http.Request, repo, action string) (*token.ClaimSet, bool) {
+	challenge := func(errCode string) {
+		v := fmt.Sprintf(`Bearer realm="https://%s/auth/token",service=%q,scope="repository:%s:%s"`, r.Host, auth.Service, repo, action)
+		if errCode != "" {
+			v += fmt.Sprintf(`,error=%q`, errCode)
+		}
+		w.Header().Set("WWW-Authenticate", v)
+		registryError(w, http.StatusUnauthorized, "UNAUTHORIZED", "authentication required")
+	}
+	raw, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if !ok {
+		challenge("")
+		return nil, false
+	}
+	signer := o.signer()
+	if signer == nil {
+		registryError(w, http.StatusServiceUnavailable, "UNAVAILABLE", "token key not loaded")
+		return nil, false
+	}
+	claims, err := signer.Verify(raw)
+	if err != nil {
+		challenge("invalid_token")
+		return nil, false
+	}
+	for _, ra := range claims.Access {
+		if ra.Type == "repository" && ra.Name == repo && (slices.Contains(ra.Actions, action) || slices.Contains(ra.Actions, "*")) {
+			return claims, true
+		}
+	}
+	challenge("insufficient_scope")
+	return nil, false
+}
+
+// referrers serves GET /v2/<name>/referrers/<digest> from the index.
+func (o *ociExtensions) referrers(w http.ResponseWriter, r *http.Request, repo, digest string) {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		w.Header().Set("Allow", "GET, HEAD")
+		registryError(w, http.StatusMethodNotAllowed, "UNSUPPORTED", "use GET")
+		return
+	}
+	if _, ok := o.authorize(w, r, repo, "pull"); !ok {
+		return
+	}
+	if !digestRE.MatchString(digest) {
+		registryError(w, http.StatusBadRequest, "DIGEST_INVALID", "invalid digest "+digest)
+		return
+	}
+	descs, err := o.store.Referrers(r.Context(), repo, digest)
+	if err != nil {
+		o.log.WithError(err).Error("reading the referrers index")
+		registryError(w, http.StatusServiceUnavailable, "UNAVAILABLE", "metadata unavailable; try again")
+		return
+	}
+	if at := r.URL.Query().Get("artifactType"); at != "" {
+		kept := descs[:0]
+		for _, d := range descs {
+			if d.ArtifactType == at {
+				kept = append(kept, d)
+			}
+		}
+		descs = kept
+		w.Header().Set("OCI-Filters-Applied", "artifactType")
+	}
+	if descs == nil {
+		descs = []meta.Descriptor{}
+	}
+	body, _ := json.Marshal(map[string]any{
+		"schemaVersion": 2,
+		"mediaType":     "application/vnd.oci.image.index.v1+json",
+		"manifests":     descs,
+	})
+	w.Header().Set("Content-Type", "application/vnd.oci.image.index.v1+json")
+	w.Header().Set("Content-Length", fmt.Sprint(len(body)))
+	w.WriteHeader(http.StatusOK)
+	if r.Method == http.MethodGet {
+		_, _ = w.Write(body)
+	}
+}
+
+// manifestFields are the parts of a manifest the extensions read.
+type manifestFields struct {
+	MediaType    string `json:"mediaType"`
+	ArtifactType string `json:"artifactType"`
+	Config       *struct {
+		MediaType string `json:"mediaType"`
+	} `json:"config"`
+	Subject *struct {
+		Digest string `json:"digest"`
+	} `json:"subject"`
+	Annotations map[string]string `json:"annotations"`
+}
+
+// statusRecorder lets the wrapper add headers once the App's status is known.
+type statusRecorder struct {
+	http.ResponseWriter
+	status      int
+	beforeWrite func(status int)
+}
+
+func (s *statusRecorder) WriteHeader(code int) {
+	if s.status == 0 {
+		s.status = code
+		if s.beforeWrite != nil {
+			s.beforeWrite(code)
+		}
+	}
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusRecorder) Write(b []byte) (int, error) {
+	if s.status == 0 {
+		s.WriteHeader(http.StatusOK)
+	}
+	return s.ResponseWriter.Write(b)
+}
+
+func (o *ociExtensions) putManifest(w http.ResponseWriter, r *http.Request, repo, ref string) {
+	body, err := io.ReadAll(io.LimitReader(r.Body, maxManifest+1))
+	if err != nil {
+		registryError(w, http.StatusBadRequest, "MANIFEST_INVALID", "reading the manifest: "+err.Error())
+		return
+	}
+	if len(body) > maxManifest {
+		registryError(w, http.StatusRequestEntityTooLarge, "SIZE_INVALID", "manifest larger than 4 MiB")
+		return
+	}
+	var mf manifestFields
+	_ = json.Unmarshal(body, &mf) // Distribution validates; this only reads hints
+	ns, name, nameErr := meta.SplitRepository(repo)
+	if nameErr == nil && !digestRE.MatchString(ref) {
+		if rec, err := o.store.Repository(r.Context(), ns, name); err == nil && rec.ImmutableTags {
+			if existing := o.tagDigest(r, repo, ref); existing != "" && existing != "sha256:"+sha256Hex(body) {
+				registryError(w, http.StatusBadRequest, "TAG_INVALID", fmt.Sprintf("tag %s of %s is immutable; push a new tag", ref, repo))
+				return
+			}
+		}
+	}
+	r.Body = io.NopCloser(bytes.NewReader(body))
+	r.ContentLength = int64(len(body))
+	requested, canonical := "", ""
+	if digestRE.MatchString(ref) && !isCanonical(ref) {
+		// Distribution computes manifest digests with sha256 only: store the
+		// manifest under its sha256 digest and link the requested one to it.
+		dg, err := digest.Parse(ref)
+		if err != nil || !dg.Algorithm().Available() {
+			registryError(w, http.StatusBadRequest, "DIGEST_INVALID", "unsupported digest "+ref)
+			return
+		}
+		if dg.Algorithm().FromBytes(body) != dg {
+			registryError(w, http.StatusBadRequest, "DIGEST_INVALID", "manifest digest does not match "+ref)
+			return
+		}
+		requested, canonical = ref, digest.FromBytes(body).String()
+		r.URL.Path = "/v2/" + repo + "/manifests/" + canonical
+		r.URL.RawPath = ""
+	}
+	subject := ""
+	if mf.Subject != nil && digestRE.MatchString(mf.Subject.Digest) {
+		subject = mf.Subject.Digest
+	}
+	ctx := context.WithoutCancel(r.Context())
+	rec := &statusRecorder{ResponseWriter: w, beforeWrite: func(status int) {
+		if status != http.StatusCreated {
+			return
+		}
+		if subject != "" {
+			w.Header().Set("OCI-Subject", subject)
+		}
+		if requested != "" {
+			if err := o.linkDigest(ctx, repo, requested, canonical); err != nil {
+				o.log.WithError(err).Errorf("linking %s to %s in %s", requested, canonical, repo)
+			}
+			w.Header().Set("Docker-Content-Digest", requested)
+			w.Header().Set("Location", "/v2/"+repo+"/manifests/"+requested)
+		}
+	}}
+	o.next.ServeHTTP(rec, r)
+	if rec.status != http.StatusCreated {
+		return
+	}
+	if subject != "" {
+		d := meta.Descriptor{
+			MediaType:    r.Header.Get("Content-Type"),
+			Digest:       w.Header().Get("Docker-Content-Digest"),
+			Size:         int64(len(body)),
+			ArtifactType: mf.ArtifactType,
+			Annotations:  mf.Annotations,
+		}
+		if mf.MediaType != "" {
+			d.MediaType = mf.MediaType
+		}
+		if d.ArtifactType == "" && mf.Config != nil {
+			d.ArtifactType = mf.Config.MediaType
+		}
+		if requested != "" {
+			d.Digest = requested
+		}
+		if d.Digest == "" {
+			d.Digest = "sha256:" + sha256Hex(body)
+		}
+		if err := o.store.AddReferrer(ctx, repo, subject, d); err != nil {
+			o.log.WithError(err).Errorf("indexing referrer %s of %s in %s", d.Digest, subject, repo)
+		}
+	}
+	if nameErr == nil {
+		o.ensureRepository(ctx, r, ns, name)
+	}
+}
+
+// ensureRepository creates the record of a repository pushed for the first
+// time (create-on-push); the token server already checked the pusher may.
+func (o *ociExtensions) ensureRepository(ctx context.Context, r *http.Request, ns, name string) {
+	if _, err := o.store.Repository(ctx, ns, name); err == nil || !errors.Is(err, meta.ErrNotFound) {
+		return
+	}
+	creator := ""
+	if raw, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok {
+		if s := o.signer(); s != nil {
+			if c, err := s.Verify(raw); err == nil {
+				creator = c.Subject
+			}
+		}
+	}
+	_, err := o.store.CreateRepository(ctx, meta.Repository{Namespace: ns, Name: name, Visibility: meta.Private, CreatedBy: creator})
+	if err != nil && !errors.Is(err, meta.ErrExists) {
+		o.log.WithError(err).Warnf("recording repository %s/%s created by push", ns, name)
+	} else if err == nil {
+		o.log.WithFields(logrus.Fields{"repository": ns + "/" + name, "user": creator}).Info("repository created by push")
+	}
+}
+
+// tagDigest asks the App which digest a tag points at, with the client's own
+// credentials ("" when the tag does not exist).
+func (o *ociExtensions) tagDigest(r *http.Request, repo, tag string) string {
+	req, err := http.NewRequestWithContext(r.Context(), http.MethodHead, "/v2/"+repo+"/manifests/"+tag, nil)
+	if err != nil {
+		return ""
+	}
+	req.Host = r.Host
+	req.TLS = r.TLS
+	req.Header.Set("Authorization", r.Header.Get("Authorization"))
+	req.Header.Set("Accept", strings.Join([]string{
+		"application/vnd.oci.image.manifest.v1+json", "application/vnd.oci.image.index.v1+json",
+		"application/vnd.docker.distribution.manifest.v2+json", "application/vnd.docker.distribution.manifest.list.v2+json",
+	}, ", "))
+	rec := &headRecorder{header: http.Header{}}
+	o.next.ServeHTTP(rec, req)
+	if rec.status != http.StatusOK {
+		return ""
+	}
+	return rec.header.Get("Docker-Content-Digest")
+}
+
+type headRecorder struct {
+	header http.Header
+	status int
+}
+
+func (h *headRecorder) Header() http.Header         { return h.header }
+func (h *headRecorder) Write(b []byte) (int, error) { return len(b), nil }
+func (h *headRecorder) WriteHeader(code int)        { h.status = code }
+
+// linkDigest makes requested (e.g. a sha512 digest) name the manifest stored
+// as canonical, the way Distribution links blobs pushed by sha512.
+func (o *ociExtensions) linkDigest(ctx context.Context, repo, requested, canonical string) error {
+	drv := o.driver()
+	if drv == nil {
+		return errors.New("storage not configured")
+	}
+	return drv.PutContent(ctx, revisionLink(repo, requested), []byte(canonical))
+}
+
+func (o *ociExtensions) deleteManifest(w http.ResponseWriter, r *http.Request, repo, ref string) {
+	ctx := context.WithoutCancel(r.Context())
+	canonical := ""
+	if digestRE.MatchString(ref) && !isCanonical(ref) {
+		if drv := o.driver(); drv != nil {
+			if b, err := drv.GetContent(ctx, revisionLink(repo, ref)); err == nil {
+				canonical = strings.TrimSpace(string(b))
+			}
+		}
+	}
+	rec := &statusRecorder{ResponseWriter: w}
+	o.next.ServeHTTP(rec, r)
+	if rec.status != http.StatusAccepted || !digestRE.MatchString(ref) {
+		return
+	}
+	if err := o.store.RemoveReferrer(ctx, repo, ref); err != nil {
+		o.log.WithError(err).Errorf("removing %s of %s from the referrers index", ref, repo)
+	}
+	if canonical != "" && isCanonical(canonical) {
+		// The sha512 link is gone; remove the sha256 revision it named too.
+		req, err := http.NewRequestWithContext(ctx, http.MethodDelete, "/v2/"+repo+"/manifests/"+canonical, nil)
+		if err == nil {
+			req.Host, req.TLS = r.Host, r.TLS
+			req.Header.Set("Authorization", r.Header.Get("Authorization"))
+			o.next.ServeHTTP(&headRecorder{header: http.Header{}}, req)
+		}
+	}
+}
+
+func sha256Hex(b []byte) string {
+	h := sha256.Sum256(b)
+	return hex.EncodeToString(h[:])
+}

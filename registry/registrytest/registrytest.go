@@ -1,0 +1,172 @@
+// Package registrytest runs real dtr replicas inside a test process: an
+// embedded metadata member on loopback ports, HTTPS with the cluster CA, and
+// the admin account, for tests and benchmarks that need no engine.
+package registrytest
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/dtr-registry/dtr/registry"
+	"github.com/dtr-registry/dtr/registry/meta"
+)
+
+// Admin credentials of every test replica.
+const (
+	AdminUser     = "admin"
+	AdminPassword = "admin-Passw0rd"
+)
+
+// Replica is a running test replica.
+type Replica struct {
+	*registry.Replica
+	URL    string // https://127.0.0.1:<port>
+	Host   string // 127.0.0.1:<port>
+	HTTP   string // http://127.0.0.1:<port>
+	Client *http.Client
+	Opts   registry.Options
+
+	t      testing.TB
+	cancel context.CancelFunc
+	served chan error
+}
+
+// FreePort returns a loopback port that was free a moment ago.
+func FreePort(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// Options returns options for a new single-replica cluster in dir.
+func Options(t testing.TB, dir string) registry.Options {
+	peer := fmt.Sprintf("http://127.0.0.1:%d", FreePort(t))
+	log := logrus.New()
+	log.SetOutput(io.Discard)
+	if os.Getenv("DTR_TEST_LOG") != "" {
+		log.SetOutput(testWriter{t})
+	}
+	return registry.Options{
+		ReplicaID:      "aaaaaaaaaaaa",
+		DataDir:        dir,
+		PeerListen:     peer,
+		PeerAdvertise:  peer,
+		ClientListen:   fmt.Sprintf("http://127.0.0.1:%d", FreePort(t)),
+		InsecurePeers:  true,
+		AdminUsername:  AdminUser,
+		AdminPassword:  AdminPassword,
+		Storage:        meta.Storage{Type: "filesystem"},
+		LogLevel:       "error",
+		Log:            log,
+		HealthInterval: 500 * time.Millisecond,
+		ReportInterval: time.Second,
+	}
+}
+
+type testWriter struct{ t testing.TB }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(string(p))
+	return len(p), nil
+}
+
+// Start starts a replica with o and serves it on loopback until the test ends.
+func Start(t testing.TB, o registry.Options) *Replica {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	r, err := registry.Start(ctx, o)
+	if err != nil {
+		t.Fatalf("starting the replica: %v", err)
+	}
+	httpLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	httpsLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(r.CACertPEM())
+	sctx, scancel := context.WithCancel(context.Background())
+	rep := &Replica{
+		Replica: r,
+		Host:    httpsLn.Addr().String(),
+		URL:     "https://" + httpsLn.Addr().String(),
+		HTTP:    "http://" + httpLn.Addr().String(),
+		Client:  &http.Client{Timeout: 2 * time.Minute, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}, MaxIdleConnsPerHost: 64}},
+		Opts:    o,
+		t:       t,
+		cancel:  scancel,
+		served:  make(chan error, 1),
+	}
+	go func() { rep.served <- r.ServeListeners(sctx, httpLn, httpsLn) }()
+	t.Cleanup(rep.Stop)
+	rep.WaitHealthy(30 * time.Second)
+	return rep
+}
+
+// StartNew starts a fresh single-replica cluster in a temporary directory.
+func StartNew(t testing.TB) *Replica {
+	return Start(t, Options(t, filepath.Join(t.TempDir(), "data")))
+}
+
+// WaitHealthy polls /_ping until it answers 200.
+func (r *Replica) WaitHealthy(within time.Duration) {
+	r.t.Helper()
+	deadline := time.Now().Add(within)
+	var last string
+	for time.Now().Before(deadline) {
+		resp, err := r.Client.Get(r.URL + "/_ping")
+		if err == nil {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+			last = string(b)
+		} else {
+			last = err.Error()
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	r.t.Fatalf("replica not healthy after %v: %s", within, last)
+}
+
+// Stop stops serving and closes the replica; safe twice.
+func (r *Replica) Stop() {
+	if r.cancel == nil {
+		return
+	}
+	r.cancel()
+	<-r.served
+	r.cancel = nil
+	if err := r.Close(); err != nil {
+		r.t.Logf("closing the replica: %v", err)
+	}
+}
+
+// Restart stops the replica and starts it again on the same data.
+func (r *Replica) Restart() *Replica {
+	r.t.Helper()
+	r.Stop()
+	o := r.Opts
+	o.AdminPassword = "" // an existing cluster needs no bootstrap
+	return Start(r.t, o)
+}

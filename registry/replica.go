@@ -1,0 +1,505 @@
+// Package registry is the replica server: the Docker/OCI registry API (CNCF
+// Distribution as a library) with the referrers API around it, the token
+// server, the admin API, metadata in an embedded etcd member, health
+// endpoints and TLS.
+package registry
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/distribution/distribution/v3/registry/storage/driver"
+	"github.com/sirupsen/logrus"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/dtr-registry/dtr/images"
+	"github.com/dtr-registry/dtr/pki"
+	"github.com/dtr-registry/dtr/registry/adminapi"
+	"github.com/dtr-registry/dtr/registry/auth"
+	"github.com/dtr-registry/dtr/registry/member"
+	"github.com/dtr-registry/dtr/registry/meta"
+)
+
+// Options configure one replica.
+type Options struct {
+	ReplicaID string
+	DataDir   string // etcd data in DataDir/etcd, issued certificates in DataDir/tls
+	CADir     string // the cluster CA (the dtr-ca-<id> volume); default DataDir/ca
+	// StorageRoot is where filesystem storage keeps blobs (a volume, host
+	// path or NFS mount); default DataDir/registry.
+	StorageRoot string
+
+	HTTPAddr        string // plain HTTP: /_ping, /health, and a redirect to HTTPS
+	HTTPSAddr       string
+	PublicHTTPSPort int // the HTTPS port clients use, for redirects (default 443)
+
+	// Metadata member.
+	PeerListen     string // default https://0.0.0.0:12380
+	PeerAdvertise  string // default https://dtr-registry-<id>:12380
+	ClientListen   string // default http://127.0.0.1:12379
+	InitialCluster string // "id=peerURL,..." when joining
+	Join           bool   // join an existing cluster (the member was added as a learner)
+	InsecurePeers  bool   // plain-http peers: single-host tests only
+
+	TLSCertFile string   // operator's certificate (chain) for HTTPS; default: issued by the cluster CA
+	TLSKeyFile  string   //
+	Hostnames   []string // extra names and addresses for the issued certificates
+
+	// Bootstrap of a new cluster (ignored when the cluster exists).
+	AdminUsername string
+	AdminPassword string
+	ExternalURL   string
+	Storage       meta.Storage
+
+	LogLevel       string
+	Log            *logrus.Logger
+	HealthInterval time.Duration // default 2 s
+	ReportInterval time.Duration // default 10 s
+}
+
+func (o *Options) defaults() error {
+	if o.ReplicaID == "" {
+		return errors.New("--replica-id is required")
+	}
+	if o.DataDir == "" {
+		return errors.New("--data-dir is required")
+	}
+	abs, err := filepath.Abs(o.DataDir)
+	if err != nil {
+		return err
+	}
+	o.DataDir = abs
+	def := func(p *string, v string) {
+		if *p == "" {
+			*p = v
+		}
+	}
+	def(&o.CADir, filepath.Join(o.DataDir, "ca"))
+	def(&o.StorageRoot, filepath.Join(o.DataDir, "registry"))
+	def(&o.HTTPAddr, ":8080")
+	def(&o.HTTPSAddr, ":8443")
+	scheme := "https"
+	if o.InsecurePeers {
+		scheme = "http"
+	}
+	def(&o.PeerListen, scheme+"://0.0.0.0:12380")
+	def(&o.PeerAdvertise, scheme+"://dtr-registry-"+o.ReplicaID+":12380")
+	def(&o.ClientListen, "http://127.0.0.1:12379")
+	def(&o.LogLevel, "info")
+	if o.PublicHTTPSPort == 0 {
+		o.PublicHTTPSPort = 443
+	}
+	if o.HealthInterval == 0 {
+		o.HealthInterval = 2 * time.Second
+	}
+	if o.ReportInterval == 0 {
+		o.ReportInterval = 10 * time.Second
+	}
+	if o.Log == nil {
+		o.Log = logrus.New()
+	}
+	if o.Storage.Type == "" {
+		o.Storage.Type = "filesystem"
+	}
+	return nil
+}
+
+// Replica is a running replica.
+type Replica struct {
+	opts    Options
+	log     *logrus.Entry
+	member  *member.Member
+	store   *meta.Store
+	cluster meta.Cluster
+	ca      *pki.CA
+	signer  atomic.Pointer[auth.Signer]
+	app     swappable
+	driver  atomic.Pointer[driverBox]
+	health  *healthChecker
+	tls     *tls.Config
+	handler http.Handler
+
+	mu       sync.Mutex
+	storage  meta.Storage
+	cancel   context.CancelFunc
+	done     sync.WaitGroup
+	stopOnce sync.Once
+}
+
+type driverBox struct{ d driver.StorageDriver }
+
+// Start brings the replica up: the CA and certificates, the metadata member,
+// the cluster's records (bootstrapped on a new cluster), the registry App and
+// the background health checks. Serve then listens.
+func Start(ctx context.Context, o Options) (*Replica, error) {
+	if err := o.defaults(); err != nil {
+		return nil, err
+	}
+	r := &Replica{opts: o, log: o.Log.WithField("replica", o.ReplicaID)}
+	for _, d := range []string{o.DataDir, filepath.Join(o.DataDir, "tls")} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return nil, fmt.Errorf("data directory: %w", err)
+		}
+	}
+	etcdDir := filepath.Join(o.DataDir, "etcd")
+	newCluster := !o.Join && !hasEtcdData(etcdDir)
+	ca, err := loadOrCreateCA(o.CADir, newCluster)
+	if err != nil {
+		return nil, err
+	}
+	r.ca = ca
+	hosts := append([]string{"dtr-registry-" + o.ReplicaID, "localhost", "127.0.0.1"}, o.Hostnames...)
+	hosts = append(hosts, localAddresses()...)
+	if pu, err := url.Parse(o.PeerAdvertise); err == nil {
+		hosts = append(hosts, pu.Hostname())
+	}
+
+	mcfg := member.Config{
+		Name: o.ReplicaID, Dir: etcdDir,
+		PeerListen: o.PeerListen, PeerAdvertise: o.PeerAdvertise, ClientListen: o.ClientListen,
+		InitialCluster: o.InitialCluster, Join: o.Join,
+		ClusterToken: "dtr-" + o.ReplicaID, LogLevel: "error",
+	}
+	if !o.InsecurePeers {
+		cert, key, err := issueFiles(ca, filepath.Join(o.DataDir, "tls"), "peer", hosts)
+		if err != nil {
+			return nil, err
+		}
+		mcfg.PeerTLS = &member.TLSFiles{CertFile: cert, KeyFile: key, CAFile: filepath.Join(o.CADir, caCertFile)}
+	}
+	r.log.Info("starting the metadata member")
+	m, err := member.Start(ctx, mcfg)
+	if err != nil {
+		return nil, err
+	}
+	r.member = m
+	r.store = meta.New(m.Client())
+	if err := r.loadCluster(ctx, newCluster, ca); err != nil {
+		m.Close()
+		return nil, err
+	}
+
+	certFile, keyFile := o.TLSCertFile, o.TLSKeyFile
+	if certFile == "" {
+		st, _, _ := r.store.Settings(ctx)
+		if u, err := url.Parse(st.ExternalURL); err == nil && u.Hostname() != "" {
+			hosts = append(hosts, u.Hostname())
+		}
+		if certFile, keyFile, err = issueFiles(ca, filepath.Join(o.DataDir, "tls"), "server", hosts); err != nil {
+			m.Close()
+			return nil, err
+		}
+	}
+	if r.tls, err = serverTLS(certFile, keyFile); err != nil {
+		m.Close()
+		return nil, err
+	}
+
+	r.health = newHealthChecker(o.HealthInterval, 1500*time.Millisecond,
+		check{"metadata", func(ctx context.Context) error {
+			if st := r.member.Status(ctx); !st.HasQuorum {
+				return fmt.Errorf("no quorum: %s", st.Err)
+			}
+			return nil
+		}},
+		check{"storage", storageProbe(func() driver.StorageDriver {
+			if b := r.driver.Load(); b != nil {
+				return b.d
+			}
+			return nil
+		})},
+		check{"auth", func(context.Context) error {
+			if r.signer.Load() == nil {
+				return errors.New("token signing key not loaded")
+			}
+			return nil
+		}},
+	)
+	r.handler = r.routes()
+	bg, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	r.cancel = cancel
+	r.done.Add(3)
+	go func() { defer r.done.Done(); r.health.run(bg) }()
+	go func() { defer r.done.Done(); r.reportHealth(bg) }()
+	go func() { defer r.done.Done(); r.watchSettings(bg) }()
+	r.log.WithField("cluster", r.cluster.ID).Info("replica started")
+	return r, nil
+}
+
+func hasEtcdData(dir string) bool {
+	_, err := os.Stat(filepath.Join(dir, "member", "wal"))
+	return err == nil
+}
+
+// loadCluster bootstraps a new cluster or reads an existing one, then loads
+// the token key and builds the registry App.
+func (r *Replica) loadCluster(ctx context.Context, newCluster bool, ca *pki.CA) error {
+	o := r.opts
+	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	c, err := r.store.Cluster(cctx)
+	switch {
+	case errors.Is(err, meta.ErrNotFound) && newCluster:
+		if o.AdminUsername == "" || o.AdminPassword == "" {
+			return errors.New("a new cluster needs its first admin: --admin-username and --admin-password-file")
+		}
+		tokCert, tokKey, err := newTokenKey()
+		if err != nil {
+			return err
+		}
+		caKey, err := ca.KeyPEM()
+		if err != nil {
+			return err
+		}
+		c, err = r.store.Bootstrap(cctx, meta.Bootstrap{
+			Version:       images.Version,
+			CA:            meta.KeyPair{CertPEM: string(ca.CertPEM()), KeyPEM: string(caKey)},
+			TokenKey:      meta.KeyPair{CertPEM: string(tokCert), KeyPEM: string(tokKey)},
+			Settings:      meta.Settings{ExternalURL: o.ExternalURL, Storage: o.Storage, LogLevel: o.LogLevel},
+			AdminUsername: o.AdminUsername,
+			AdminPassword: o.AdminPassword,
+		})
+		if err != nil {
+			return fmt.Errorf("bootstrapping the cluster: %w", err)
+		}
+		r.log.WithField("admin", o.AdminUsername).Info("bootstrapped a new cluster")
+	case err != nil:
+		return fmt.Errorf("reading the cluster's identity: %w", err)
+	}
+	r.cluster = c
+	tk, err := r.store.TokenKey(cctx)
+	if err != nil {
+		return fmt.Errorf("reading the token key: %w", err)
+	}
+	signer, err := auth.NewSigner([]byte(tk.CertPEM), []byte(tk.KeyPEM))
+	if err != nil {
+		return err
+	}
+	if err := writeFileAtomic(r.tokenBundle(), []byte(tk.CertPEM), 0o644); err != nil {
+		return err
+	}
+	r.signer.Store(signer)
+	st, _, err := r.store.Settings(cctx)
+	if err != nil {
+		return fmt.Errorf("reading the settings: %w", err)
+	}
+	return r.applyStorage(ctx, st)
+}
+
+func (r *Replica) tokenBundle() string { return filepath.Join(r.opts.DataDir, "tls", "token.pem") }
+
+// applyStorage (re)builds the registry App and the health probe's driver for
+// the storage settings.
+func (r *Replica) applyStorage(ctx context.Context, st meta.Settings) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.app.cur.Load() != nil && reflect.DeepEqual(r.storage, st.Storage) {
+		return nil
+	}
+	if st.Storage.Type == "filesystem" {
+		if err := os.MkdirAll(r.opts.StorageRoot, 0o700); err != nil {
+			return fmt.Errorf("storage directory: %w", err)
+		}
+	}
+	level := st.LogLevel
+	if level == "" {
+		level = r.opts.LogLevel
+	}
+	cfg, err := distributionConfig(r.cluster, st.Storage, r.opts.StorageRoot, r.tokenBundle(), level)
+	if err != nil {
+		return err
+	}
+	app, err := newApp(context.WithoutCancel(ctx), cfg)
+	if err != nil {
+		return err
+	}
+	drv, err := newDriver(context.WithoutCancel(ctx), st.Storage, r.opts.StorageRoot)
+	if err != nil {
+		return err
+	}
+	r.app.swap(app)
+	r.driver.Store(&driverBox{drv})
+	r.storage = st.Storage
+	r.log.WithField("storage", st.Storage.Type).Info("registry storage configured")
+	return nil
+}
+
+// watchSettings applies storage changes made through any replica.
+func (r *Replica) watchSettings(ctx context.Context) {
+	for ctx.Err() == nil {
+		wch := r.member.Client().Watch(clientv3.WithRequireLeader(ctx), meta.SettingsKey())
+		for resp := range wch {
+			if resp.Err() != nil {
+				break
+			}
+			st, _, err := r.store.Settings(ctx)
+			if err != nil {
+				r.log.WithError(err).Warn("reading changed settings")
+				continue
+			}
+			if err := r.applyStorage(ctx, st); err != nil {
+				r.log.WithError(err).Error("applying changed storage settings; keeping the previous storage")
+			}
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// reportHealth records this replica's health for cluster_status.
+func (r *Replica) reportHealth(ctx context.Context) {
+	t := time.NewTicker(r.opts.ReportInterval)
+	defer t.Stop()
+	for {
+		h := r.health.Current()
+		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		_ = r.store.ReportHealth(cctx, meta.ReplicaReport{ID: r.opts.ReplicaID, Healthy: h.Healthy, Error: h.Error, Version: images.Version, At: time.Now().UTC()})
+		cancel()
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// Handler is the HTTPS handler (for tests with httptest).
+func (r *Replica) Handler() http.Handler { return r.handler }
+
+// TLSConfig is the HTTPS server configuration.
+func (r *Replica) TLSConfig() *tls.Config { return r.tls.Clone() }
+
+// CACertPEM is the cluster CA's certificate, which clients trust.
+func (r *Replica) CACertPEM() []byte { return r.ca.CertPEM() }
+
+// Store is the metadata store.
+func (r *Replica) Store() *meta.Store { return r.store }
+
+// Member is the metadata member.
+func (r *Replica) Member() *member.Member { return r.member }
+
+// Health probes the replica now.
+func (r *Replica) Health(ctx context.Context) Health { return r.health.probe(ctx) }
+
+func (r *Replica) routes() http.Handler {
+	tokens := &auth.Server{Store: r.store, Signer: r.signer.Load, Log: r.log}
+	api := adminapi.New(adminapi.Config{
+		Store:     r.store,
+		Signer:    r.signer.Load,
+		ReplicaID: r.opts.ReplicaID,
+		Cluster:   r.member,
+		Log:       r.log,
+	})
+	mux := http.NewServeMux()
+	mux.Handle("/_ping", r.health)
+	mux.Handle("/health", r.health)
+	mux.Handle("/auth/token", tokens)
+	mux.Handle("/api/v0/", api)
+	mux.Handle("/v2/", &ociExtensions{next: &r.app, store: r.store, signer: r.signer.Load, log: r.log, driver: func() driver.StorageDriver {
+		if b := r.driver.Load(); b != nil {
+			return b.d
+		}
+		return nil
+	}})
+	mux.HandleFunc("/", func(w http.ResponseWriter, req *http.Request) {
+		if req.URL.Path != "/" {
+			http.NotFound(w, req)
+			return
+		}
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		fmt.Fprintf(w, "dtr %s, replica %s\nRegistry API: /v2/  Admin API: /api/v0/  Health: /_ping\n", images.Version, r.opts.ReplicaID)
+	})
+	return accessLog(r.log, mux)
+}
+
+// httpHandler serves the plain HTTP port: health for load balancers, and a
+// redirect to HTTPS for everything else.
+func (r *Replica) httpHandler() http.Handler {
+	return accessLog(r.log, http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if req.URL.Path == "/_ping" || req.URL.Path == "/health" {
+			r.health.ServeHTTP(w, req)
+			return
+		}
+		host := req.Host
+		if h, _, err := net.SplitHostPort(host); err == nil {
+			host = h
+		}
+		if r.opts.PublicHTTPSPort != 443 {
+			host = net.JoinHostPort(host, strconv.Itoa(r.opts.PublicHTTPSPort))
+		}
+		http.Redirect(w, req, "https://"+host+req.URL.RequestURI(), http.StatusMovedPermanently)
+	}))
+}
+
+// Serve listens on the HTTP and HTTPS addresses until ctx ends, then shuts
+// down gracefully.
+func (r *Replica) Serve(ctx context.Context) error {
+	httpsLn, err := net.Listen("tcp", r.opts.HTTPSAddr)
+	if err != nil {
+		return fmt.Errorf("listening on %s: %w", r.opts.HTTPSAddr, err)
+	}
+	httpLn, err := net.Listen("tcp", r.opts.HTTPAddr)
+	if err != nil {
+		httpsLn.Close()
+		return fmt.Errorf("listening on %s: %w", r.opts.HTTPAddr, err)
+	}
+	return r.ServeListeners(ctx, httpLn, httpsLn)
+}
+
+// ServeListeners serves on listeners the caller opened.
+func (r *Replica) ServeListeners(ctx context.Context, httpLn, httpsLn net.Listener) error {
+	stdlog := r.log.WriterLevel(logrus.DebugLevel)
+	defer stdlog.Close()
+	servers := []*http.Server{
+		{Handler: r.handler, TLSConfig: r.TLSConfig(), ReadHeaderTimeout: 30 * time.Second, IdleTimeout: 10 * time.Minute},
+		{Handler: r.httpHandler(), ReadHeaderTimeout: 10 * time.Second},
+	}
+	errc := make(chan error, 2)
+	go func() { errc <- servers[0].ServeTLS(httpsLn, "", "") }()
+	go func() { errc <- servers[1].Serve(httpLn) }()
+	r.log.WithFields(logrus.Fields{"https": httpsLn.Addr().String(), "http": httpLn.Addr().String()}).Info("serving")
+	var err error
+	select {
+	case err = <-errc:
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for _, s := range servers {
+		_ = s.Shutdown(sctx)
+	}
+	if errors.Is(err, http.ErrServerClosed) {
+		err = nil
+	}
+	return err
+}
+
+// Close stops the background work, the registry App and the metadata member.
+func (r *Replica) Close() error {
+	var err error
+	r.stopOnce.Do(func() {
+		if r.cancel != nil {
+			r.cancel()
+		}
+		r.done.Wait()
+		if app := r.app.cur.Swap(nil); app != nil {
+			_ = app.Shutdown()
+		}
+		err = r.member.Close()
+	})
+	return err
+}

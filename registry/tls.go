@@ -1,0 +1,115 @@
+package registry
+
+import (
+	"crypto/tls"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/dtr-registry/dtr/pki"
+)
+
+// Files of the replica's CA directory (the dtr-ca-<id> volume).
+const (
+	caCertFile = "ca.pem"
+	caKeyFile  = "ca-key.pem"
+)
+
+// loadOrCreateCA reads the cluster CA from dir; a replica that starts a new
+// cluster creates it, a joiner must have been given it by the installer.
+func loadOrCreateCA(dir string, create bool) (*pki.CA, error) {
+	certPEM, err1 := os.ReadFile(filepath.Join(dir, caCertFile))
+	keyPEM, err2 := os.ReadFile(filepath.Join(dir, caKeyFile))
+	if err1 == nil && err2 == nil {
+		return pki.ParseCA(certPEM, keyPEM)
+	}
+	if !create {
+		return nil, fmt.Errorf("the cluster CA is missing from %s (%s, %s): a joining replica gets it from the installer; re-run join", dir, caCertFile, caKeyFile)
+	}
+	ca, err := pki.NewCA("dtr cluster CA")
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	keyPEM, err = ca.KeyPEM()
+	if err != nil {
+		return nil, err
+	}
+	if err := writeFileAtomic(filepath.Join(dir, caKeyFile), keyPEM, 0o600); err != nil {
+		return nil, err
+	}
+	if err := writeFileAtomic(filepath.Join(dir, caCertFile), ca.CertPEM(), 0o644); err != nil {
+		return nil, err
+	}
+	return ca, nil
+}
+
+// writeFileAtomic writes through a temporary file and a rename, so a crash
+// never leaves half a key behind.
+func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, data, mode); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+// localAddresses lists this host's unicast addresses, for certificate SANs.
+func localAddresses() []string {
+	var out []string
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return out
+	}
+	for _, a := range addrs {
+		if ipn, ok := a.(*net.IPNet); ok && !ipn.IP.IsLinkLocalUnicast() {
+			out = append(out, ipn.IP.String())
+		}
+	}
+	return out
+}
+
+// issueFiles issues a certificate from ca for hosts into dir/name.pem and
+// dir/name-key.pem and returns their paths.
+func issueFiles(ca *pki.CA, dir, name string, hosts []string) (certFile, keyFile string, err error) {
+	kp, err := ca.Issue(name, hosts, 2*365*24*time.Hour)
+	if err != nil {
+		return "", "", err
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", "", err
+	}
+	certFile, keyFile = filepath.Join(dir, name+".pem"), filepath.Join(dir, name+"-key.pem")
+	if err := writeFileAtomic(keyFile, kp.KeyPEM, 0o600); err != nil {
+		return "", "", err
+	}
+	if err := writeFileAtomic(certFile, kp.CertPEM, 0o644); err != nil {
+		return "", "", err
+	}
+	return certFile, keyFile, nil
+}
+
+// newTokenKey makes the cluster's token-signing key and a self-signed
+// certificate for it (Distribution trusts the certificate's key).
+func newTokenKey() (certPEM, keyPEM []byte, err error) {
+	ca, err := pki.NewCA("dtr token signing")
+	if err != nil {
+		return nil, nil, err
+	}
+	keyPEM, err = ca.KeyPEM()
+	return ca.CertPEM(), keyPEM, err
+}
+
+// serverTLS is the HTTPS configuration: the operator's certificate if given,
+// else one issued by the cluster CA.
+func serverTLS(certFile, keyFile string) (*tls.Config, error) {
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		return nil, fmt.Errorf("loading the TLS certificate %s: %w", certFile, err)
+	}
+	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}, nil
+}
