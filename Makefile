@@ -4,7 +4,7 @@ GO      ?= go
 GOFLAGS_BUILD := -trimpath -ldflags "-s -w"
 export CGO_ENABLED := 0
 
-.PHONY: all build images test test-unit fuzz fmt vet clean help
+.PHONY: all build images test test-unit fuzz bench fmt vet clean help
 FUZZTIME ?= 10s
 
 all: build
@@ -50,3 +50,7 @@ fmt:
 
 clean:
 	rm -rf bin build
+
+# Side by side with bare Distribution in one process; writes docs/benchmarks.md.
+bench:
+	$(GO) test -count=1 -timeout 30m -run '^TestBenchReport$$' ./registry -v -bench-report=$(CURDIR)/docs/benchmarks.md | grep -v '^=== RUN\|^--- PASS\|^PASS\|^ok'

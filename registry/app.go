@@ -14,7 +14,6 @@ import (
 	"github.com/distribution/distribution/v3/registry/storage/driver/factory"
 
 	// Distribution's pieces register themselves when imported.
-	_ "github.com/distribution/distribution/v3/registry/auth/token"
 	_ "github.com/distribution/distribution/v3/registry/storage/driver/filesystem"
 	_ "github.com/distribution/distribution/v3/registry/storage/driver/inmemory"
 	_ "github.com/distribution/distribution/v3/registry/storage/driver/s3-aws"
@@ -74,7 +73,7 @@ func newDriver(ctx context.Context, st meta.Storage, filesystemRoot string) (dri
 
 // distributionConfig builds Distribution's configuration in code, with the
 // defaults configuration.Parse would have applied.
-func distributionConfig(cluster meta.Cluster, st meta.Storage, filesystemRoot, tokenBundle, logLevel string) (*configuration.Configuration, error) {
+func distributionConfig(cluster meta.Cluster, st meta.Storage, filesystemRoot string, verifier *auth.Verifier, logLevel string) (*configuration.Configuration, error) {
 	name, params, err := storageParams(st, filesystemRoot)
 	if err != nil {
 		return nil, err
@@ -93,14 +92,10 @@ func distributionConfig(cluster meta.Cluster, st meta.Storage, filesystemRoot, t
 			"enabled": true, "age": "168h", "interval": "24h", "dryrun": false,
 		}},
 	}
-	cfg.Auth = configuration.Auth{"token": configuration.Parameters{
-		"realm":            "/auth/token",
-		"autoredirect":     true, // the realm follows the host the client used (replica or load balancer)
-		"autoredirectpath": "/auth/token",
-		"service":          auth.Service,
-		"issuer":           auth.Issuer,
-		"rootcertbundle":   tokenBundle,
-	}}
+	// dtr's own access controller: Distribution's token checks, with the
+	// cluster's verifier (which caches verified tokens) and a realm that
+	// follows the host the client used (a replica or the load balancer).
+	cfg.Auth = configuration.Auth{auth.ControllerName: configuration.Parameters{"verifier": verifier}}
 	// Non-distributable (foreign) layers carry URLs; accept http(s) ones.
 	cfg.Validation.Manifests.URLs.Allow = []string{`^https?://`}
 	return cfg, nil

@@ -12,7 +12,6 @@ import (
 	"net/http"
 	"path"
 	"regexp"
-	"slices"
 	"strings"
 
 	"github.com/distribution/distribution/v3/registry/auth/token"
@@ -30,7 +29,7 @@ import (
 type ociExtensions struct {
 	next   http.Handler
 	store  *meta.Store
-	signer func() *auth.Signer
+	verify *auth.Verifier
 	log    logrus.FieldLogger
 	// driver is the registry's storage, for the revision links of manifests
 	// pushed by a non-sha256 digest.
@@ -41,39 +40,70 @@ type ociExtensions struct {
 const maxManifest = 4 << 20
 
 var (
-	manifestPath  = regexp.MustCompile(`^/v2/(.+)/manifests/([^/]+)$`)
-	blobPath      = regexp.MustCompile(`^/v2/(.+)/blobs/([^/]+)$`)
-	uploadPath    = regexp.MustCompile(`^/v2/(.+)/blobs/uploads/`)
-	referrersPath = regexp.MustCompile(`^/v2/(.+)/referrers/([^/]+)$`)
-	digestRE      = regexp.MustCompile(`^[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$`)
+	digestRE = regexp.MustCompile(`^[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$`)
 )
 
+// route splits /v2/<name>/<kind>/<ref> (string work, not regexps: this runs
+// on every registry request).
+func route(p, kind string) (name, ref string, ok bool) {
+	rest, found := strings.CutPrefix(p, "/v2/")
+	if !found {
+		return "", "", false
+	}
+	i := strings.LastIndex(rest, "/"+kind+"/")
+	if i <= 0 {
+		return "", "", false
+	}
+	name, ref = rest[:i], rest[i+len(kind)+2:]
+	if ref == "" || strings.Contains(ref, "/") {
+		return "", "", false
+	}
+	return name, ref, true
+}
+
+// uploadRoute returns <name> of /v2/<name>/blobs/uploads/….
+func uploadRoute(p string) (string, bool) {
+	rest, found := strings.CutPrefix(p, "/v2/")
+	if !found {
+		return "", false
+	}
+	i := strings.Index(rest, "/blobs/uploads/")
+	if i <= 0 {
+		return "", false
+	}
+	return rest[:i], true
+}
+
+// isDigest reports whether s looks like algorithm:encoded.
+func isDigest(s string) bool { return strings.Contains(s, ":") && digestRE.MatchString(s) }
+
 func (o *ociExtensions) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if m := referrersPath.FindStringSubmatch(r.URL.Path); m != nil {
-		o.referrers(w, r, m[1], m[2])
+	p := r.URL.Path
+	if name, ref, ok := route(p, "referrers"); ok {
+		o.referrers(w, r, name, ref)
 		return
 	}
-	if m := manifestPath.FindStringSubmatch(r.URL.Path); m != nil {
+	if name, ref, ok := route(p, "manifests"); ok {
 		switch r.Method {
 		case http.MethodPut:
-			o.putManifest(w, r, m[1], m[2])
+			o.putManifest(w, r, name, ref)
 			return
 		case http.MethodDelete:
-			o.deleteManifest(w, r, m[1], m[2])
+			o.deleteManifest(w, r, name, ref)
 			return
 		case http.MethodGet, http.MethodHead:
-			o.next.ServeHTTP(keepDigest(w, m[2]), r)
+			o.next.ServeHTTP(keepDigest(w, ref), r)
 			return
 		}
 	}
-	if m := blobPath.FindStringSubmatch(r.URL.Path); m != nil && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
-		o.next.ServeHTTP(keepDigest(w, m[2]), r)
+	if _, ref, ok := route(p, "blobs"); ok && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
+		o.next.ServeHTTP(keepDigest(w, ref), r)
 		return
 	}
-	if m := uploadPath.FindStringSubmatch(r.URL.Path); m != nil && (r.Method == http.MethodPut || r.Method == http.MethodPost) {
+	if name, ok := uploadRoute(p); ok && (r.Method == http.MethodPut || r.Method == http.MethodPost) {
 		q := r.URL.Query()
-		if mount, from := q.Get("mount"), q.Get("from"); r.Method == http.MethodPost && mount != "" && from != "" && !isCanonical(mount) && digestRE.MatchString(mount) {
-			o.mount(w, r, m[1], from, mount)
+		if mount, from := q.Get("mount"), q.Get("from"); r.Method == http.MethodPost && mount != "" && from != "" && !isCanonical(mount) && isDigest(mount) {
+			o.mount(w, r, name, from, mount)
 			return
 		}
 		d := q.Get("digest")
@@ -93,7 +123,7 @@ func isCanonical(d string) bool { return strings.HasPrefix(d, "sha256:") }
 // asked for. Distribution stores content under sha256 and reports that even
 // for a sha512 request, which OCI clients reject.
 func keepDigest(w http.ResponseWriter, requested string) http.ResponseWriter {
-	if requested == "" || isCanonical(requested) || !digestRE.MatchString(requested) {
+	if requested == "" || isCanonical(requested) || !isDigest(requested) {
 		return w
 	}
 	return &statusRecorder{ResponseWriter: w, beforeWrite: func(status int) {
@@ -166,20 +196,13 @@ func (o *ociExtensions) authorize(w http.ResponseWriter, r *http.Request, repo, 
 		challenge("")
 		return nil, false
 	}
-	signer := o.signer()
-	if signer == nil {
-		registryError(w, http.StatusServiceUnavailable, "UNAVAILABLE", "token key not loaded")
-		return nil, false
-	}
-	claims, err := signer.Verify(raw)
+	claims, err := o.verify.Verify(raw)
 	if err != nil {
 		challenge("invalid_token")
 		return nil, false
 	}
-	for _, ra := range claims.Access {
-		if ra.Type == "repository" && ra.Name == repo && (slices.Contains(ra.Actions, action) || slices.Contains(ra.Actions, "*")) {
-			return claims, true
-		}
+	if auth.Allows(claims, "repository", repo, action) {
+		return claims, true
 	}
 	challenge("insufficient_scope")
 	return nil, false
@@ -195,7 +218,7 @@ func (o *ociExtensions) referrers(w http.ResponseWriter, r *http.Request, repo, 
 	if _, ok := o.authorize(w, r, repo, "pull"); !ok {
 		return
 	}
-	if !digestRE.MatchString(digest) {
+	if !isDigest(digest) {
 		registryError(w, http.StatusBadRequest, "DIGEST_INVALID", "invalid digest "+digest)
 		return
 	}
@@ -281,7 +304,7 @@ func (o *ociExtensions) putManifest(w http.ResponseWriter, r *http.Request, repo
 	var mf manifestFields
 	_ = json.Unmarshal(body, &mf) // Distribution validates; this only reads hints
 	ns, name, nameErr := meta.SplitRepository(repo)
-	if nameErr == nil && !digestRE.MatchString(ref) {
+	if nameErr == nil && !isDigest(ref) {
 		if rec, err := o.store.Repository(r.Context(), ns, name); err == nil && rec.ImmutableTags {
 			if existing := o.tagDigest(r, repo, ref); existing != "" && existing != "sha256:"+sha256Hex(body) {
 				registryError(w, http.StatusBadRequest, "TAG_INVALID", fmt.Sprintf("tag %s of %s is immutable; push a new tag", ref, repo))
@@ -292,7 +315,7 @@ func (o *ociExtensions) putManifest(w http.ResponseWriter, r *http.Request, repo
 	r.Body = io.NopCloser(bytes.NewReader(body))
 	r.ContentLength = int64(len(body))
 	requested, canonical := "", ""
-	if digestRE.MatchString(ref) && !isCanonical(ref) {
+	if isDigest(ref) && !isCanonical(ref) {
 		// Distribution computes manifest digests with sha256 only: store the
 		// manifest under its sha256 digest and link the requested one to it.
 		dg, err := digest.Parse(ref)
@@ -309,7 +332,7 @@ func (o *ociExtensions) putManifest(w http.ResponseWriter, r *http.Request, repo
 		r.URL.RawPath = ""
 	}
 	subject := ""
-	if mf.Subject != nil && digestRE.MatchString(mf.Subject.Digest) {
+	if mf.Subject != nil && isDigest(mf.Subject.Digest) {
 		subject = mf.Subject.Digest
 	}
 	ctx := context.WithoutCancel(r.Context())
@@ -369,10 +392,8 @@ func (o *ociExtensions) ensureRepository(ctx context.Context, r *http.Request, n
 	}
 	creator := ""
 	if raw, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok {
-		if s := o.signer(); s != nil {
-			if c, err := s.Verify(raw); err == nil {
-				creator = c.Subject
-			}
+		if c, err := o.verify.Verify(raw); err == nil {
+			creator = c.Subject
 		}
 	}
 	_, err := o.store.CreateRepository(ctx, meta.Repository{Namespace: ns, Name: name, Visibility: meta.Private, CreatedBy: creator})
@@ -427,7 +448,7 @@ func (o *ociExtensions) linkDigest(ctx context.Context, repo, requested, canonic
 func (o *ociExtensions) deleteManifest(w http.ResponseWriter, r *http.Request, repo, ref string) {
 	ctx := context.WithoutCancel(r.Context())
 	canonical := ""
-	if digestRE.MatchString(ref) && !isCanonical(ref) {
+	if isDigest(ref) && !isCanonical(ref) {
 		if drv := o.driver(); drv != nil {
 			if b, err := drv.GetContent(ctx, revisionLink(repo, ref)); err == nil {
 				canonical = strings.TrimSpace(string(b))
@@ -436,7 +457,7 @@ func (o *ociExtensions) deleteManifest(w http.ResponseWriter, r *http.Request, r
 	}
 	rec := &statusRecorder{ResponseWriter: w}
 	o.next.ServeHTTP(rec, r)
-	if rec.status != http.StatusAccepted || !digestRE.MatchString(ref) {
+	if rec.status != http.StatusAccepted || !isDigest(ref) {
 		return
 	}
 	if err := o.store.RemoveReferrer(ctx, repo, ref); err != nil {

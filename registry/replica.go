@@ -125,6 +125,7 @@ type Replica struct {
 	cluster meta.Cluster
 	ca      *pki.CA
 	signer  atomic.Pointer[auth.Signer]
+	verify  *auth.Verifier
 	app     swappable
 	driver  atomic.Pointer[driverBox]
 	health  *healthChecker
@@ -148,6 +149,7 @@ func Start(ctx context.Context, o Options) (*Replica, error) {
 		return nil, err
 	}
 	r := &Replica{opts: o, log: o.Log.WithField("replica", o.ReplicaID)}
+	r.verify = &auth.Verifier{Signer: r.signer.Load}
 	for _, d := range []string{o.DataDir, filepath.Join(o.DataDir, "tls")} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return nil, fmt.Errorf("data directory: %w", err)
@@ -287,9 +289,6 @@ func (r *Replica) loadCluster(ctx context.Context, newCluster bool, ca *pki.CA) 
 	if err != nil {
 		return err
 	}
-	if err := writeFileAtomic(r.tokenBundle(), []byte(tk.CertPEM), 0o644); err != nil {
-		return err
-	}
 	r.signer.Store(signer)
 	st, _, err := r.store.Settings(cctx)
 	if err != nil {
@@ -297,8 +296,6 @@ func (r *Replica) loadCluster(ctx context.Context, newCluster bool, ca *pki.CA) 
 	}
 	return r.applyStorage(ctx, st)
 }
-
-func (r *Replica) tokenBundle() string { return filepath.Join(r.opts.DataDir, "tls", "token.pem") }
 
 // applyStorage (re)builds the registry App and the health probe's driver for
 // the storage settings.
@@ -317,7 +314,8 @@ func (r *Replica) applyStorage(ctx context.Context, st meta.Settings) error {
 	if level == "" {
 		level = r.opts.LogLevel
 	}
-	cfg, err := distributionConfig(r.cluster, st.Storage, r.opts.StorageRoot, r.tokenBundle(), level)
+	quietDistribution(level)
+	cfg, err := distributionConfig(r.cluster, st.Storage, r.opts.StorageRoot, r.verify, level)
 	if err != nil {
 		return err
 	}
@@ -334,6 +332,19 @@ func (r *Replica) applyStorage(ctx context.Context, st meta.Settings) error {
 	r.storage = st.Storage
 	r.log.WithField("storage", st.Storage.Type).Info("registry storage configured")
 	return nil
+}
+
+// quietDistribution sets the level of the logger Distribution writes to
+// (logrus's standard logger; handlers.NewApp does not configure it). dtr
+// writes its own access log, so Distribution's per-request info lines
+// ("authorized request", "response completed") would only double every line
+// and cost time; its warnings and errors stay.
+func quietDistribution(level string) {
+	l, err := logrus.ParseLevel(level)
+	if err != nil || l > logrus.WarnLevel && l != logrus.DebugLevel && l != logrus.TraceLevel {
+		l = logrus.WarnLevel
+	}
+	logrus.SetLevel(l)
 }
 
 // watchSettings applies storage changes made through any replica.
@@ -399,7 +410,7 @@ func (r *Replica) routes() http.Handler {
 	tokens := &auth.Server{Store: r.store, Signer: r.signer.Load, Log: r.log}
 	api := adminapi.New(adminapi.Config{
 		Store:     r.store,
-		Signer:    r.signer.Load,
+		Verifier:  r.verify,
 		ReplicaID: r.opts.ReplicaID,
 		Cluster:   r.member,
 		Log:       r.log,
@@ -409,7 +420,7 @@ func (r *Replica) routes() http.Handler {
 	mux.Handle("/health", r.health)
 	mux.Handle("/auth/token", tokens)
 	mux.Handle("/api/v0/", api)
-	mux.Handle("/v2/", &ociExtensions{next: &r.app, store: r.store, signer: r.signer.Load, log: r.log, driver: func() driver.StorageDriver {
+	mux.Handle("/v2/", &ociExtensions{next: &r.app, store: r.store, verify: r.verify, log: r.log, driver: func() driver.StorageDriver {
 		if b := r.driver.Load(); b != nil {
 			return b.d
 		}

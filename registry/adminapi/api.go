@@ -28,7 +28,7 @@ type ClusterInfo interface {
 // Config wires the API to the replica.
 type Config struct {
 	Store     *meta.Store
-	Signer    func() *auth.Signer
+	Verifier  *auth.Verifier
 	ReplicaID string
 	Cluster   ClusterInfo
 	Log       logrus.FieldLogger
@@ -180,11 +180,7 @@ func (a *API) authenticate(r *http.Request) (*meta.Account, error) {
 		return &acc, nil
 	}
 	if raw, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok {
-		s := a.cfg.Signer()
-		if s == nil {
-			return nil, errorf(http.StatusServiceUnavailable, "UNAVAILABLE", "token key not loaded")
-		}
-		claims, err := s.Verify(raw)
+		claims, err := a.cfg.Verifier.Verify(raw)
 		if err != nil || claims.Subject == "" {
 			return nil, errUnauthenticated
 		}

@@ -1,0 +1,361 @@
+package registry_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"runtime"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/distribution/distribution/v3/configuration"
+	"github.com/distribution/distribution/v3/registry/handlers"
+	"github.com/sirupsen/logrus"
+
+	"github.com/dtr-registry/dtr/registry/registrytest"
+)
+
+var benchReport = flag.String("bench-report", "", "write the side-by-side benchmark table to this markdown file (make bench)")
+
+// target is a registry under benchmark: bare Distribution or a dtr replica.
+type target struct {
+	name   string
+	url    string
+	client *http.Client
+	token  func(repo string) string // "" for no auth
+}
+
+func (tg *target) do(method, path, repo string, body []byte, hdr map[string]string) (*http.Response, error) {
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequest(method, tg.url+path, rd)
+	if err != nil {
+		return nil, err
+	}
+	if tok := tg.token(repo); tok != "" {
+		req.Header.Set("Authorization", "Bearer "+tok)
+	}
+	for k, v := range hdr {
+		req.Header.Set(k, v)
+	}
+	return tg.client.Do(req)
+}
+
+func (tg *target) pushBlob(repo string, b []byte) (string, error) {
+	resp, err := tg.do("POST", "/v2/"+repo+"/blobs/uploads/", repo, nil, nil)
+	if err != nil {
+		return "", err
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 202 {
+		return "", fmt.Errorf("POST upload: %s", resp.Status)
+	}
+	loc := resp.Header.Get("Location")
+	loc = loc[strings.Index(loc, "/v2/"):]
+	d := registrytest.Digest(b)
+	resp, err = tg.do("PUT", loc+"&digest="+d, repo, b, map[string]string{"Content-Type": "application/octet-stream"})
+	if err != nil {
+		return "", err
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 201 {
+		return "", fmt.Errorf("PUT upload: %s", resp.Status)
+	}
+	return d, nil
+}
+
+func (tg *target) get(path, repo string, hdr map[string]string) (int64, error) {
+	resp, err := tg.do("GET", path, repo, nil, hdr)
+	if err != nil {
+		return 0, err
+	}
+	n, err := io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		return n, fmt.Errorf("GET %s: %s", path, resp.Status)
+	}
+	return n, err
+}
+
+// bareDistribution serves a Distribution App with no auth on the same kind
+// of storage (filesystem) and TLS, for comparison.
+func bareDistribution(t testing.TB) *target {
+	cfg := &configuration.Configuration{}
+	cfg.Log.Level = "error"
+	cfg.Log.AccessLog.Disabled = true
+	cfg.Catalog.MaxEntries = 1000
+	cfg.Tags.MaxTags = 1000
+	cfg.HTTP.Secret = "bench"
+	cfg.Storage = configuration.Storage{
+		"filesystem": configuration.Parameters{"rootdirectory": t.TempDir()},
+		"delete":     configuration.Parameters{"enabled": true},
+		"redirect":   configuration.Parameters{"disable": true},
+	}
+	logrus.SetLevel(logrus.WarnLevel) // as dtr runs it: no per-request info lines
+	app := handlers.NewApp(context.Background(), cfg)
+	srv := httptest.NewUnstartedServer(app)
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	tr := srv.Client().Transport.(*http.Transport).Clone()
+	tr.MaxIdleConnsPerHost = 64
+	return &target{name: "bare", url: srv.URL, client: &http.Client{Transport: tr}, token: func(string) string { return "" }}
+}
+
+// dtrTarget is a replica with auth and metadata; the client caches one token
+// per repository, as docker does for its lifetime.
+func dtrTarget(t *testing.T) (*target, *registrytest.Replica) {
+	r := registrytest.StartNew(t)
+	var mu sync.Mutex
+	tokens := map[string]string{}
+	tr := r.Client.Transport.(*http.Transport)
+	tr.MaxIdleConnsPerHost = 64
+	return &target{name: "dtr", url: r.URL, client: r.Client, token: func(repo string) string {
+		mu.Lock()
+		defer mu.Unlock()
+		if tok, ok := tokens[repo]; ok {
+			return tok
+		}
+		tok := r.Token(t, admin, adminPW, "repository:"+repo+":push,pull")
+		tokens[repo] = tok
+		return tok
+	}}, r
+}
+
+type measurement struct {
+	mbps    []float64 // per run
+	reqs    []float64
+	latency []time.Duration // every request of every run
+}
+
+func median(v []float64) float64 {
+	s := append([]float64(nil), v...)
+	sort.Float64s(s)
+	return s[len(s)/2]
+}
+
+func pct(d []time.Duration, p float64) time.Duration {
+	s := append([]time.Duration(nil), d...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	return s[int(float64(len(s)-1)*p)]
+}
+
+// run does ops operations with conc workers, runs times, each op moving size bytes.
+func run(t *testing.T, runs, ops, conc int, size int64, op func(i int) error) measurement {
+	var m measurement
+	for r := 0; r < runs; r++ {
+		var mu sync.Mutex
+		var wg sync.WaitGroup
+		next := make(chan int)
+		start := time.Now()
+		for w := 0; w < conc; w++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := range next {
+					s := time.Now()
+					if err := op(r*ops + i); err != nil {
+						t.Error(err)
+						return
+					}
+					mu.Lock()
+					m.latency = append(m.latency, time.Since(s))
+					mu.Unlock()
+				}
+			}()
+		}
+		for i := 0; i < ops; i++ {
+			next <- i
+		}
+		close(next)
+		wg.Wait()
+		el := time.Since(start).Seconds()
+		m.mbps = append(m.mbps, float64(size)*float64(ops)/el/1e6)
+		m.reqs = append(m.reqs, float64(ops)/el)
+	}
+	return m
+}
+
+func randomBytes(n int) []byte {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return b
+}
+
+// TestBenchReport measures bare Distribution and a dtr replica side by side
+// in one process and writes the table (make bench). No assertion on times.
+func TestBenchReport(t *testing.T) {
+	if *benchReport == "" {
+		t.Skip("benchmark report: run make bench")
+	}
+	bare := bareDistribution(t)
+	dtr, replica := dtrTarget(t)
+	type row struct {
+		name        string
+		bare, dtr   measurement
+		bytesPerOp  int64
+		latencyOnly bool
+	}
+	var rows []row
+	const runs = 5
+	for _, c := range []struct {
+		name      string
+		size, ops int
+		conc      int
+	}{
+		{"push 1 MiB blob", 1 << 20, 40, 1},
+		{"push 1 MiB blob", 1 << 20, 80, 8},
+		{"pull 1 MiB blob", 1 << 20, 100, 1},
+		{"pull 1 MiB blob", 1 << 20, 200, 8},
+		{"push 64 MiB blob", 64 << 20, 3, 1},
+		{"pull 64 MiB blob", 64 << 20, 4, 1},
+	} {
+		var ms [2]measurement
+		for i, tg := range []*target{bare, dtr} {
+			repo := fmt.Sprintf("admin/bench-%d-%d", c.size, c.conc)
+			payload := randomBytes(c.size)
+			if strings.HasPrefix(c.name, "pull") {
+				d, err := tg.pushBlob(repo, payload)
+				if err != nil {
+					t.Fatal(err)
+				}
+				ms[i] = run(t, runs, c.ops, c.conc, int64(c.size), func(int) error {
+					_, err := tg.get("/v2/"+repo+"/blobs/"+d, repo, nil)
+					return err
+				})
+			} else {
+				ms[i] = run(t, runs, c.ops, c.conc, int64(c.size), func(k int) error {
+					b := append([]byte(nil), payload...)
+					copy(b, fmt.Sprintf("%08d", k)) // a new blob each time
+					_, err := tg.pushBlob(repo, b)
+					return err
+				})
+			}
+		}
+		rows = append(rows, row{name: fmt.Sprintf("%s, %d client(s)", c.name, c.conc), bare: ms[0], dtr: ms[1], bytesPerOp: int64(c.size)})
+	}
+	for _, method := range []string{"GET", "HEAD"} {
+		var ms [2]measurement
+		for i, tg := range []*target{bare, dtr} {
+			repo := "admin/bench-manifest"
+			cfgD, _ := tg.pushBlob(repo, []byte(`{"architecture":"amd64","os":"linux"}`))
+			layer, _ := tg.pushBlob(repo, randomBytes(1024))
+			m := fmt.Sprintf(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":%q,"size":37},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":%q,"size":1024}]}`, cfgD, layer)
+			resp, err := tg.do("PUT", "/v2/"+repo+"/manifests/v1", repo, []byte(m), map[string]string{"Content-Type": "application/vnd.oci.image.manifest.v1+json"})
+			if err != nil || resp.StatusCode != 201 {
+				t.Fatalf("manifest PUT on %s: %v %v", tg.name, err, resp)
+			}
+			resp.Body.Close()
+			hdr := map[string]string{"Accept": "application/vnd.oci.image.manifest.v1+json"}
+			ms[i] = run(t, runs, 400, 8, int64(len(m)), func(int) error {
+				resp, err := tg.do(method, "/v2/"+repo+"/manifests/v1", repo, nil, hdr)
+				if err != nil {
+					return err
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != 200 {
+					return fmt.Errorf("%s manifest: %s", method, resp.Status)
+				}
+				return nil
+			})
+		}
+		rows = append(rows, row{name: "manifest " + method + ", 8 clients", bare: ms[0], dtr: ms[1], latencyOnly: true})
+	}
+
+	var b strings.Builder
+	commit, _ := exec.Command("git", "rev-parse", "--short", "HEAD").Output()
+	fmt.Fprintf(&b, "# Benchmarks\n\nMeasured by `make bench` (`go test -run TestBenchReport ./registry -bench-report=…`) on %s, %d CPUs, %s, commit %s, %s.\n",
+		runtime.GOOS+"/"+runtime.GOARCH, runtime.NumCPU(), runtime.Version(), strings.TrimSpace(string(commit)), time.Now().UTC().Format("2006-01-02 15:04 UTC"))
+	b.WriteString("\nBoth targets run in one process over TLS on loopback with filesystem storage: **bare** is a Distribution v3.1.2 App without auth; **dtr** is a replica with token auth (one cached token per repository, as docker caches), metadata in etcd and its OCI wrapper. Each row is 5 runs: the median, and the range in brackets. No assertion is made on absolute times; compare the ratio.\n\n")
+	b.WriteString("| operation | bare MB/s | dtr MB/s | bare req/s | dtr req/s | bare p50 / p99 | dtr p50 / p99 | dtr/bare |\n|---|---|---|---|---|---|---|---|\n")
+	f := func(v []float64) string {
+		s := append([]float64(nil), v...)
+		sort.Float64s(s)
+		return fmt.Sprintf("%.1f [%.1f–%.1f]", median(v), s[0], s[len(s)-1])
+	}
+	for _, r := range rows {
+		ratio := median(r.dtr.reqs) / median(r.bare.reqs)
+		mb := func(m measurement) string {
+			if r.latencyOnly {
+				return "–"
+			}
+			return f(m.mbps)
+		}
+		lat := func(m measurement) string {
+			return fmt.Sprintf("%v / %v", pct(m.latency, 0.5).Round(10*time.Microsecond), pct(m.latency, 0.99).Round(10*time.Microsecond))
+		}
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s | %.2f× throughput, p99 %.2f× |\n", r.name, mb(r.bare), mb(r.dtr), f(r.bare.reqs), f(r.dtr.reqs), lat(r.bare), lat(r.dtr),
+			ratio, float64(pct(r.dtr.latency, 0.99))/float64(pct(r.bare.latency, 0.99)))
+	}
+	rss := func() string {
+		b, err := os.ReadFile("/proc/self/status")
+		if err != nil {
+			return "?"
+		}
+		for _, l := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(l, "VmHWM") {
+				return strings.TrimSpace(strings.TrimPrefix(l, "VmHWM:"))
+			}
+		}
+		return "?"
+	}
+	fmt.Fprintf(&b, "\nPeak RSS of the benchmark process (both registries and the clients): %s. Replica image size and the idle RSS of a replica container: see docs/footprint.md.\n", rss())
+	_ = replica
+	_ = tls.VersionTLS12
+	fmt.Print(b.String())
+	if err := os.WriteFile(*benchReport, []byte(b.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// BenchmarkManifestGET is the hot read path alone, for profiling:
+// go test -run '^$' -bench ManifestGET -cpuprofile cpu.prof ./registry
+func BenchmarkManifestGET(b *testing.B) {
+	for _, name := range []string{"bare", "dtr"} {
+		b.Run(name, func(b *testing.B) {
+			var tg *target
+			if name == "bare" {
+				tg = bareDistribution(b)
+			} else {
+				r := registrytest.StartNew(b)
+				tok := r.Token(b, admin, adminPW, "repository:admin/m:push,pull")
+				tg = &target{name: "dtr", url: r.URL, client: r.Client, token: func(string) string { return tok }}
+			}
+			repo := "admin/m"
+			d, err := tg.pushBlob(repo, []byte("{}"))
+			if err != nil {
+				b.Fatal(err)
+			}
+			m := fmt.Sprintf(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":%q,"size":2},"layers":[]}`, d)
+			resp, err := tg.do("PUT", "/v2/"+repo+"/manifests/v1", repo, []byte(m), map[string]string{"Content-Type": "application/vnd.oci.image.manifest.v1+json"})
+			if err != nil || resp.StatusCode != 201 {
+				b.Fatalf("PUT: %v %v", err, resp)
+			}
+			hdr := map[string]string{"Accept": "application/vnd.oci.image.manifest.v1+json"}
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					if _, err := tg.get("/v2/"+repo+"/manifests/v1", repo, hdr); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		})
+	}
+}
