@@ -17,11 +17,12 @@ ARG VERSION
 COPY build/rootfs/etc/ /etc/
 # Volumes mounted here start with this owner, so the replica runs unprivileged.
 COPY --chown=10001:10001 build/rootfs/var/lib/dtr /var/lib/dtr
+COPY --chown=10001:10001 build/rootfs/storage /storage
 COPY bin/dtr-registry /dtr-registry
 LABEL com.docker.dtr.version=$VERSION com.docker.dtr.role=registry
 USER 10001:10001
 ENV DTR_DATA_DIR=/var/lib/dtr
 EXPOSE 8080 8443
-HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 CMD ["/dtr-registry", "healthcheck"]
+HEALTHCHECK --interval=5s --timeout=3s --start-period=60s --retries=3 CMD ["/dtr-registry", "healthcheck"]
 ENTRYPOINT ["/dtr-registry"]
 CMD ["serve"]

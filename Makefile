@@ -21,7 +21,7 @@ build:
 # The images start FROM scratch: the build context holds the static binaries,
 # the host's CA bundle and the passwd/group files of images/rootfs.
 images: build
-	rm -rf build/rootfs && mkdir -p build/rootfs/etc/ssl/certs build/rootfs/var/lib/dtr
+	rm -rf build/rootfs && mkdir -p build/rootfs/etc/ssl/certs build/rootfs/var/lib/dtr/data build/rootfs/var/lib/dtr/ca build/rootfs/storage
 	cp images/rootfs/etc/passwd images/rootfs/etc/group build/rootfs/etc/
 	cp /etc/ssl/certs/ca-certificates.crt build/rootfs/etc/ssl/certs/ca-certificates.crt
 	DOCKER_BUILDKIT=0 docker build -q --target dtr --build-arg VERSION=$(VERSION) -t dtr:$(VERSION) .

@@ -38,6 +38,8 @@ type Cli struct {
 
 	// Log is set up by the root command from --debug, --log-level and --nocolor.
 	Log *logrus.Logger
+	// logLevel is --log-level, which replicas get too.
+	logLevel string
 }
 
 // NewProcessCli returns the Cli of this process: its streams, environment and

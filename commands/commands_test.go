@@ -214,15 +214,15 @@ func TestPromptPlan(t *testing.T) {
 		answers []string
 		want    []prompt.Question
 	}{
-		{[]string{"install", "--ucp-node", "worker1"}, []string{"unix:///var/run/docker.sock", "admin", "pw"}, []prompt.Question{url, user, pass}},
-		{[]string{"join", "--ucp-node", "worker2"}, []string{"unix:///var/run/docker.sock", "admin", "pw", ""}, []prompt.Question{url, user, pass, pick("Choose a replica to join to")}},
-		{[]string{"reconfigure"}, []string{"unix:///var/run/docker.sock", "admin", "pw", ""}, []prompt.Question{url, user, pass, pick("Choose a replica to reconfigure")}},
-		{[]string{"remove"}, []string{"unix:///var/run/docker.sock", "admin", "pw", "bbbbbbbbbbbb", ""}, []prompt.Question{url, user, pass, pick("Choose a replica to remove"), pick("Choose any healthy replica")}},
+		{[]string{"install", "--ucp-node", "worker1", "--dry-run"}, []string{"unix:///var/run/docker.sock", "admin", "password1"}, []prompt.Question{url, user, pass}},
+		{[]string{"join", "--ucp-node", "worker2", "--dry-run"}, []string{"unix:///var/run/docker.sock", "admin", "password1", ""}, []prompt.Question{url, user, pass, pick("Choose a replica to join to")}},
+		{[]string{"reconfigure"}, []string{"unix:///var/run/docker.sock", "admin", "password1", ""}, []prompt.Question{url, user, pass, pick("Choose a replica to reconfigure")}},
+		{[]string{"remove"}, []string{"unix:///var/run/docker.sock", "admin", "password1", "bbbbbbbbbbbb", ""}, []prompt.Question{url, user, pass, pick("Choose a replica to remove"), pick("Choose any healthy replica")}},
 		{[]string{"destroy"}, []string{"unix:///var/run/docker.sock", ""}, []prompt.Question{url, pick("Choose a replica to destroy")}},
-		{[]string{"destroy"}, []string{"https://ucp.example.com", "admin", "pw", ""}, []prompt.Question{url, user, pass, pick("Choose a replica to destroy")}},
-		{[]string{"backup"}, []string{"unix:///var/run/docker.sock", "admin", "pw", ""}, []prompt.Question{url, user, pass, pick("Choose a replica to back up from")}},
-		{[]string{"upgrade"}, []string{"unix:///var/run/docker.sock", "admin", "pw", ""}, []prompt.Question{url, user, pass, pick("Choose a replica to perform the upgrade")}},
-		{[]string{"emergency-repair"}, []string{"unix:///var/run/docker.sock", "admin", "pw", ""}, []prompt.Question{url, user, pass, pick("Choose a replica to keep")}},
+		{[]string{"destroy"}, []string{"https://ucp.example.com", "admin", "password1", ""}, []prompt.Question{url, user, pass, pick("Choose a replica to destroy")}},
+		{[]string{"backup"}, []string{"unix:///var/run/docker.sock", "admin", "password1", ""}, []prompt.Question{url, user, pass, pick("Choose a replica to back up from")}},
+		{[]string{"upgrade"}, []string{"unix:///var/run/docker.sock", "admin", "password1", ""}, []prompt.Question{url, user, pass, pick("Choose a replica to perform the upgrade")}},
+		{[]string{"emergency-repair"}, []string{"unix:///var/run/docker.sock", "admin", "password1", ""}, []prompt.Question{url, user, pass, pick("Choose a replica to keep")}},
 		{[]string{"restore", "--ucp-node", "worker1", "--dtr-use-default-storage"}, nil, nil},
 		{[]string{"images"}, nil, nil},
 	}
@@ -254,14 +254,17 @@ func TestPromptPlan(t *testing.T) {
 }
 
 func TestNotImplementedAfterPrompts(t *testing.T) {
-	r := dtr(append([]string{"install", "--ucp-node", "worker1", "--ucp-password", "pw"}, creds...)...).exec(t)
-	if r.code != ExitFailure || !strings.Contains(r.stderr, "install is not implemented in this version of dtr") {
+	r := dtr(append([]string{"upgrade", "--ucp-password", "password1"}, creds...)...)
+	r.engine = ucpfake.New("manager1", "worker1")
+	r.engine.AddReplicaService("aaaaaaaaaaaa", "worker1", images.Version)
+	r.exec(t)
+	if r.code != ExitFailure || !strings.Contains(r.stderr, "upgrade is not implemented in this version of dtr") {
 		t.Fatalf("exit %d:\n%s", r.code, r.stderr)
 	}
 	if strings.Contains(r.stderr, "has failed") {
 		t.Fatalf("a command that is not implemented must not suggest running it again:\n%s", r.stderr)
 	}
-	for _, line := range []string{"INFO[0000] Beginning Docker Trusted Registry installation", "Installing on node worker1"} {
+	for _, line := range []string{"INFO[0000] Beginning Docker Trusted Registry Upgrade", "Using replica aaaaaaaaaaaa"} {
 		if !strings.Contains(r.stderr, line) {
 			t.Errorf("stderr lacks %q:\n%s", line, r.stderr)
 		}
@@ -291,7 +294,7 @@ func TestClusterChecks(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			r := dtr(append(tt.args, append(creds, "--ucp-password", "pw")...)...)
+			r := dtr(append(tt.args, append(creds, "--ucp-password", "password1")...)...)
 			r.engine = tt.engine
 			r.exec(t)
 			if r.code != tt.code || !strings.Contains(r.stderr, tt.want) {
@@ -299,7 +302,7 @@ func TestClusterChecks(t *testing.T) {
 			}
 		})
 	}
-	r := dtr(append([]string{"backup", "--ucp-password", "pw"}, creds...)...)
+	r := dtr(append([]string{"backup", "--ucp-password", "password1"}, creds...)...)
 	r.engine = withReplica()
 	r.engine.AddReplicaService("bbbbbbbbbbbb", "worker1", images.Version)
 	r.exec(t)

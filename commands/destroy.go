@@ -4,6 +4,8 @@ import (
 	"context"
 
 	"github.com/spf13/cobra"
+
+	"github.com/dtr-registry/dtr/orchestrator"
 )
 
 type destroyOptions struct {
@@ -45,8 +47,48 @@ func runDestroy(ctx context.Context, cli *Cli, cmd *cobra.Command, o *destroyOpt
 		return err
 	}
 	defer cluster.Close()
-	if _, _, err := chooseReplica(ctx, cli, cmd, cluster, "replica-id", o.replicaID, "Choose a replica to destroy"); err != nil {
+	replicas, err := orchestrator.FindReplicas(ctx, cluster)
+	if err != nil {
 		return err
 	}
-	return notImplemented("destroy")
+	target := orchestrator.Replica{ID: o.replicaID}
+	found := false
+	for _, r := range replicas {
+		if r.ID == o.replicaID {
+			target, found = r, true
+		}
+	}
+	if !found {
+		if o.replicaID == "" {
+			if target, _, err = chooseReplica(ctx, cli, cmd, cluster, "replica-id", "", "Choose a replica to destroy"); err != nil {
+				return err
+			}
+		} else {
+			// Running destroy again is fine: clean whatever is left.
+			cli.Log.Infof("Replica %s has no service (already destroyed?); removing what is left of it", o.replicaID)
+		}
+	}
+	cli.Log.Info("Force removing replica")
+	_, jobID, err := imageIDs(ctx, cluster)
+	if err != nil && found {
+		return err
+	}
+	objs := orchestrator.Objects{C: cluster}
+	cli.Log.Info("Removing containers")
+	cli.Log.Info("Removing volumes")
+	if err := objs.RemoveReplicaObjects(ctx, orchestrator.ReplicaConfig{ID: target.ID, Node: target.Node, Version: target.Version, JobImageID: jobID}); err != nil {
+		return err
+	}
+	left, err := orchestrator.FindReplicas(ctx, cluster)
+	if err != nil {
+		return err
+	}
+	if len(left) == 0 {
+		cli.Log.Infof("That was the last replica: removing network %s and the cluster's CA and certificates", orchestrator.NetworkName)
+		if err := objs.RemoveClusterObjects(ctx); err != nil {
+			return err
+		}
+	}
+	cli.Log.Info("Replica removed.")
+	return nil
 }

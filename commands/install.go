@@ -5,9 +5,11 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/dtr-registry/dtr/images"
 	"github.com/dtr-registry/dtr/orchestrator"
 	"github.com/dtr-registry/dtr/ucp"
 )
@@ -15,6 +17,7 @@ import (
 type installOptions struct {
 	ucp     ucpOptions
 	replica replicaOptions
+	apply   applyOptions
 }
 
 func newInstallCommand(cli *Cli) *cobra.Command {
@@ -47,6 +50,7 @@ from 'join'. The node needs the dtr images loaded ('dtr images' lists them).
 	addPprofFlag(f, &o.replica)
 	addClientCertFlags(f, &o.replica)
 	addCABundleFlag(f, &o.replica)
+	addApplyFlags(f, &o.apply)
 	return cmd
 }
 
@@ -56,6 +60,9 @@ func runInstall(ctx context.Context, cli *Cli, cmd *cobra.Command, o *installOpt
 	}
 	cli.Log.Info("Beginning Docker Trusted Registry installation")
 	if err := o.ucp.complete(cli, cmd, credsAlways); err != nil {
+		return err
+	}
+	if err := checkCredentials(o.ucp.username, o.ucp.password); err != nil {
 		return err
 	}
 	o.replica.warnIgnored(cli, cmd)
@@ -68,7 +75,16 @@ func runInstall(ctx context.Context, cli *Cli, cmd *cobra.Command, o *installOpt
 	if err != nil {
 		return err
 	}
-	cli.Log.Infof("Installing on node %s (%s, %s)", node.Hostname, node.Addr, node.Role)
+	cli.Log.Info("Checking if the node is okay to install on")
+	if node.Role == "manager" {
+		cli.Log.Warnf("Node: %s is a manager, it is **not** recommended for DTR to reside on a UCP manager node, see: https://docs.docker.com/ee/dtr/admin/install/system-requirements/ for more info.", node.Hostname)
+		if cli.prompter().Interactive() && !o.apply.dryRun {
+			cli.Log.Warn("Installation will continue in 10 seconds...")
+			if err := pause(ctx, 10*time.Second); err != nil {
+				return err
+			}
+		}
+	}
 	replicas, err := orchestrator.FindReplicas(ctx, cluster)
 	if err != nil {
 		return err
@@ -76,7 +92,49 @@ func runInstall(ctx context.Context, cli *Cli, cmd *cobra.Command, o *installOpt
 	if len(replicas) > 0 {
 		return fmt.Errorf("We don't currently support running multiple DTRs on the same UCP cluster. You have %d existing DTR replicas. Please remove them before trying to install again.", len(replicas))
 	}
-	return notImplemented("install")
+	cli.Log.Infof("verifying [%d %d] ports on %s", o.replica.httpPort, o.replica.httpsPort, node.Hostname)
+	if err := checkPorts(ctx, cluster, node.Hostname, o.replica.httpPort, o.replica.httpsPort); err != nil {
+		return err
+	}
+	id := o.replica.replicaID
+	if id == "" {
+		id = newReplicaID(replicas)
+	}
+	regID, jobID, err := imageIDs(ctx, cluster)
+	if err != nil {
+		return err
+	}
+	in := &orchestrator.Install{
+		Replica:       o.replica.config(id, node, images.Registry(), regID, jobID, cli.logLevel),
+		OverlaySubnet: o.replica.overlaySubnet,
+		AdminPassword: o.ucp.password,
+		TLSCert:       o.replica.dtrCert,
+		TLSKey:        o.replica.dtrKey,
+		HealthTimeout: healthTimeout,
+		ClientFor:     orchestrator.HTTPSClient,
+	}
+	in.Replica.AdminUsername = o.ucp.username
+	objs := orchestrator.Objects{C: cluster}
+	plan, err := objs.PlanInstall(ctx, in)
+	if err != nil {
+		return err
+	}
+	if o.apply.dryRun {
+		plan.Print(cli.Out)
+		return nil
+	}
+	if o.replica.overlaySubnet == defaultOverlaySubnet {
+		cli.Log.Infof("Using default overlay subnet: %s", defaultOverlaySubnet)
+	}
+	start := cli.Now()
+	if err := plan.Apply(ctx, cli.Log, o.apply.keepOnFailure); err != nil {
+		return err
+	}
+	cli.Log.Debugf("install took %v", cli.Now().Sub(start).Round(time.Millisecond))
+	cli.Log.Info("Installation is complete")
+	cli.Log.Infof("Replica ID is set to: %s", id)
+	cli.Log.Infof("You can use flag '--existing-replica-id %s' when joining other replicas to your Docker Trusted Registry Cluster", id)
+	return nil
 }
 
 // chooseNode returns the node named by --ucp-node, or a random ready node

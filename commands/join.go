@@ -2,8 +2,13 @@ package commands
 
 import (
 	"context"
+	"fmt"
+	"strings"
 
 	"github.com/spf13/cobra"
+
+	"github.com/dtr-registry/dtr/images"
+	"github.com/dtr-registry/dtr/orchestrator"
 )
 
 type joinOptions struct {
@@ -12,6 +17,7 @@ type joinOptions struct {
 	existingReplica string
 	skipNetworkTest bool
 	unsafeJoin      bool
+	apply           applyOptions
 }
 
 func newJoinCommand(cli *Cli) *cobra.Command {
@@ -35,6 +41,7 @@ a majority must stay healthy for the registry to accept writes.
 	addRethinkFlag(f, &o.replica)
 	f.Bool(&o.skipNetworkTest, "skip-network-test", false, "Skip the overlay network test between the new and the existing replica (not for production)", "DTR_SKIP_NETWORK_TEST")
 	f.Bool(&o.unsafeJoin, "unsafe-join", false, "Join even if the cluster is unhealthy, risking split-brain and data loss", "DTR_UNSAFE_JOIN")
+	addApplyFlags(f, &o.apply)
 	return cmd
 }
 
@@ -57,11 +64,82 @@ func runJoin(ctx context.Context, cli *Cli, cmd *cobra.Command, o *joinOptions) 
 		return err
 	}
 	defer cluster.Close()
-	if _, _, err := chooseReplica(ctx, cli, cmd, cluster, "existing-replica-id", o.existingReplica, "Choose a replica to join to"); err != nil {
+	existing, replicas, err := chooseReplica(ctx, cli, cmd, cluster, "existing-replica-id", o.existingReplica, "Choose a replica to join to")
+	if err != nil {
 		return err
 	}
-	if _, err := chooseNode(ctx, cli, cluster, o.replica.ucpNode); err != nil {
+	if existing.Version != images.Version {
+		return fmt.Errorf("Failed version match. Replica version %s doesn't match bootstrap version %s. Run the dtr image of version %s, or upgrade the cluster first", existing.Version, images.Version, existing.Version)
+	}
+	api, existingAddr, err := replicaAPI(ctx, cluster, &o.ucp, existing)
+	if err != nil {
 		return err
 	}
-	return notImplemented("join")
+	status, err := api.Status(ctx)
+	if err != nil {
+		return fmt.Errorf("asking replica %s about the cluster: %w", existing.ID, err)
+	}
+	if bad := unhealthy(status, replicas); len(bad) > 0 || !status.HasQuorum {
+		if !o.unsafeJoin {
+			return fmt.Errorf("the cluster is unhealthy (quorum: %v; unhealthy replicas: %s): joining now risks split-brain. Remove the unhealthy replicas first (dtr remove), or repair a cluster without quorum (dtr emergency-repair); --unsafe-join joins anyway",
+				status.HasQuorum, strings.Join(bad, ", "))
+		}
+		cli.Log.Warnf("Joining an unhealthy cluster because of --unsafe-join: %s", strings.Join(bad, ", "))
+	}
+	node, err := chooseNode(ctx, cli, cluster, o.replica.ucpNode)
+	if err != nil {
+		return err
+	}
+	cli.Log.Infof("verifying [%d %d] ports on %s", o.replica.httpPort, o.replica.httpsPort, node.Hostname)
+	if err := checkPorts(ctx, cluster, node.Hostname, o.replica.httpPort, o.replica.httpsPort); err != nil {
+		return err
+	}
+	id := o.replica.replicaID
+	for _, r := range replicas {
+		if r.ID == id {
+			return usageErrorf("replica %s already exists; pick another --replica-id or leave it out", id)
+		}
+	}
+	if id == "" {
+		id = newReplicaID(replicas)
+	}
+	regID, jobID, err := imageIDs(ctx, cluster)
+	if err != nil {
+		return err
+	}
+	cfg := o.replica.config(id, node, images.Registry(), regID, jobID, cli.logLevel)
+	cfg.Storage = existing.Storage // joins inherit the cluster's storage
+	for _, kv := range existing.Spec.TaskTemplate.ContainerSpec.Env {
+		if v, ok := strings.CutPrefix(kv, "DTR_EXTERNAL_URL="); ok {
+			cfg.ExternalURL = v
+		}
+	}
+	in := &orchestrator.Join{Replica: cfg, Existing: existing, ExistingAddr: existingAddr, API: api, HealthTimeout: healthTimeout}
+	objs := orchestrator.Objects{C: cluster}
+	plan, err := objs.PlanJoin(ctx, in)
+	if err != nil {
+		return err
+	}
+	if o.apply.dryRun {
+		plan.Print(cli.Out)
+		return nil
+	}
+	if err := plan.Apply(ctx, cli.Log, o.apply.keepOnFailure); err != nil {
+		return err
+	}
+	after, err := orchestrator.FindReplicas(ctx, cluster)
+	if err != nil {
+		return err
+	}
+	if !cfg.Storage.Shared() {
+		cli.Log.Warn("Warning! You are using DTR with the filesystem driver in an HA setup. This will not work with non-clustered file systems. See the documentation for how to configure HA image storage.")
+	}
+	cli.Log.Info("Join is complete")
+	cli.Log.Infof("Replica ID is set to: %s", id)
+	cli.Log.Infof("There are currently %d replicas in your Docker Trusted Registry cluster", len(after))
+	if len(after)%2 == 0 {
+		cli.Log.Warn("You currently have an even number of replicas which can impact cluster availability")
+		cli.Log.Warn("It is recommended that you have 3, 5 or 7 replicas in your cluster")
+	}
+	return nil
 }

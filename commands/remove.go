@@ -2,9 +2,13 @@ package commands
 
 import (
 	"context"
+	"fmt"
 	"slices"
+	"strings"
 
 	"github.com/spf13/cobra"
+
+	"github.com/dtr-registry/dtr/orchestrator"
 )
 
 type removeOptions struct {
@@ -70,8 +74,71 @@ func runRemove(ctx context.Context, cli *Cli, cmd *cobra.Command, o *removeOptio
 		}
 		targets = []string{target.ID}
 	}
-	if _, _, err := chooseReplica(ctx, cli, cmd, cluster, "existing-replica-id", o.existingReplica, "Choose any healthy replica"); err != nil {
+	replicas, err := orchestrator.FindReplicas(ctx, cluster)
+	if err != nil {
 		return err
 	}
-	return notImplemented("remove")
+	byID := map[string]orchestrator.Replica{}
+	var ids []string
+	for _, r := range replicas {
+		byID[r.ID] = r
+		ids = append(ids, r.ID)
+	}
+	for _, t := range targets {
+		if _, ok := byID[t]; !ok {
+			return usageErrorf("The replica '%s' you specified could not be found. Valid replicas: %s", t, strings.Join(ids, ", "))
+		}
+	}
+	if len(targets) >= len(replicas) {
+		return usageErrorf("removing %s would leave no replica: to uninstall, run dtr destroy for each replica", strings.Join(targets, ", "))
+	}
+	var stay []string
+	for _, id := range ids {
+		if !contains(targets, id) {
+			stay = append(stay, id)
+		}
+	}
+	if o.existingReplica == "" && !cli.prompter().Interactive() {
+		o.existingReplica = stay[0]
+	}
+	existing, _, err := chooseReplica(ctx, cli, cmd, cluster, "existing-replica-id", o.existingReplica, "Choose any healthy replica")
+	if err != nil {
+		return err
+	}
+	if contains(targets, existing.ID) {
+		return usageErrorf("--existing-replica-id %s is also being removed; choose a replica that stays", existing.ID)
+	}
+	api, _, err := replicaAPI(ctx, cluster, &o.ucp, existing)
+	if err != nil {
+		return err
+	}
+	cli.Log.Info("Checking your current configs")
+	status, err := api.Status(ctx)
+	if err != nil {
+		return fmt.Errorf("asking replica %s about the cluster: %w", existing.ID, err)
+	}
+	// The replicas that stay must carry the cluster: all of them healthy, or
+	// removing would cost quorum (use emergency-repair for a dead cluster).
+	if bad := unhealthy(status, replicas, targets...); len(bad) > 0 || !status.HasQuorum {
+		return fmt.Errorf("refusing to remove %s: the replicas that would stay are not all healthy (%s; quorum: %v), so the cluster could lose quorum. Fix them first, or use dtr emergency-repair if a majority is gone",
+			strings.Join(targets, ", "), strings.Join(bad, ", "), status.HasQuorum)
+	}
+	_, jobID, err := imageIDs(ctx, cluster)
+	if err != nil {
+		return err
+	}
+	objs := orchestrator.Objects{C: cluster}
+	for _, t := range targets {
+		r := byID[t]
+		cli.Log.Infof("De-registering replica %s from the metadata cluster", t)
+		if err := api.RemoveReplica(ctx, t); err != nil {
+			return fmt.Errorf("removing replica %s from the cluster: %w; nothing was removed from the swarm", t, err)
+		}
+		cli.Log.Infof("Removing the service and volumes of replica %s", t)
+		if err := objs.RemoveReplicaObjects(ctx, orchestrator.ReplicaConfig{ID: t, Node: r.Node, Version: r.Version, JobImageID: jobID}); err != nil {
+			return fmt.Errorf("replica %s left the cluster, but removing its objects failed: %w; run dtr destroy --replica-id %s", t, err, t)
+		}
+	}
+	cli.Log.Infof("Done. Your cluster size is now %d", len(replicas)-len(targets))
+	return nil
 }

@@ -5,6 +5,10 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
+
+	"github.com/dtr-registry/dtr/images"
+	"github.com/dtr-registry/dtr/orchestrator"
+	"github.com/dtr-registry/dtr/ucp"
 )
 
 // replicaOptions are the replica settings install, join, reconfigure and
@@ -223,5 +227,17 @@ func (o *replicaOptions) validate(cmd *cobra.Command) error {
 func (o *replicaOptions) warnIgnored(cli *Cli, cmd *cobra.Command) {
 	if changed(cmd, "replica-rethinkdb-cache-mb") {
 		cli.Log.Warn("--replica-rethinkdb-cache-mb has no effect: dtr keeps its metadata in etcd, not RethinkDB")
+	}
+}
+
+// config is the replica's orchestrator configuration from these flags.
+func (o *replicaOptions) config(id string, node ucp.Node, image, imageID, jobImageID, level string) orchestrator.ReplicaConfig {
+	return orchestrator.ReplicaConfig{
+		ID: id, Node: node.Hostname, NodeAddr: node.Addr,
+		HTTPPort: o.httpPort, HTTPSPort: o.httpsPort,
+		Storage: orchestrator.Storage{Volume: o.storageVolume, NFSURL: o.nfsURL, NFSOptions: o.nfsOptions, AsyncNFS: o.asyncNFS},
+		Image:   image, ImageID: imageID, JobImageID: jobImageID, Version: images.Version,
+		ExternalURL: o.externalURL, LogLevel: level,
+		HTTPProxy: o.httpProxy, HTTPSProxy: o.httpsProxy, NoProxy: o.noProxy, EnablePprof: o.enablePprof,
 	}
 }

@@ -67,6 +67,7 @@ environment variable named in its help; a flag on the command line wins.`,
 		newUpgradeCommand(cli),
 		newImagesCommand(cli),
 		newEmergencyRepairCommand(cli),
+		newNodeJobCommand(cli),
 	)
 	return root
 }
@@ -82,6 +83,7 @@ func setup(cli *Cli, cmd *cobra.Command, g *globalOptions) error {
 	if err != nil || level > logrus.DebugLevel {
 		return usageErrorf("invalid --log-level %q: use debug, info, warn, error or fatal", g.logLevel)
 	}
+	cli.logLevel = level.String()
 	if g.debug {
 		level = logrus.DebugLevel
 	}

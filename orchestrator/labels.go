@@ -1,5 +1,7 @@
 // Package orchestrator places dtr replicas on the cluster as Swarm objects
-// and finds them again by label (DESIGN.md §3).
+// and finds them again by label (DESIGN.md §3). Work is observe → plan →
+// apply: read what exists, compute the steps as data (printed by --dry-run,
+// tested without an engine), then apply them one by one.
 package orchestrator
 
 // Labels every object dtr creates carries.
@@ -9,7 +11,27 @@ const (
 	LabelRole       = "com.docker.dtr.role"
 	LabelConfigHash = "com.docker.dtr.config-hash"
 	LabelNode       = "com.docker.dtr.node"
+	LabelHTTPPort   = "com.docker.dtr.http-port"
+	LabelHTTPSPort  = "com.docker.dtr.https-port"
+	LabelStorage    = "com.docker.dtr.storage"
+	LabelImage      = "com.docker.dtr.image"
+)
+
+// Names of cluster-wide objects.
+const (
+	NetworkName  = "dtr-ol"
+	CAKeySecret  = "dtr-ca-key"  // the cluster CA's key: a Swarm secret
+	CACertConfig = "dtr-ca-cert" // its certificate: a Swarm config, readable by the installer
 )
 
 // ServiceName is the name of a replica's service: dtr-registry-<id>.
 func ServiceName(replicaID string) string { return "dtr-registry-" + replicaID }
+
+// Volume names of a replica.
+func caVolume(id string) string      { return "dtr-ca-" + id }
+func etcdVolume(id string) string    { return "dtr-etcd-" + id }
+func storageVolume(id string) string { return "dtr-registry-" + id }
+func nfsVolume(id string) string     { return "dtr-registry-nfs-" + id }
+
+// AdminSecret is the name of the secret holding the first admin's password.
+func AdminSecret(id string) string { return "dtr-admin-password-" + id }

@@ -2,8 +2,10 @@ package orchestrator
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"sort"
+	"strconv"
 
 	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/api/types/swarm"
@@ -17,13 +19,19 @@ type Replica struct {
 	Node      string // hostname the replica is pinned to
 	Version   string // dtr version that deployed it
 	ServiceID string
+	HTTPPort  int
+	HTTPSPort int
+	Storage   Storage
+	Image     string
+	Spec      swarm.ServiceSpec
+	Meta      swarm.Version
 }
 
 // FindReplicas lists the replicas on the cluster by their services' labels,
 // sorted by ID.
 func FindReplicas(ctx context.Context, c *ucp.Cluster) ([]Replica, error) {
 	list, err := c.Engine.ServiceList(ctx, swarm.ServiceListOptions{
-		Filters: filters.NewArgs(filters.Arg("label", LabelReplica)),
+		Filters: filters.NewArgs(filters.Arg("label", LabelReplica), filters.Arg("label", LabelRole+"=registry")),
 	})
 	if err != nil {
 		return nil, &ucp.Error{Msg: fmt.Sprintf("listing services: %v", err)}
@@ -31,8 +39,55 @@ func FindReplicas(ctx context.Context, c *ucp.Cluster) ([]Replica, error) {
 	var out []Replica
 	for _, s := range list {
 		l := s.Spec.Labels
-		out = append(out, Replica{ID: l[LabelReplica], Node: l[LabelNode], Version: l[LabelVersion], ServiceID: s.ID})
+		r := Replica{ID: l[LabelReplica], Node: l[LabelNode], Version: l[LabelVersion], ServiceID: s.ID,
+			Image: l[LabelImage], Spec: s.Spec, Meta: s.Version}
+		r.HTTPPort, _ = strconv.Atoi(l[LabelHTTPPort])
+		r.HTTPSPort, _ = strconv.Atoi(l[LabelHTTPSPort])
+		_ = json.Unmarshal([]byte(l[LabelStorage]), &r.Storage)
+		out = append(out, r)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out, nil
+}
+
+// PortUser is a service that publishes a port where a replica would.
+type PortUser struct {
+	Service string
+	Port    int
+}
+
+// PortsInUse lists the services that publish any of ports on node: host-mode
+// ports of services placed on that node, and every ingress-published port
+// (the routing mesh takes it on all nodes).
+func PortsInUse(ctx context.Context, c *ucp.Cluster, node string, ports ...int) ([]PortUser, error) {
+	list, err := c.Engine.ServiceList(ctx, swarm.ServiceListOptions{})
+	if err != nil {
+		return nil, &ucp.Error{Msg: fmt.Sprintf("listing services: %v", err)}
+	}
+	var out []PortUser
+	for _, s := range list {
+		onNode := false
+		if p := s.Spec.TaskTemplate.Placement; p != nil {
+			for _, con := range p.Constraints {
+				if con == "node.hostname=="+node || con == "node.hostname == "+node {
+					onNode = true
+				}
+			}
+		}
+		if s.Spec.EndpointSpec == nil {
+			continue
+		}
+		for _, pc := range s.Spec.EndpointSpec.Ports {
+			for _, want := range ports {
+				if int(pc.PublishedPort) != want {
+					continue
+				}
+				// A host-mode port without a node constraint may land anywhere: count it.
+				if pc.PublishMode != swarm.PortConfigPublishModeHost || onNode || s.Spec.TaskTemplate.Placement == nil || len(s.Spec.TaskTemplate.Placement.Constraints) == 0 {
+					out = append(out, PortUser{Service: s.Spec.Name, Port: want})
+				}
+			}
+		}
+	}
 	return out, nil
 }

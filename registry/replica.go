@@ -37,6 +37,10 @@ type Options struct {
 	ReplicaID string
 	DataDir   string // etcd data in DataDir/etcd, issued certificates in DataDir/tls
 	CADir     string // the cluster CA (the dtr-ca-<id> volume); default DataDir/ca
+	// CACertFile and CAKeyFile, when set, are the cluster CA as the installer
+	// hands it over (a Swarm config and secret); they are copied into CADir.
+	CACertFile string
+	CAKeyFile  string
 	// StorageRoot is where filesystem storage keeps blobs (a volume, host
 	// path or NFS mount); default DataDir/registry.
 	StorageRoot string
@@ -153,6 +157,11 @@ func Start(ctx context.Context, o Options) (*Replica, error) {
 	for _, d := range []string{o.DataDir, filepath.Join(o.DataDir, "tls")} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return nil, fmt.Errorf("data directory: %w", err)
+		}
+	}
+	if o.CACertFile != "" || o.CAKeyFile != "" {
+		if err := installCA(o.CACertFile, o.CAKeyFile, o.CADir); err != nil {
+			return nil, err
 		}
 	}
 	etcdDir := filepath.Join(o.DataDir, "etcd")
@@ -371,15 +380,31 @@ func (r *Replica) watchSettings(ctx context.Context) {
 	}
 }
 
-// reportHealth records this replica's health for cluster_status.
+// live answers the container's health check: the process serves. Readiness
+// (/_ping) is for load balancers; a learner that is still catching up, or a
+// replica without quorum, must not be restarted by Swarm for it.
+func live(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = w.Write([]byte(`{"Live":true}` + "\n"))
+}
+
+// reportHealth records this replica's health for cluster_status: at once
+// when it changes, and every ReportInterval otherwise.
 func (r *Replica) reportHealth(ctx context.Context) {
-	t := time.NewTicker(r.opts.ReportInterval)
+	t := time.NewTicker(500 * time.Millisecond)
 	defer t.Stop()
+	var last Health
+	var at time.Time
 	for {
 		h := r.health.Current()
-		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		_ = r.store.ReportHealth(cctx, meta.ReplicaReport{ID: r.opts.ReplicaID, Healthy: h.Healthy, Error: h.Error, Version: images.Version, At: time.Now().UTC()})
-		cancel()
+		if h != last || time.Since(at) >= r.opts.ReportInterval {
+			cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			err := r.store.ReportHealth(cctx, meta.ReplicaReport{ID: r.opts.ReplicaID, Healthy: h.Healthy, Error: h.Error, Version: images.Version, At: time.Now().UTC()})
+			cancel()
+			if err == nil {
+				last, at = h, time.Now()
+			}
+		}
 		select {
 		case <-ctx.Done():
 			return
@@ -418,6 +443,7 @@ func (r *Replica) routes() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/_ping", r.health)
 	mux.Handle("/health", r.health)
+	mux.HandleFunc("/_live", live)
 	mux.Handle("/auth/token", tokens)
 	mux.Handle("/api/v0/", api)
 	mux.Handle("/v2/", &ociExtensions{next: &r.app, store: r.store, verify: r.verify, log: r.log, driver: func() driver.StorageDriver {
@@ -441,8 +467,12 @@ func (r *Replica) routes() http.Handler {
 // redirect to HTTPS for everything else.
 func (r *Replica) httpHandler() http.Handler {
 	return accessLog(r.log, http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		if req.URL.Path == "/_ping" || req.URL.Path == "/health" {
+		switch req.URL.Path {
+		case "/_ping", "/health":
 			r.health.ServeHTTP(w, req)
+			return
+		case "/_live":
+			live(w, req)
 			return
 		}
 		host := req.Host

@@ -113,3 +113,25 @@ func serverTLS(certFile, keyFile string) (*tls.Config, error) {
 	}
 	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}, nil
 }
+
+// installCA copies the CA the installer provides into dir.
+func installCA(certFile, keyFile, dir string) error {
+	cert, err := os.ReadFile(certFile)
+	if err != nil {
+		return fmt.Errorf("reading the cluster CA certificate: %w", err)
+	}
+	key, err := os.ReadFile(keyFile)
+	if err != nil {
+		return fmt.Errorf("reading the cluster CA key: %w", err)
+	}
+	if _, err := pki.ParseCA(cert, key); err != nil {
+		return fmt.Errorf("the cluster CA from %s and %s: %w", certFile, keyFile, err)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	if err := writeFileAtomic(filepath.Join(dir, caKeyFile), key, 0o600); err != nil {
+		return err
+	}
+	return writeFileAtomic(filepath.Join(dir, caCertFile), cert, 0o644)
+}

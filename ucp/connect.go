@@ -344,3 +344,21 @@ func (c *Cluster) CheckManager(ctx context.Context) error {
 	}
 	return nil
 }
+
+// ConnectLocal reaches a node's own engine through its socket, whether or
+// not it is a manager: node jobs use it on workers.
+func ConnectLocal(ctx context.Context, url string) (*Cluster, error) {
+	ep, err := ParseURL(url)
+	if err != nil {
+		return nil, err
+	}
+	engine, err := socketClient(ep)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := engine.Ping(ctx); err != nil {
+		engine.Close()
+		return nil, cpErr("pinging the engine at %s: %v", ep, err)
+	}
+	return &Cluster{Endpoint: ep, Engine: engine}, nil
+}

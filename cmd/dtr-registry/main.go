@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -55,6 +56,13 @@ func env(name, def string) string {
 	return def
 }
 
+func envInt(name string, def int) int {
+	if v, err := strconv.Atoi(env(name, "")); err == nil {
+		return v
+	}
+	return def
+}
+
 func envBool(name string) bool {
 	v := strings.ToLower(env(name, ""))
 	return v == "1" || v == "true" || v == "yes"
@@ -85,7 +93,9 @@ func serve(ctx context.Context, args []string) int {
 	fs.StringVar(&o.StorageRoot, "storage-root", env("STORAGE_ROOT", ""), "filesystem storage directory; default <data-dir>/registry ($DTR_STORAGE_ROOT)")
 	fs.StringVar(&o.HTTPAddr, "http-addr", env("HTTP_ADDR", ":8080"), "plain HTTP listen address: health and redirect ($DTR_HTTP_ADDR)")
 	fs.StringVar(&o.HTTPSAddr, "https-addr", env("HTTPS_ADDR", ":8443"), "HTTPS listen address ($DTR_HTTPS_ADDR)")
-	fs.IntVar(&o.PublicHTTPSPort, "public-https-port", 443, "the HTTPS port clients use, for redirects")
+	fs.IntVar(&o.PublicHTTPSPort, "public-https-port", envInt("PUBLIC_HTTPS_PORT", 443), "the HTTPS port clients use, for redirects ($DTR_PUBLIC_HTTPS_PORT)")
+	fs.StringVar(&o.CACertFile, "ca-cert-file", env("CA_CERT_FILE", ""), "the cluster CA certificate handed over by the installer ($DTR_CA_CERT_FILE)")
+	fs.StringVar(&o.CAKeyFile, "ca-key-file", env("CA_KEY_FILE", ""), "the cluster CA key handed over by the installer ($DTR_CA_KEY_FILE)")
 	fs.StringVar(&o.PeerListen, "peer-listen", env("PEER_LISTEN", ""), "metadata peer listen URL (default https://0.0.0.0:12380)")
 	fs.StringVar(&o.PeerAdvertise, "peer-advertise", env("PEER_ADVERTISE", ""), "metadata peer URL others use (default https://dtr-registry-<id>:12380)")
 	fs.StringVar(&o.ClientListen, "client-listen", env("CLIENT_LISTEN", ""), "metadata client URL, loopback only (default http://127.0.0.1:12379)")
@@ -160,7 +170,7 @@ func serve(ctx context.Context, args []string) int {
 // curl, so the binary asks its own /_ping.
 func healthcheck(args []string) int {
 	fs := flag.NewFlagSet("healthcheck", flag.ContinueOnError)
-	url := fs.String("url", env("HEALTHCHECK_URL", "http://127.0.0.1:8080/_ping"), "health endpoint to ask")
+	url := fs.String("url", env("HEALTHCHECK_URL", "http://127.0.0.1:8080/_live"), "health endpoint to ask")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}

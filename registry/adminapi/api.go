@@ -23,6 +23,10 @@ import (
 // ClusterInfo is what the API needs of the metadata member.
 type ClusterInfo interface {
 	Status(ctx context.Context) member.Status
+	Members(ctx context.Context) ([]member.Info, error)
+	AddLearner(ctx context.Context, name, peerURL string) (uint64, string, error)
+	Promote(ctx context.Context, id uint64) error
+	Remove(ctx context.Context, id uint64) error
 }
 
 // Config wires the API to the replica.
@@ -83,6 +87,9 @@ func New(cfg Config) *API {
 	h("GET /api/v0/meta/settings", a.getSettings)
 	h("PATCH /api/v0/meta/settings", a.patchSettings)
 	h("GET /api/v0/meta/cluster_status", a.clusterStatus)
+	h("POST /api/v0/meta/replicas", a.addReplica)
+	h("POST /api/v0/meta/replicas/{id}/promote", a.promoteReplica)
+	h("DELETE /api/v0/meta/replicas/{id}", a.removeReplica)
 	a.mux.HandleFunc("/api/v0/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, &Error{http.StatusNotFound, "NOT_FOUND", "no such API endpoint: " + r.Method + " " + r.URL.Path})
 	})

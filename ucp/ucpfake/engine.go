@@ -5,9 +5,12 @@ package ucpfake
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 
 	"github.com/docker/docker/api/types"
+	"github.com/docker/docker/api/types/network"
+	"github.com/docker/docker/api/types/volume"
 	"github.com/docker/docker/api/types/swarm"
 	"github.com/docker/docker/api/types/system"
 
@@ -22,6 +25,12 @@ type Engine struct {
 	Manager  bool
 	Nodes    []swarm.Node
 	Services []swarm.Service
+	Networks []network.Summary
+	Secrets  []swarm.Secret
+	Configs  []swarm.Config
+	Volumes  []volume.Volume
+	// Images maps references to IDs; nil means every image exists.
+	Images map[string]string
 	// Err, when set, is returned by every call.
 	Err error
 }
@@ -61,6 +70,7 @@ func (e *Engine) AddReplicaService(replicaID, node, version string) {
 	s := swarm.Service{ID: "svc-" + replicaID}
 	s.Spec.Name = "dtr-registry-" + replicaID
 	s.Spec.Labels = map[string]string{
+		"com.docker.dtr.role":    "registry",
 		"com.docker.dtr.replica": replicaID,
 		"com.docker.dtr.node":    node,
 		"com.docker.dtr.version": version,
@@ -123,15 +133,17 @@ func (e *Engine) NodeList(context.Context, swarm.NodeListOptions) ([]swarm.Node,
 }
 
 // ServiceList implements ucp.Engine; it honours "label" filters of the form
-// "key" (the label exists).
+// "key" (the label exists) and "key=value".
 func (e *Engine) ServiceList(_ context.Context, o swarm.ServiceListOptions) ([]swarm.Service, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	var out []swarm.Service
 	for _, s := range e.Services {
 		keep := true
-		for _, key := range o.Filters.Get("label") {
-			if _, ok := s.Spec.Labels[key]; !ok {
+		for _, f := range o.Filters.Get("label") {
+			key, want, hasValue := strings.Cut(f, "=")
+			v, ok := s.Spec.Labels[key]
+			if !ok || hasValue && v != want {
 				keep = false
 			}
 		}

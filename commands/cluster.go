@@ -1,0 +1,161 @@
+package commands
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"strings"
+	"time"
+
+
+	"github.com/dtr-registry/dtr/images"
+	"github.com/dtr-registry/dtr/orchestrator"
+	"github.com/dtr-registry/dtr/ucp"
+)
+
+// healthTimeout bounds each wait for a replica to turn healthy.
+const healthTimeout = 5 * time.Minute
+
+// applyOptions are the flags of commands that change the cluster in steps.
+type applyOptions struct {
+	dryRun        bool
+	keepOnFailure bool
+}
+
+func addApplyFlags(f flags, o *applyOptions) {
+	f.Bool(&o.dryRun, "dry-run", false, "Print the steps this command would take, and change nothing", "DTR_DRY_RUN")
+	f.Bool(&o.keepOnFailure, "keep-on-failure", false, "When a step fails, leave what this run created in place for inspection instead of removing it", "DTR_KEEP_ON_FAILURE")
+}
+
+// newReplicaID returns a random 12-hex-character ID not used by replicas.
+func newReplicaID(replicas []orchestrator.Replica) string {
+	for {
+		b := make([]byte, 6)
+		if _, err := rand.Read(b); err != nil {
+			panic(err)
+		}
+		id := hex.EncodeToString(b)
+		clash := false
+		for _, r := range replicas {
+			clash = clash || r.ID == id
+		}
+		if !clash {
+			return id
+		}
+	}
+}
+
+// imageIDs returns the IDs of this version's images on the engine dtr talks
+// to. Services run them by ID so that Swarm never tries to pull: the
+// offline nodes have them loaded with docker load, which keeps the IDs.
+func imageIDs(ctx context.Context, cluster *ucp.Cluster) (registryID, installerID string, err error) {
+	reg, err := cluster.Engine.ImageInspect(ctx, images.Registry())
+	if err != nil {
+		return "", "", fmt.Errorf("image %s is not loaded on %s: load this version's images on every node (docker save $(docker run --rm %s images) | docker load): %v",
+			images.Registry(), cluster.Manager.Hostname, images.Installer(), err)
+	}
+	inst, err := cluster.Engine.ImageInspect(ctx, images.Installer())
+	if err != nil {
+		return reg.ID, "", nil // node jobs on other nodes will say what is missing
+	}
+	return reg.ID, inst.ID, nil
+}
+
+// checkPorts refuses ports another service already publishes on node.
+func checkPorts(ctx context.Context, cluster *ucp.Cluster, node string, httpPort, httpsPort int) error {
+	users, err := orchestrator.PortsInUse(ctx, cluster, node, httpPort, httpsPort)
+	if err != nil {
+		return err
+	}
+	if len(users) > 0 {
+		u := users[0]
+		flag := "--replica-https-port"
+		if u.Port == httpPort {
+			flag = "--replica-http-port"
+		}
+		return usageErrorf("port %d is already published on node %s by service %s: choose another %s (replicas may use different ports)", u.Port, node, u.Service, flag)
+	}
+	return nil
+}
+
+// nodeAddr finds the address the installer reaches a node's replica at.
+func nodeAddr(ctx context.Context, cluster *ucp.Cluster, hostname string) (string, error) {
+	nodes, err := cluster.Nodes(ctx)
+	if err != nil {
+		return "", err
+	}
+	for _, n := range nodes {
+		if n.Hostname == hostname {
+			return n.Addr, nil
+		}
+	}
+	return "", fmt.Errorf("node %s of the replica is no longer in the swarm", hostname)
+}
+
+// replicaAPI is a client of an existing replica's admin API, trusting the
+// cluster CA kept in the dtr-ca-cert config.
+func replicaAPI(ctx context.Context, cluster *ucp.Cluster, o *ucpOptions, r orchestrator.Replica) (orchestrator.ReplicaAPI, string, error) {
+	objs := orchestrator.Objects{C: cluster}
+	ca, err := objs.ConfigData(ctx, orchestrator.CACertConfig)
+	if err != nil {
+		return orchestrator.ReplicaAPI{}, "", fmt.Errorf("reading the cluster CA: %w", err)
+	}
+	addr, err := nodeAddr(ctx, cluster, r.Node)
+	if err != nil {
+		return orchestrator.ReplicaAPI{}, "", err
+	}
+	return orchestrator.ReplicaAPI{URL: orchestrator.ReplicaURL(addr, r.HTTPSPort), User: o.username, Password: o.password,
+		Client: orchestrator.HTTPSClient(ca)}, addr, nil
+}
+
+// unhealthy lists the replicas (other than skip) that are not healthy now.
+func unhealthy(st orchestrator.ClusterStatus, replicas []orchestrator.Replica, skip ...string) []string {
+	var bad []string
+	for _, r := range replicas {
+		if contains(skip, r.ID) {
+			continue
+		}
+		h, ok := st.ReplicaHealth[r.ID]
+		switch {
+		case !ok:
+			bad = append(bad, r.ID+" (no health report)")
+		case h.Stale:
+			bad = append(bad, r.ID+" (reported health too long ago)")
+		case !h.Healthy:
+			bad = append(bad, r.ID+" ("+h.Error+")")
+		}
+	}
+	return bad
+}
+
+func contains(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}
+
+// checkCredentials makes sure the admin's password can be the registry's.
+func checkCredentials(username, password string) error {
+	if len(password) < 8 {
+		return usageErrorf("--ucp-password must have at least 8 characters: on a plain Swarm it becomes the registry admin's password")
+	}
+	if strings.ToLower(username) != username || strings.ContainsAny(username, " /:@") {
+		return usageErrorf("--ucp-username %q: the registry admin's name must be lowercase letters, digits and single '.', '_' or '-'", username)
+	}
+	return nil
+}
+
+// pause waits d or until ctx ends (Ctrl-C).
+func pause(ctx context.Context, d time.Duration) error {
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(d):
+		return nil
+	}
+}
+

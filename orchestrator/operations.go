@@ -1,0 +1,268 @@
+package orchestrator
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/docker/docker/api/types/filters"
+	"github.com/docker/docker/api/types/swarm"
+
+	"github.com/dtr-registry/dtr/pki"
+)
+
+// Install is what an install (or the first replica of a restore) needs.
+type Install struct {
+	Replica       ReplicaConfig
+	OverlaySubnet string
+	AdminPassword string
+	// TLSCert and TLSKey are the operator's PEM certificate chain and key.
+	TLSCert, TLSKey string
+	HealthTimeout   time.Duration
+	// Client reaches replicas; it must trust the cluster CA, which this plan
+	// may create: ClientFor builds it once the CA is known.
+	ClientFor func(caPEM []byte) *http.Client
+}
+
+func tlsNames(cert string) (certConfig, keySecret string) {
+	h := sha256.Sum256([]byte(cert))
+	suffix := hex.EncodeToString(h[:4])
+	return "dtr-tls-cert-" + suffix, "dtr-tls-key-" + suffix
+}
+
+// PlanInstall computes the steps of an install from what exists.
+func (o Objects) PlanInstall(ctx context.Context, in *Install) (*Plan, error) {
+	c := &in.Replica
+	p := &Plan{Title: fmt.Sprintf("Install replica %s on node %s", c.ID, c.Node)}
+	netID, err := o.NetworkID(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if netID == "" {
+		p.Add(Step{
+			Description: fmt.Sprintf("create network %s (overlay, attachable, subnet %s)", NetworkName, in.OverlaySubnet),
+			Apply:       func(ctx context.Context) error { _, err := o.CreateNetwork(ctx, in.OverlaySubnet, c.Version); return err },
+			Undo:        o.RemoveNetwork,
+		})
+	}
+	var caKeyID, caCertID, adminID, tlsKeyID, tlsCertID string
+	var caPEM []byte
+	existingKey, err := o.SecretID(ctx, CAKeySecret)
+	if err != nil {
+		return nil, err
+	}
+	existingCert, err := o.ConfigID(ctx, CACertConfig)
+	if err != nil {
+		return nil, err
+	}
+	if existingKey != "" && existingCert != "" {
+		caKeyID, caCertID = existingKey, existingCert
+		if caPEM, err = o.ConfigData(ctx, CACertConfig); err != nil {
+			return nil, err
+		}
+	} else {
+		p.Add(Step{
+			Description: fmt.Sprintf("create the cluster CA: secret %s and config %s", CAKeySecret, CACertConfig),
+			Apply: func(ctx context.Context) error {
+				_ = o.RemoveSecret(ctx, CAKeySecret) // a half-made CA from an earlier failure
+				_ = o.RemoveConfig(ctx, CACertConfig)
+				ca, err := pki.NewCA("dtr cluster CA")
+				if err != nil {
+					return err
+				}
+				key, err := ca.KeyPEM()
+				if err != nil {
+					return err
+				}
+				lbl := map[string]string{LabelRole: "ca", LabelVersion: c.Version}
+				if caKeyID, err = o.CreateSecret(ctx, CAKeySecret, key, lbl); err != nil {
+					return err
+				}
+				caPEM = ca.CertPEM()
+				caCertID, err = o.CreateConfig(ctx, CACertConfig, caPEM, lbl)
+				return err
+			},
+			Undo: func(ctx context.Context) error {
+				return joinErr(o.RemoveSecret(ctx, CAKeySecret), o.RemoveConfig(ctx, CACertConfig))
+			},
+		})
+	}
+	if in.TLSCert != "" {
+		c.TLSCertConfig, c.TLSKeySecret = tlsNames(in.TLSCert)
+		p.Add(Step{
+			Description: fmt.Sprintf("store the TLS certificate as config %s and its key as secret %s", c.TLSCertConfig, c.TLSKeySecret),
+			Apply: func(ctx context.Context) error {
+				lbl := map[string]string{LabelRole: "tls", LabelVersion: c.Version}
+				var err error
+				if tlsCertID, err = o.ConfigID(ctx, c.TLSCertConfig); err == nil && tlsCertID == "" {
+					tlsCertID, err = o.CreateConfig(ctx, c.TLSCertConfig, []byte(in.TLSCert), lbl)
+				}
+				if err != nil {
+					return err
+				}
+				if tlsKeyID, err = o.SecretID(ctx, c.TLSKeySecret); err == nil && tlsKeyID == "" {
+					tlsKeyID, err = o.CreateSecret(ctx, c.TLSKeySecret, []byte(in.TLSKey), lbl)
+				}
+				return err
+			},
+			Undo: func(ctx context.Context) error {
+				return joinErr(o.RemoveSecret(ctx, c.TLSKeySecret), o.RemoveConfig(ctx, c.TLSCertConfig))
+			},
+		})
+	}
+	if c.AdminUsername != "" {
+		p.Add(Step{
+			Description: fmt.Sprintf("store the first admin's password as secret %s", AdminSecret(c.ID)),
+			Apply: func(ctx context.Context) error {
+				var err error
+				adminID, err = o.CreateSecret(ctx, AdminSecret(c.ID), []byte(in.AdminPassword), labels(*c, "bootstrap"))
+				return err
+			},
+			Undo: func(ctx context.Context) error { return o.RemoveSecret(ctx, AdminSecret(c.ID)) },
+		})
+	}
+	p.Add(Step{
+		Description: "create " + Describe(*c),
+		Apply: func(ctx context.Context) error {
+			_, err := o.CreateService(ctx, ServiceSpec(*c, caKeyID, caCertID, adminID, tlsKeyID, tlsCertID))
+			return err
+		},
+		Undo: func(ctx context.Context) error { return o.RemoveReplicaObjects(ctx, *c) },
+	})
+	p.Add(Step{
+		Description: fmt.Sprintf("wait until replica %s answers healthy at %s/_ping", c.ID, ReplicaURL(c.NodeAddr, c.HTTPSPort)),
+		Apply: func(ctx context.Context) error {
+			return o.WaitHealthy(ctx, in.ClientFor(caPEM), ReplicaURL(c.NodeAddr, c.HTTPSPort), ServiceName(c.ID), in.HealthTimeout)
+		},
+	})
+	return p, nil
+}
+
+// Join is what adding a replica needs.
+type Join struct {
+	Replica       ReplicaConfig
+	Existing      Replica
+	ExistingAddr  string
+	API           ReplicaAPI
+	HealthTimeout time.Duration
+}
+
+// PlanJoin computes the steps of a join.
+func (o Objects) PlanJoin(ctx context.Context, in *Join) (*Plan, error) {
+	c := &in.Replica
+	c.Join = true
+	p := &Plan{Title: fmt.Sprintf("Join replica %s on node %s to replica %s", c.ID, c.Node, in.Existing.ID)}
+	caKeyID, err := o.SecretID(ctx, CAKeySecret)
+	if err != nil {
+		return nil, err
+	}
+	caCertID, err := o.ConfigID(ctx, CACertConfig)
+	if err != nil {
+		return nil, err
+	}
+	if caKeyID == "" || caCertID == "" {
+		return nil, fmt.Errorf("the cluster CA (secret %s, config %s) is missing; this cluster was not installed by this dtr, or was partly destroyed", CAKeySecret, CACertConfig)
+	}
+	var tlsKeyID, tlsCertID string
+	for _, s := range in.Existing.Spec.TaskTemplate.ContainerSpec.Secrets {
+		if len(s.SecretName) > 12 && s.SecretName[:12] == "dtr-tls-key-" {
+			c.TLSKeySecret, tlsKeyID = s.SecretName, s.SecretID
+		}
+	}
+	for _, cf := range in.Existing.Spec.TaskTemplate.ContainerSpec.Configs {
+		if len(cf.ConfigName) > 13 && cf.ConfigName[:13] == "dtr-tls-cert-" {
+			c.TLSCertConfig, tlsCertID = cf.ConfigName, cf.ConfigID
+		}
+	}
+	p.Add(Step{
+		Description: fmt.Sprintf("add replica %s's metadata member as a learner, through replica %s", c.ID, in.Existing.ID),
+		Apply: func(ctx context.Context) error {
+			ic, err := in.API.AddReplica(ctx, c.ID, c.PeerURL())
+			c.InitialCluster = ic
+			return err
+		},
+		Undo: func(ctx context.Context) error { return in.API.RemoveReplica(ctx, c.ID) },
+	})
+	p.Add(Step{
+		Description: "create " + Describe(*c),
+		Apply: func(ctx context.Context) error {
+			if _, err := o.CreateService(ctx, ServiceSpec(*c, caKeyID, caCertID, "", tlsKeyID, tlsCertID)); err != nil {
+				return err
+			}
+			// A learner is not ready (/_ping) until promoted; wait until it serves.
+			return o.WaitLive(ctx, in.API.Client, ReplicaURL(c.NodeAddr, c.HTTPSPort), ServiceName(c.ID), in.HealthTimeout)
+		},
+		Undo: func(ctx context.Context) error { return o.RemoveReplicaObjects(ctx, *c) },
+	})
+	p.Add(Step{
+		Description: fmt.Sprintf("promote replica %s's member to a voter once it has caught up", c.ID),
+		Apply:       func(ctx context.Context) error { return in.API.Promote(ctx, c.ID, in.HealthTimeout) },
+	})
+	p.Add(Step{
+		Description: fmt.Sprintf("wait until replica %s answers healthy at %s/_ping", c.ID, ReplicaURL(c.NodeAddr, c.HTTPSPort)),
+		Apply: func(ctx context.Context) error {
+			return o.WaitHealthy(ctx, in.API.Client, ReplicaURL(c.NodeAddr, c.HTTPSPort), ServiceName(c.ID), in.HealthTimeout)
+		},
+	})
+	return p, nil
+}
+
+func joinErr(errs ...error) error {
+	for _, e := range errs {
+		if e != nil {
+			return e
+		}
+	}
+	return nil
+}
+
+// RemoveReplicaObjects removes a replica's service, its volumes on its node
+// and its own secrets. Absent objects are fine.
+func (o Objects) RemoveReplicaObjects(ctx context.Context, c ReplicaConfig) error {
+	if err := o.RemoveService(ctx, ServiceName(c.ID)); err != nil {
+		return err
+	}
+	vols := []string{caVolume(c.ID), etcdVolume(c.ID), storageVolume(c.ID), nfsVolume(c.ID)}
+	var err error
+	if c.Node == "" || c.Node == o.C.Manager.Hostname {
+		err = o.RemoveVolumes(ctx, vols...)
+	} else {
+		_, err = o.RunNodeJob(ctx, c.Node, c.NodeJobImage(), c.Version, append([]string{"node-job", "remove-volumes"}, vols...)...)
+	}
+	if err != nil {
+		return err
+	}
+	return o.RemoveSecret(ctx, AdminSecret(c.ID))
+}
+
+// NodeJobImage is the installer image the node jobs run (its ID, like the
+// replica's, so Swarm never pulls).
+func (c ReplicaConfig) NodeJobImage() string { return c.JobImageID }
+
+// RemoveClusterObjects removes what the replicas shared: dtr-ol, the CA, TLS
+// objects. Only when no replica is left.
+func (o Objects) RemoveClusterObjects(ctx context.Context) error {
+	var errs []error
+	errs = append(errs, o.RemoveNetwork(ctx))
+	secrets, err := o.C.Engine.SecretList(ctx, swarm.SecretListOptions{Filters: filters.NewArgs(filters.Arg("label", LabelRole))})
+	if err == nil {
+		for _, s := range secrets {
+			errs = append(errs, o.RemoveSecret(ctx, s.Spec.Name))
+		}
+	}
+	configs, err := o.C.Engine.ConfigList(ctx, swarm.ConfigListOptions{Filters: filters.NewArgs(filters.Arg("label", LabelRole))})
+	if err == nil {
+		for _, c := range configs {
+			errs = append(errs, o.RemoveConfig(ctx, c.Spec.Name))
+		}
+	}
+	for _, e := range errs {
+		if e != nil {
+			return e
+		}
+	}
+	return nil
+}

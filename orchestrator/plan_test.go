@@ -1,0 +1,138 @@
+package orchestrator_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"flag"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/docker/docker/api/types/swarm"
+
+	"github.com/dtr-registry/dtr/orchestrator"
+	"github.com/dtr-registry/dtr/ucp/ucpfake"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files")
+
+func golden(t *testing.T, name string, got []byte) {
+	t.Helper()
+	file := filepath.Join("testdata", name)
+	if *update {
+		if err := os.MkdirAll("testdata", 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(file, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatalf("%v (run with -update to create it)", err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatalf("%s differs (go test ./orchestrator -update if intended):\n%s", file, got)
+	}
+}
+
+func config(id string, join bool) orchestrator.ReplicaConfig {
+	return orchestrator.ReplicaConfig{
+		ID: id, Node: "node1", NodeAddr: "10.0.0.11", HTTPPort: 80, HTTPSPort: 443,
+		Image: "dtr-registry:0.1.0", ImageID: "sha256:" + "ab12", JobImageID: "sha256:cd34", Version: "0.1.0",
+		ExternalURL: "https://dtr.example.com", LogLevel: "info", Join: join,
+	}
+}
+
+func TestInstallPlan(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		storage orchestrator.Storage
+		tls     bool
+	}{
+		{"install-default", orchestrator.Storage{}, false},
+		{"install-nfs-tls", orchestrator.Storage{NFSURL: "nfs://10.0.0.5/dtr", NFSOptions: "rw,nfsvers=4"}, true},
+		{"install-hostpath", orchestrator.Storage{Volume: "/srv/dtr"}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := ucpfake.New("node1")
+			objs := orchestrator.Objects{C: e.Cluster()}
+			in := &orchestrator.Install{Replica: config("000000000001", false), OverlaySubnet: "10.1.0.0/24", AdminPassword: "secret-password"}
+			in.Replica.Storage = tc.storage
+			in.Replica.AdminUsername = "admin"
+			if tc.tls {
+				in.TLSCert, in.TLSKey = "-----BEGIN CERTIFICATE-----\n", "-----BEGIN PRIVATE KEY-----\n"
+			}
+			p, err := objs.PlanInstall(context.Background(), in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var b bytes.Buffer
+			p.Print(&b)
+			golden(t, tc.name+".plan", b.Bytes())
+			if len(e.Services)+len(e.Secrets)+len(e.Networks) != 0 {
+				t.Fatalf("planning changed the cluster")
+			}
+			spec := orchestrator.ServiceSpec(in.Replica, "secret-ca", "config-ca", "secret-admin", "", "")
+			js, _ := json.MarshalIndent(spec, "", "  ")
+			golden(t, tc.name+".service.json", append(js, '\n'))
+		})
+	}
+}
+
+func TestJoinPlan(t *testing.T) {
+	e := ucpfake.New("node1", "node2")
+	e.Secrets = append(e.Secrets, swarm.Secret{ID: "s1", Spec: swarm.SecretSpec{Annotations: swarm.Annotations{Name: orchestrator.CAKeySecret}}})
+	e.Configs = append(e.Configs, swarm.Config{ID: "c1", Spec: swarm.ConfigSpec{Annotations: swarm.Annotations{Name: orchestrator.CACertConfig}}})
+	objs := orchestrator.Objects{C: e.Cluster()}
+	existing := orchestrator.Replica{ID: "000000000001", Node: "node1", Spec: swarm.ServiceSpec{TaskTemplate: swarm.TaskSpec{ContainerSpec: &swarm.ContainerSpec{}}}}
+	in := &orchestrator.Join{Replica: config("000000000002", true), Existing: existing}
+	in.Replica.Node, in.Replica.HTTPSPort = "node2", 8443
+	p, err := objs.PlanJoin(context.Background(), in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b bytes.Buffer
+	p.Print(&b)
+	golden(t, "join.plan", b.Bytes())
+
+	// Without the cluster CA there is nothing to join.
+	e.Secrets = nil
+	if _, err := objs.PlanJoin(context.Background(), in); err == nil {
+		t.Fatal("join planned without the cluster CA")
+	}
+}
+
+func TestApplyUndoesOnFailure(t *testing.T) {
+	var log []string
+	p := &orchestrator.Plan{Title: "t"}
+	step := func(name string, fail bool) orchestrator.Step {
+		return orchestrator.Step{Description: name,
+			Apply: func(context.Context) error {
+				log = append(log, "apply "+name)
+				if fail {
+					return os.ErrPermission
+				}
+				return nil
+			},
+			Undo: func(context.Context) error { log = append(log, "undo "+name); return nil }}
+	}
+	p.Add(step("a", false))
+	p.Add(step("b", false))
+	p.Add(step("c", true))
+	err := p.Apply(context.Background(), quietLog(), false)
+	want := []string{"apply a", "apply b", "apply c", "undo c", "undo b", "undo a"}
+	if err == nil || len(log) != len(want) {
+		t.Fatalf("err %v, log %v", err, log)
+	}
+	for i := range want {
+		if log[i] != want[i] {
+			t.Fatalf("log %v, want %v", log, want)
+		}
+	}
+	log = nil
+	if err := p.Apply(context.Background(), quietLog(), true); err == nil || len(log) != 3 {
+		t.Fatalf("--keep-on-failure: err %v, log %v", err, log)
+	}
+}

@@ -1,0 +1,109 @@
+package orchestrator
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"time"
+)
+
+// ReplicaAPI calls a replica's admin API as the admin.
+type ReplicaAPI struct {
+	URL      string
+	User     string
+	Password string
+	Client   *http.Client
+}
+
+func (a ReplicaAPI) call(ctx context.Context, method, path string, in, out any) error {
+	var body io.Reader
+	if in != nil {
+		b, _ := json.Marshal(in)
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, a.URL+path, body)
+	if err != nil {
+		return err
+	}
+	req.SetBasicAuth(a.User, a.Password)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := a.Client.Do(req)
+	if err != nil {
+		return fmt.Errorf("%s %s: %w", method, a.URL+path, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if resp.StatusCode == http.StatusUnauthorized {
+		return fmt.Errorf("the replica refused the credentials (401): check --ucp-username and --ucp-password, the registry admin's")
+	}
+	if resp.StatusCode >= 300 {
+		var e struct {
+			Errors []struct{ Message string } `json:"errors"`
+		}
+		_ = json.Unmarshal(b, &e)
+		if len(e.Errors) > 0 {
+			return fmt.Errorf("%s %s: %s: %s", method, path, resp.Status, e.Errors[0].Message)
+		}
+		return fmt.Errorf("%s %s: %s", method, path, resp.Status)
+	}
+	if out != nil && len(b) > 0 {
+		return json.Unmarshal(b, out)
+	}
+	return nil
+}
+
+// ClusterStatus is what /api/v0/meta/cluster_status reports.
+type ClusterStatus struct {
+	Replica   string `json:"replica"`
+	HasQuorum bool   `json:"hasQuorum"`
+	Members   []struct {
+		Name      string `json:"name"`
+		IsLearner bool   `json:"isLearner"`
+	} `json:"members"`
+	ReplicaHealth map[string]struct {
+		Healthy bool   `json:"healthy"`
+		Error   string `json:"error"`
+		Stale   bool   `json:"stale"`
+	} `json:"replica_health"`
+}
+
+// Status reads the cluster status.
+func (a ReplicaAPI) Status(ctx context.Context) (ClusterStatus, error) {
+	var s ClusterStatus
+	err := a.call(ctx, http.MethodGet, "/api/v0/meta/cluster_status", nil, &s)
+	return s, err
+}
+
+// AddReplica adds the new replica's member as a learner.
+func (a ReplicaAPI) AddReplica(ctx context.Context, id, peerURL string) (initialCluster string, err error) {
+	var out struct {
+		InitialCluster string `json:"initialCluster"`
+	}
+	err = a.call(ctx, http.MethodPost, "/api/v0/meta/replicas", map[string]string{"replicaID": id, "peerURL": peerURL}, &out)
+	return out.InitialCluster, err
+}
+
+// Promote makes the replica's learner a voting member, retrying until it has
+// caught up or within passes.
+func (a ReplicaAPI) Promote(ctx context.Context, id string, within time.Duration) error {
+	deadline := time.Now().Add(within)
+	for {
+		err := a.call(ctx, http.MethodPost, "/api/v0/meta/replicas/"+id+"/promote", nil, nil)
+		if err == nil || time.Now().After(deadline) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// RemoveReplica removes a replica's member from the cluster.
+func (a ReplicaAPI) RemoveReplica(ctx context.Context, id string) error {
+	return a.call(ctx, http.MethodDelete, "/api/v0/meta/replicas/"+id, nil, nil)
+}

@@ -1,0 +1,129 @@
+package orchestrator
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/docker/docker/api/types/filters"
+	"github.com/docker/docker/api/types/swarm"
+)
+
+// HTTPSClient trusts the cluster CA.
+func HTTPSClient(caPEM []byte) *http.Client {
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(caPEM)
+	return &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12},
+	}}
+}
+
+// ReplicaURL is how the installer reaches a replica: its node's address and
+// its published HTTPS port.
+func ReplicaURL(nodeAddr string, httpsPort int) string {
+	return "https://" + net.JoinHostPort(nodeAddr, strconv.Itoa(httpsPort))
+}
+
+// WaitLive polls a replica's /_live until its process serves.
+func (o Objects) WaitLive(ctx context.Context, client *http.Client, url, service string, within time.Duration) error {
+	return o.waitPath(ctx, client, url, "/_live", service, within)
+}
+
+// WaitHealthy polls a replica's /_ping until 200, watching its service's task
+// so that a task Swarm rejects fails at once with Swarm's reason.
+func (o Objects) WaitHealthy(ctx context.Context, client *http.Client, url, service string, within time.Duration) error {
+	return o.waitPath(ctx, client, url, "/_ping", service, within)
+}
+
+func (o Objects) waitPath(ctx context.Context, client *http.Client, url, path, service string, within time.Duration) error {
+	deadline := time.Now().Add(within)
+	last := "no answer yet"
+	for {
+		if service != "" {
+			if err := o.taskFailure(ctx, service); err != nil {
+				return err
+			}
+		}
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url+path, nil)
+		resp, err := client.Do(req)
+		if err == nil {
+			var h struct {
+				Error   string
+				Healthy bool
+			}
+			_ = json.NewDecoder(resp.Body).Decode(&h)
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+			last = fmt.Sprintf("%s: %s", resp.Status, h.Error)
+		} else {
+			last = err.Error()
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("replica at %s: no 200 from %s after %v (last: %s); see docker service logs %s", url, path, within, last, service)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
+// taskFailure returns Swarm's reason when the service's latest task failed
+// or was rejected (a port in use, a missing image, a bad mount).
+func (o Objects) taskFailure(ctx context.Context, service string) error {
+	tasks, err := o.C.Engine.TaskList(ctx, swarm.TaskListOptions{Filters: filters.NewArgs(filters.Arg("service", service))})
+	if err != nil || len(tasks) == 0 {
+		return nil
+	}
+	latest := tasks[0]
+	for _, t := range tasks {
+		if t.Meta.CreatedAt.After(latest.Meta.CreatedAt) {
+			latest = t
+		}
+	}
+	switch latest.Status.State {
+	case swarm.TaskStateRejected:
+		return fmt.Errorf("Swarm rejected the task of %s: %s", service, latest.Status.Err)
+	case swarm.TaskStateFailed:
+		if len(tasks) >= 3 {
+			return fmt.Errorf("the task of %s keeps failing: %s (docker service logs %s)", service, latest.Status.Err, service)
+		}
+	}
+	return nil
+}
+
+// WaitRunning waits until the service's task runs (a learner is not healthy
+// until promoted, so join waits for this first).
+func (o Objects) WaitRunning(ctx context.Context, service string, within time.Duration) error {
+	deadline := time.Now().Add(within)
+	for {
+		if err := o.taskFailure(ctx, service); err != nil {
+			return err
+		}
+		tasks, err := o.C.Engine.TaskList(ctx, swarm.TaskListOptions{Filters: filters.NewArgs(filters.Arg("service", service))})
+		if err == nil {
+			for _, t := range tasks {
+				if t.Status.State == swarm.TaskStateRunning {
+					return nil
+				}
+			}
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the task of %s is not running after %v", service, within)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(300 * time.Millisecond):
+		}
+	}
+}
