@@ -8,7 +8,6 @@ import (
 	"strings"
 	"time"
 
-
 	"github.com/dtr-registry/dtr/images"
 	"github.com/dtr-registry/dtr/orchestrator"
 	"github.com/dtr-registry/dtr/ucp"
@@ -158,4 +157,3 @@ func pause(ctx context.Context, d time.Duration) error {
 		return nil
 	}
 }
-

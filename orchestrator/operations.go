@@ -44,8 +44,11 @@ func (o Objects) PlanInstall(ctx context.Context, in *Install) (*Plan, error) {
 	if netID == "" {
 		p.Add(Step{
 			Description: fmt.Sprintf("create network %s (overlay, attachable, subnet %s)", NetworkName, in.OverlaySubnet),
-			Apply:       func(ctx context.Context) error { _, err := o.CreateNetwork(ctx, in.OverlaySubnet, c.Version); return err },
-			Undo:        o.RemoveNetwork,
+			Apply: func(ctx context.Context) error {
+				_, err := o.CreateNetwork(ctx, in.OverlaySubnet, c.Version)
+				return err
+			},
+			Undo: o.RemoveNetwork,
 		})
 	}
 	var caKeyID, caCertID, adminID, tlsKeyID, tlsCertID string
