@@ -4,7 +4,7 @@ GO      ?= go
 GOFLAGS_BUILD := -trimpath -ldflags "-s -w"
 export CGO_ENABLED := 0
 
-.PHONY: all build images test test-unit fuzz bench fmt vet clean help
+.PHONY: all build images test test-unit fuzz bench up down fmt vet clean help
 FUZZTIME ?= 10s
 
 all: build
@@ -54,3 +54,10 @@ clean:
 # Side by side with bare Distribution in one process; writes docs/benchmarks.md.
 bench:
 	$(GO) test -count=1 -timeout 30m -run '^TestBenchReport$$' ./registry -v -bench-report=$(CURDIR)/docs/benchmarks.md | grep -v '^=== RUN\|^--- PASS\|^PASS\|^ok'
+
+# The quick start: a registry on the local engine; make down removes it.
+up: images
+	scripts/up.sh
+
+down: build
+	scripts/down.sh

@@ -31,6 +31,10 @@ type healthChecker struct {
 	interval time.Duration
 	timeout  time.Duration
 
+	// onResult sees each result before /_ping serves it, so that a replica
+	// answering healthy has already told the cluster so.
+	onResult func(Health)
+
 	mu   sync.RWMutex
 	last Health
 	at   time.Time
@@ -85,6 +89,9 @@ func (h *healthChecker) probe(ctx context.Context) Health {
 		}
 	}
 	res := Health{Healthy: len(bad) == 0, Error: strings.ReplaceAll(strings.Join(bad, "; "), "\n", " ")}
+	if h.onResult != nil {
+		h.onResult(res)
+	}
 	h.mu.Lock()
 	h.last, h.at = res, time.Now()
 	h.mu.Unlock()

@@ -238,12 +238,12 @@ func Start(ctx context.Context, o Options) (*Replica, error) {
 			return nil
 		}},
 	)
+	r.health.onResult = r.reportHealth()
 	r.handler = r.routes()
 	bg, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	r.cancel = cancel
-	r.done.Add(3)
+	r.done.Add(2)
 	go func() { defer r.done.Done(); r.health.run(bg) }()
-	go func() { defer r.done.Done(); r.reportHealth(bg) }()
 	go func() { defer r.done.Done(); r.watchSettings(bg) }()
 	r.log.WithField("cluster", r.cluster.ID).Info("replica started")
 	return r, nil
@@ -388,27 +388,21 @@ func live(w http.ResponseWriter, _ *http.Request) {
 	_, _ = w.Write([]byte(`{"Live":true}` + "\n"))
 }
 
-// reportHealth records this replica's health for cluster_status: at once
-// when it changes, and every ReportInterval otherwise.
-func (r *Replica) reportHealth(ctx context.Context) {
-	t := time.NewTicker(500 * time.Millisecond)
-	defer t.Stop()
+// reportHealth returns the health checker's callback that records this
+// replica's health for cluster_status: at once when it changes, and every
+// ReportInterval otherwise.
+func (r *Replica) reportHealth() func(Health) {
 	var last Health
 	var at time.Time
-	for {
-		h := r.health.Current()
-		if h != last || time.Since(at) >= r.opts.ReportInterval {
-			cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-			err := r.store.ReportHealth(cctx, meta.ReplicaReport{ID: r.opts.ReplicaID, Healthy: h.Healthy, Error: h.Error, Version: images.Version, At: time.Now().UTC()})
-			cancel()
-			if err == nil {
-				last, at = h, time.Now()
-			}
-		}
-		select {
-		case <-ctx.Done():
+	return func(h Health) {
+		if h == last && time.Since(at) < r.opts.ReportInterval {
 			return
-		case <-t.C:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
+		defer cancel()
+		err := r.store.ReportHealth(ctx, meta.ReplicaReport{ID: r.opts.ReplicaID, Healthy: h.Healthy, Error: h.Error, Version: images.Version, At: time.Now().UTC()})
+		if err == nil {
+			last, at = h, time.Now()
 		}
 	}
 }
