@@ -2,8 +2,12 @@ package commands
 
 import (
 	"context"
+	"fmt"
+	"strings"
 
 	"github.com/spf13/cobra"
+
+	"github.com/dtr-registry/dtr/orchestrator"
 )
 
 type reconfigureOptions struct {
@@ -11,6 +15,7 @@ type reconfigureOptions struct {
 	replica         replicaOptions
 	existingReplica string
 	storageMigrated bool
+	apply           applyOptions
 }
 
 func newReconfigureCommand(cli *Cli) *cobra.Command {
@@ -40,6 +45,7 @@ flags given change; the others keep their current values.`,
 	addClientCertFlags(f, &o.replica)
 	addCABundleFlag(f, &o.replica)
 	f.Bool(&o.storageMigrated, "storage-migrated", false, "The new storage already holds the images (you copied them); keep tags and metadata", "STORAGE_MIGRATED")
+	addApplyFlags(f, &o.apply)
 	return cmd
 }
 
@@ -62,8 +68,103 @@ func runReconfigure(ctx context.Context, cli *Cli, cmd *cobra.Command, o *reconf
 		return err
 	}
 	defer cluster.Close()
-	if _, _, err := chooseReplica(ctx, cli, cmd, cluster, "existing-replica-id", o.existingReplica, "Choose a replica to reconfigure"); err != nil {
+	existing, replicas, err := chooseReplica(ctx, cli, cmd, cluster, "existing-replica-id", o.existingReplica, "Choose a replica to reconfigure")
+	if err != nil {
 		return err
 	}
-	return notImplemented("reconfigure")
+	ch, err := o.change(cmd, existing)
+	if err != nil {
+		return err
+	}
+	if ch.Describe() == "" {
+		return usageErrorf("nothing to change: give at least one setting, e.g. --dtr-external-url or --replica-https-port")
+	}
+	if ch.HTTPPort != nil || ch.HTTPSPort != nil {
+		nodes := map[string]string{}
+		for _, r := range replicas {
+			if other, ok := nodes[r.Node]; ok {
+				return usageErrorf("replicas %s and %s share node %s: one port setting cannot fit both; reconfigure ports only on clusters with one replica per node", other, r.ID, r.Node)
+			}
+			nodes[r.Node] = r.ID
+		}
+	}
+	api, _, err := replicaAPI(ctx, cluster, &o.ucp, existing)
+	if err != nil {
+		return err
+	}
+	status, err := api.Status(ctx)
+	if err != nil {
+		return fmt.Errorf("asking replica %s about the cluster: %w", existing.ID, err)
+	}
+	if bad := unhealthy(status, replicas); len(bad) > 0 || !status.HasQuorum {
+		return fmt.Errorf("refusing to restart replicas while the cluster is unhealthy (%s; quorum: %v): fix it first", strings.Join(bad, ", "), status.HasQuorum)
+	}
+	addrs := map[string]string{}
+	for _, r := range replicas {
+		if addrs[r.Node], err = nodeAddr(ctx, cluster, r.Node); err != nil {
+			return err
+		}
+	}
+	in := &orchestrator.Reconfigure{Replicas: replicas, Addrs: addrs, Change: ch, Client: api.Client, Timeout: healthTimeout}
+	if ch.ExternalURL != nil {
+		u := *ch.ExternalURL
+		in.Settings = func(ctx context.Context) error { return api.PatchSettings(ctx, map[string]any{"externalURL": u}) }
+	}
+	if ch.Storage != nil {
+		cli.Log.Info("The `--storage-migrated` flag is set. Not erasing tags.")
+	}
+	plan := (orchestrator.Objects{C: cluster}).PlanReconfigure(in)
+	if o.apply.dryRun {
+		plan.Print(cli.Out)
+		return nil
+	}
+	if err := plan.Apply(ctx, cli.Log, true); err != nil {
+		return fmt.Errorf("%w; the replicas before the failing one run the new settings, the others the old ones: fix the cause and run reconfigure again", err)
+	}
+	cli.Log.Info("Reconfiguration is complete")
+	return nil
+}
+
+// change collects the settings given on the command line. Settings this
+// version cannot apply are refused rather than silently ignored.
+func (o *reconfigureOptions) change(cmd *cobra.Command, existing orchestrator.Replica) (orchestrator.Change, error) {
+	var ch orchestrator.Change
+	str := func(flag string, v string) *string {
+		if changed(cmd, flag) {
+			return &v
+		}
+		return nil
+	}
+	ch.ExternalURL = str("dtr-external-url", o.replica.externalURL)
+	ch.HTTPProxy = str("http-proxy", o.replica.httpProxy)
+	ch.HTTPSProxy = str("https-proxy", o.replica.httpsProxy)
+	ch.NoProxy = str("no-proxy", o.replica.noProxy)
+	ch.LogLevel = str("log-level", cmd.Flags().Lookup("log-level").Value.String())
+	if changed(cmd, "replica-http-port") {
+		ch.HTTPPort = &o.replica.httpPort
+	}
+	if changed(cmd, "replica-https-port") {
+		ch.HTTPSPort = &o.replica.httpsPort
+	}
+	if changed(cmd, "dtr-cert") {
+		ch.TLSCert, ch.TLSKey = o.replica.dtrCert, o.replica.dtrKey
+	}
+	for _, flag := range []string{"enable-client-cert-auth", "client-cert-auth-ca", "custom-ca-cert-bundle", "log-protocol", "log-host", "enable-pprof", "dtr-ca"} {
+		if changed(cmd, flag) {
+			return ch, fmt.Errorf("--%s cannot be changed by reconfigure in this version of dtr; nothing was changed", flag)
+		}
+	}
+	if changed(cmd, "dtr-storage-volume") || changed(cmd, "nfs-storage-url") || changed(cmd, "async-nfs") || changed(cmd, "nfs-options") {
+		st := orchestrator.Storage{Volume: o.replica.storageVolume, NFSURL: o.replica.nfsURL, NFSOptions: o.replica.nfsOptions, AsyncNFS: o.replica.asyncNFS}
+		if !changed(cmd, "dtr-storage-volume") && !changed(cmd, "nfs-storage-url") {
+			st.Volume, st.NFSURL = existing.Storage.Volume, existing.Storage.NFSURL
+		}
+		if st != existing.Storage {
+			if !o.storageMigrated {
+				return ch, usageErrorf("changing the image storage: the new storage must already hold the images, or every tag would point at missing blobs. dtr never deletes tags: copy the images into the new storage, then run reconfigure again with --storage-migrated")
+			}
+			ch.Storage = &st
+		}
+	}
+	return ch, nil
 }

@@ -111,8 +111,15 @@ func clusterStatus(t *testing.T, port int) map[string]any {
 	ca := MustDocker(t, "config", "inspect", "dtr-ca-cert", "--format", "{{printf \"%s\" .Spec.Data}}")
 	caFile := filepath.Join(t.TempDir(), "ca.pem")
 	os.WriteFile(caFile, []byte(ca+"\n"), 0o644)
-	out, err := exec.Command("curl", "-sf", "--cacert", caFile, "-u", "admin:"+adminPassword,
-		fmt.Sprintf("https://127.0.0.1:%d/api/v0/meta/cluster_status", port)).Output()
+	var out []byte
+	var err error
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(time.Second) {
+		out, err = exec.Command("curl", "-sf", "--cacert", caFile, "-u", "admin:"+adminPassword,
+			fmt.Sprintf("https://127.0.0.1:%d/api/v0/meta/cluster_status", port)).Output()
+		if err == nil || time.Now().After(deadline) {
+			break
+		}
+	}
 	if err != nil {
 		t.Fatalf("cluster_status: %v", err)
 	}
@@ -234,6 +241,23 @@ func TestInstallJoinRemoveDestroy(t *testing.T) {
 	}
 	if left := labelled(t); strings.Contains(left, third) {
 		t.Fatalf("objects of the removed replica remain:\n%s", left)
+	}
+	// Reconfigure: a rolling update; refusals change nothing.
+	if out, code := dtr(t, "reconfigure", "--existing-replica-id", first, "--dtr-storage-volume", "/srv/elsewhere"); code != 2 || !strings.Contains(out, "--storage-migrated") {
+		t.Errorf("storage change without --storage-migrated: exit %d\n%s", code, out)
+	}
+	if out, code := dtr(t, "reconfigure", "--existing-replica-id", first, "--replica-https-port", "35443"); code != 2 || !strings.Contains(out, "share node") {
+		t.Errorf("port change for replicas sharing a node: exit %d\n%s", code, out)
+	}
+	log = mustDTR(t, "reconfigure", "--existing-replica-id", first, "--dtr-external-url", "dtr.example.com")
+	if !strings.Contains(log, "Reconfiguration is complete") {
+		t.Fatalf("reconfigure log:\n%s", log)
+	}
+	if env := MustDocker(t, "service", "inspect", "--format", "{{json .Spec.TaskTemplate.ContainerSpec.Env}}", "dtr-registry-"+second); !strings.Contains(env, "DTR_EXTERNAL_URL=https://dtr.example.com") {
+		t.Fatalf("replica %s after reconfigure: %s", second, env)
+	}
+	if st := clusterStatus(t, 31443); voters(st) != 2 || st["hasQuorum"] != true {
+		t.Fatalf("after reconfigure: %v", st)
 	}
 	for _, id := range []string{second, first} {
 		if log := mustDTR(t, "destroy", "--replica-id", id); !strings.Contains(log, "Replica removed.") {

@@ -136,3 +136,20 @@ func TestApplyUndoesOnFailure(t *testing.T) {
 		t.Fatalf("--keep-on-failure: err %v, log %v", err, log)
 	}
 }
+
+func TestReconfigurePlan(t *testing.T) {
+	e := ucpfake.New("node1", "node2")
+	objs := orchestrator.Objects{C: e.Cluster()}
+	spec := orchestrator.ServiceSpec(config("000000000001", false), "s", "c", "a", "", "")
+	reps := []orchestrator.Replica{
+		{ID: "000000000001", Node: "node1", HTTPSPort: 443, Spec: spec},
+		{ID: "000000000002", Node: "node2", HTTPSPort: 443, Spec: spec},
+	}
+	url, port := "https://dtr2.example.com", 8443
+	in := &orchestrator.Reconfigure{Replicas: reps, Addrs: map[string]string{"node1": "10.0.0.11", "node2": "10.0.0.12"},
+		Change: orchestrator.Change{ExternalURL: &url, HTTPSPort: &port, Storage: &orchestrator.Storage{NFSURL: "nfs://10.0.0.5/dtr"}},
+		Settings: func(context.Context) error { return nil }}
+	var b bytes.Buffer
+	objs.PlanReconfigure(in).Print(&b)
+	golden(t, "reconfigure.plan", b.Bytes())
+}

@@ -107,3 +107,8 @@ func (a ReplicaAPI) Promote(ctx context.Context, id string, within time.Duration
 func (a ReplicaAPI) RemoveReplica(ctx context.Context, id string) error {
 	return a.call(ctx, http.MethodDelete, "/api/v0/meta/replicas/"+id, nil, nil)
 }
+
+// PatchSettings changes cluster settings (PATCH /api/v0/meta/settings).
+func (a ReplicaAPI) PatchSettings(ctx context.Context, settings map[string]any) error {
+	return a.call(ctx, http.MethodPatch, "/api/v0/meta/settings", settings, nil)
+}

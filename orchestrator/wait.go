@@ -127,3 +127,30 @@ func (o Objects) WaitRunning(ctx context.Context, service string, within time.Du
 		}
 	}
 }
+
+// WaitUpdated waits until Swarm reports a service update completed.
+func (o Objects) WaitUpdated(ctx context.Context, service string, within time.Duration) error {
+	deadline := time.Now().Add(within)
+	for {
+		s, _, err := o.C.Engine.ServiceInspectWithRaw(ctx, service, swarm.ServiceInspectOptions{})
+		if err != nil {
+			return err
+		}
+		if u := s.UpdateStatus; u != nil {
+			switch u.State {
+			case swarm.UpdateStateCompleted:
+				return nil
+			case swarm.UpdateStatePaused, swarm.UpdateStateRollbackStarted, swarm.UpdateStateRollbackPaused, swarm.UpdateStateRollbackCompleted:
+				return fmt.Errorf("Swarm stopped updating %s (%s): %s", s.Spec.Name, u.State, u.Message)
+			}
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the update of %s did not complete within %v", s.Spec.Name, within)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
