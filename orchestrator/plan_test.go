@@ -147,7 +147,7 @@ func TestReconfigurePlan(t *testing.T) {
 	}
 	url, port := "https://dtr2.example.com", 8443
 	in := &orchestrator.Reconfigure{Replicas: reps, Addrs: map[string]string{"node1": "10.0.0.11", "node2": "10.0.0.12"},
-		Change: orchestrator.Change{ExternalURL: &url, HTTPSPort: &port, Storage: &orchestrator.Storage{NFSURL: "nfs://10.0.0.5/dtr"}},
+		Change:   orchestrator.Change{ExternalURL: &url, HTTPSPort: &port, Storage: &orchestrator.Storage{NFSURL: "nfs://10.0.0.5/dtr"}},
 		Settings: func(context.Context) error { return nil }}
 	var b bytes.Buffer
 	objs.PlanReconfigure(in).Print(&b)
