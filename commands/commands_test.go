@@ -136,6 +136,8 @@ func TestValidation(t *testing.T) {
 		{[]string{"install", "--dtr-cert", pem}, nil, ExitUsage, "--dtr-cert and --dtr-key go together"},
 		{[]string{"install", "--dtr-ca", "not pem"}, nil, ExitUsage, "--dtr-ca holds no PEM data"},
 		{[]string{"install", "--log-protocol", "tcp"}, nil, ExitUsage, "needs --log-host"},
+		{[]string{"install", "--log-protocol", "tcp", "--log-host", "syslog:514"}, nil, ExitUsage, "not supported by this version"},
+		{[]string{"install", "--enable-pprof"}, nil, ExitUsage, "--enable-pprof is not supported by this version"},
 		{[]string{"install", "--log-protocol", "carrier-pigeon"}, nil, ExitUsage, "use internal, tcp or udp"},
 		{[]string{"install", "--enable-client-cert-auth"}, nil, ExitUsage, "needs --client-cert-auth-ca"},
 		{[]string{"install", "--http-proxy", "proxy:3128"}, nil, ExitUsage, "give a URL such as http://"},

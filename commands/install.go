@@ -58,6 +58,9 @@ func runInstall(ctx context.Context, cli *Cli, cmd *cobra.Command, o *installOpt
 	if err := o.replica.validate(cmd); err != nil {
 		return err
 	}
+	if err := unsupported(cmd); err != nil {
+		return err
+	}
 	cli.Log.Info("Beginning Docker Trusted Registry installation")
 	if err := o.ucp.complete(cli, cmd, credsAlways); err != nil {
 		return err

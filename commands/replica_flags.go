@@ -241,3 +241,17 @@ func (o *replicaOptions) config(id string, node ucp.Node, image, imageID, jobIma
 		HTTPProxy: o.httpProxy, HTTPSProxy: o.httpsProxy, NoProxy: o.noProxy, EnablePprof: o.enablePprof,
 	}
 }
+
+// unsupported refuses settings this version accepts for DTR compatibility
+// but cannot apply yet: an operator must never believe a setting took effect.
+func unsupported(cmd *cobra.Command) error {
+	for _, flag := range []string{"enable-client-cert-auth", "client-cert-auth-ca", "custom-ca-cert-bundle", "enable-pprof", "log-host"} {
+		if changed(cmd, flag) {
+			return usageErrorf("--%s is not supported by this version of dtr yet; leave it out (nothing was changed)", flag)
+		}
+	}
+	if fl := cmd.Flags().Lookup("log-protocol"); fl != nil && fl.Changed && fl.Value.String() != "internal" {
+		return usageErrorf("--log-protocol %s is not supported by this version of dtr yet: replicas log to stderr (docker service logs); nothing was changed", fl.Value.String())
+	}
+	return nil
+}
