@@ -171,11 +171,10 @@ func TestPromptsOnTerminal(t *testing.T) {
 	err = cmd.Wait()
 	<-term.done
 	screen := term.output()
-	var exit *exec.ExitError
 	if err != nil {
 		t.Fatalf("exit = %v, want 0; screen:\n%s", err, screen)
 	}
-	for _, w := range []string{"Validating UCP cert", "Connecting to UCP", "Installing on node " + node, "Install replica", "create service dtr-registry-"} {
+	for _, w := range []string{"Validating UCP cert", "Connecting to UCP", "verifying [39080 39443] ports on " + node, "Install replica", "create service dtr-registry-"} {
 		if !strings.Contains(screen, w) {
 			t.Errorf("screen lacks %q:\n%s", w, screen)
 		}
