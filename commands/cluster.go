@@ -157,3 +157,6 @@ func pause(ctx context.Context, d time.Duration) error {
 		return nil
 	}
 }
+
+// warner passes orchestrator warnings to the log.
+func warner(cli *Cli) func(string) { return func(s string) { cli.Log.Warn(s) } }

@@ -73,7 +73,7 @@ func runDestroy(ctx context.Context, cli *Cli, cmd *cobra.Command, o *destroyOpt
 	if err != nil && found {
 		return err
 	}
-	objs := orchestrator.Objects{C: cluster}
+	objs := orchestrator.Objects{C: cluster, Warn: warner(cli)}
 	cli.Log.Info("Removing containers")
 	cli.Log.Info("Removing volumes")
 	if err := objs.RemoveReplicaObjects(ctx, orchestrator.ReplicaConfig{ID: target.ID, Node: target.Node, Version: target.Version, JobImageID: jobID}); err != nil {

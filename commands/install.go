@@ -117,7 +117,7 @@ func runInstall(ctx context.Context, cli *Cli, cmd *cobra.Command, o *installOpt
 		ClientFor:     orchestrator.HTTPSClient,
 	}
 	in.Replica.AdminUsername = o.ucp.username
-	objs := orchestrator.Objects{C: cluster}
+	objs := orchestrator.Objects{C: cluster, Warn: warner(cli)}
 	plan, err := objs.PlanInstall(ctx, in)
 	if err != nil {
 		return err

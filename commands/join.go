@@ -110,12 +110,20 @@ func runJoin(ctx context.Context, cli *Cli, cmd *cobra.Command, o *joinOptions) 
 	cfg := o.replica.config(id, node, images.Registry(), regID, jobID, cli.logLevel)
 	cfg.Storage = existing.Storage // joins inherit the cluster's storage
 	for _, kv := range existing.Spec.TaskTemplate.ContainerSpec.Env {
-		if v, ok := strings.CutPrefix(kv, "DTR_EXTERNAL_URL="); ok {
+		k, v, _ := strings.Cut(kv, "=")
+		switch k {
+		case "DTR_EXTERNAL_URL":
 			cfg.ExternalURL = v
+		case "HTTP_PROXY":
+			cfg.HTTPProxy = v
+		case "HTTPS_PROXY":
+			cfg.HTTPSProxy = v
+		case "NO_PROXY":
+			cfg.NoProxy = v
 		}
 	}
 	in := &orchestrator.Join{Replica: cfg, Existing: existing, ExistingAddr: existingAddr, API: api, HealthTimeout: healthTimeout}
-	objs := orchestrator.Objects{C: cluster}
+	objs := orchestrator.Objects{C: cluster, Warn: warner(cli)}
 	plan, err := objs.PlanJoin(ctx, in)
 	if err != nil {
 		return err

@@ -20,15 +20,20 @@ func newNodeJobCommand(cli *Cli) *cobra.Command {
 		Short:  "Work dtr runs on a node as a Swarm job (internal)",
 		Hidden: true,
 	}
-	cmd.AddCommand(&cobra.Command{
+	var service string
+	rm := &cobra.Command{
 		Use:  "remove-volumes VOLUME…",
 		Args: cobra.MinimumNArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error { return runRemoveVolumes(cmd.Context(), cli, args) },
-	})
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runRemoveVolumes(cmd.Context(), cli, service, args)
+		},
+	}
+	rm.Flags().StringVar(&service, "service", "", "wait until this service's containers are gone from this node first")
+	cmd.AddCommand(rm)
 	return cmd
 }
 
-func runRemoveVolumes(ctx context.Context, cli *Cli, names []string) error {
+func runRemoveVolumes(ctx context.Context, cli *Cli, service string, names []string) error {
 	cluster, err := ucp.ConnectLocal(ctx, "unix:///var/run/docker.sock")
 	if err != nil {
 		return err
@@ -36,7 +41,14 @@ func runRemoveVolumes(ctx context.Context, cli *Cli, names []string) error {
 	defer cluster.Close()
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	if err := (orchestrator.Objects{C: cluster}).RemoveVolumes(ctx, names...); err != nil {
+	if service != "" {
+		// The manager removed the service; its container on this node stops
+		// within its grace period, and its volumes stay busy until then.
+		if err := (orchestrator.Objects{C: cluster, Warn: warner(cli)}).WaitContainersGone(ctx, service); err != nil {
+			return err
+		}
+	}
+	if err := (orchestrator.Objects{C: cluster, Warn: warner(cli)}).RemoveVolumes(ctx, names...); err != nil {
 		return err
 	}
 	fmt.Fprintf(cli.Out, "removed volumes %v (absent ones were already gone)\n", names)

@@ -86,6 +86,20 @@ func runReconfigure(ctx context.Context, cli *Cli, cmd *cobra.Command, o *reconf
 				return usageErrorf("replicas %s and %s share node %s: one port setting cannot fit both; reconfigure ports only on clusters with one replica per node", other, r.ID, r.Node)
 			}
 			nodes[r.Node] = r.ID
+			http, https := r.HTTPPort, r.HTTPSPort
+			if ch.HTTPPort != nil {
+				http = *ch.HTTPPort
+			}
+			if ch.HTTPSPort != nil {
+				https = *ch.HTTPSPort
+			}
+			users, err := orchestrator.PortsInUseExcept(ctx, cluster, r.Node, orchestrator.ServiceName(r.ID), http, https)
+			if err != nil {
+				return err
+			}
+			if len(users) > 0 {
+				return usageErrorf("port %d is already published on node %s by service %s; choose another port (nothing was changed)", users[0].Port, r.Node, users[0].Service)
+			}
 		}
 	}
 	api, _, err := replicaAPI(ctx, cluster, &o.ucp, existing)
@@ -113,7 +127,7 @@ func runReconfigure(ctx context.Context, cli *Cli, cmd *cobra.Command, o *reconf
 	if ch.Storage != nil {
 		cli.Log.Info("The `--storage-migrated` flag is set. Not erasing tags.")
 	}
-	plan := (orchestrator.Objects{C: cluster}).PlanReconfigure(in)
+	plan := (orchestrator.Objects{C: cluster, Warn: warner(cli)}).PlanReconfigure(in)
 	if o.apply.dryRun {
 		plan.Print(cli.Out)
 		return nil
@@ -151,7 +165,7 @@ func (o *reconfigureOptions) change(cmd *cobra.Command, existing orchestrator.Re
 	}
 	for _, flag := range []string{"enable-client-cert-auth", "client-cert-auth-ca", "custom-ca-cert-bundle", "log-protocol", "log-host", "enable-pprof", "dtr-ca"} {
 		if changed(cmd, flag) {
-			return ch, fmt.Errorf("--%s cannot be changed by reconfigure in this version of dtr; nothing was changed", flag)
+			return ch, usageErrorf("--%s cannot be changed by reconfigure in this version of dtr; nothing was changed", flag)
 		}
 	}
 	if changed(cmd, "dtr-storage-volume") || changed(cmd, "nfs-storage-url") || changed(cmd, "async-nfs") || changed(cmd, "nfs-options") {

@@ -127,7 +127,7 @@ func runRemove(ctx context.Context, cli *Cli, cmd *cobra.Command, o *removeOptio
 	if err != nil {
 		return err
 	}
-	objs := orchestrator.Objects{C: cluster}
+	objs := orchestrator.Objects{C: cluster, Warn: warner(cli)}
 	for _, t := range targets {
 		r := byID[t]
 		cli.Log.Infof("De-registering replica %s from the metadata cluster", t)

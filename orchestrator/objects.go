@@ -20,6 +20,9 @@ import (
 // found" as success so every teardown can run again.
 type Objects struct {
 	C *ucp.Cluster
+	// Warn reports what an operator must know but that does not stop the
+	// work (a node that is down); nil drops it.
+	Warn func(string)
 }
 
 func notFound(err error) bool {
@@ -173,14 +176,19 @@ func (o Objects) RemoveService(ctx context.Context, name string) error {
 	if err := o.C.Engine.ServiceRemove(ctx, name); !notFound(err) {
 		return fmt.Errorf("removing service %s: %w", name, err)
 	}
-	return retry(ctx, 60*time.Second, func() error {
+	return o.WaitContainersGone(ctx, name)
+}
+
+// WaitContainersGone waits until this engine has no container of service.
+func (o Objects) WaitContainersGone(ctx context.Context, service string) error {
+	return retry(ctx, 90*time.Second, func() error {
 		cs, err := o.C.Engine.ContainerList(ctx, container.ListOptions{All: true,
-			Filters: filters.NewArgs(filters.Arg("label", "com.docker.swarm.service.name="+name))})
+			Filters: filters.NewArgs(filters.Arg("label", "com.docker.swarm.service.name="+service))})
 		if err != nil {
 			return err
 		}
 		if len(cs) > 0 {
-			return fmt.Errorf("%d container(s) of %s still exist", len(cs), name)
+			return fmt.Errorf("%d container(s) of %s still exist", len(cs), service)
 		}
 		return nil
 	})

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/docker/docker/api/types/filters"
@@ -203,6 +204,9 @@ func (o Objects) PlanJoin(ctx context.Context, in *Join) (*Plan, error) {
 	p.Add(Step{
 		Description: fmt.Sprintf("promote replica %s's member to a voter once it has caught up", c.ID),
 		Apply:       func(ctx context.Context) error { return in.API.Promote(ctx, c.ID, in.HealthTimeout) },
+		// Remove the member while it still runs: a stopped voter in a
+		// two-member cluster could never be removed (no quorum).
+		Undo: func(ctx context.Context) error { return in.API.RemoveReplica(ctx, c.ID) },
 	})
 	p.Add(Step{
 		Description: fmt.Sprintf("wait until replica %s answers healthy at %s/_ping", c.ID, ReplicaURL(c.NodeAddr, c.HTTPSPort)),
@@ -230,15 +234,40 @@ func (o Objects) RemoveReplicaObjects(ctx context.Context, c ReplicaConfig) erro
 	}
 	vols := []string{caVolume(c.ID), etcdVolume(c.ID), storageVolume(c.ID), nfsVolume(c.ID)}
 	var err error
-	if c.Node == "" || c.Node == o.C.Manager.Hostname {
+	switch {
+	case c.Node == "" || c.Node == o.C.Manager.Hostname:
 		err = o.RemoveVolumes(ctx, vols...)
-	} else {
-		_, err = o.RunNodeJob(ctx, c.Node, c.NodeJobImage(), c.Version, append([]string{"node-job", "remove-volumes"}, vols...)...)
+	case !o.nodeReady(ctx, c.Node):
+		o.warnf("node %s is down or gone: the volumes of replica %s stay there (%s); remove them with docker volume rm on that node", c.Node, c.ID, strings.Join(vols, " "))
+	case c.NodeJobImage() == "":
+		err = fmt.Errorf("image %s is not loaded on this manager, so dtr cannot run a job on node %s to remove the volumes of replica %s", "dtr", c.Node, c.ID)
+	default:
+		// The job waits on that node until the replica's container is gone.
+		_, err = o.RunNodeJob(ctx, c.Node, c.NodeJobImage(), c.Version, append([]string{"node-job", "remove-volumes", "--service", ServiceName(c.ID)}, vols...)...)
 	}
 	if err != nil {
 		return err
 	}
 	return o.RemoveSecret(ctx, AdminSecret(c.ID))
+}
+
+func (o Objects) nodeReady(ctx context.Context, hostname string) bool {
+	nodes, err := o.C.Nodes(ctx)
+	if err != nil {
+		return true // let the job say what is wrong
+	}
+	for _, n := range nodes {
+		if n.Hostname == hostname {
+			return n.State == "ready"
+		}
+	}
+	return false
+}
+
+func (o Objects) warnf(format string, args ...any) {
+	if o.Warn != nil {
+		o.Warn(fmt.Sprintf(format, args...))
+	}
 }
 
 // NodeJobImage is the installer image the node jobs run (its ID, like the

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/url"
 	"sort"
 	"strconv"
 	"strings"
@@ -39,8 +40,8 @@ func (c Change) Describe() string {
 	}
 	add("external URL", c.ExternalURL)
 	add("log level", c.LogLevel)
-	add("HTTP proxy", c.HTTPProxy)
-	add("HTTPS proxy", c.HTTPSProxy)
+	add("HTTP proxy", redact(c.HTTPProxy))
+	add("HTTPS proxy", redact(c.HTTPSProxy))
 	add("no-proxy", c.NoProxy)
 	if c.HTTPPort != nil {
 		parts = append(parts, fmt.Sprintf("HTTP port %d", *c.HTTPPort))
@@ -56,6 +57,19 @@ func (c Change) Describe() string {
 		parts = append(parts, "TLS certificate")
 	}
 	return strings.Join(parts, ", ")
+}
+
+// redact hides a proxy URL's password in plans and logs.
+func redact(v *string) *string {
+	if v == nil {
+		return nil
+	}
+	u, err := url.Parse(*v)
+	if err != nil || u.User == nil {
+		return v
+	}
+	r := u.Redacted()
+	return &r
 }
 
 func setEnv(env []string, key, value string) []string {
@@ -196,6 +210,10 @@ func (o Objects) PlanReconfigure(in *Reconfigure) *Plan {
 			Description: fmt.Sprintf("update service %s on node %s and wait until it answers healthy at %s/_ping", ServiceName(r.ID), r.Node, url),
 			Apply: func(ctx context.Context) error {
 				spec := updatedSpec(r, in.Change, tlsCertConfig, tlsKeySecret, tlsCertID, tlsKeyID)
+				if spec.Labels[LabelConfigHash] == r.Spec.Labels[LabelConfigHash] {
+					// Already has these settings (a re-run after a failure).
+					return o.WaitHealthy(ctx, in.Client, url, ServiceName(r.ID), in.Timeout)
+				}
 				if _, err := o.C.Engine.ServiceUpdate(ctx, r.ServiceID, r.Meta, spec, swarm.ServiceUpdateOptions{}); err != nil {
 					return fmt.Errorf("updating %s: %w", ServiceName(r.ID), err)
 				}

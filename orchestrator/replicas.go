@@ -60,12 +60,21 @@ type PortUser struct {
 // ports of services placed on that node, and every ingress-published port
 // (the routing mesh takes it on all nodes).
 func PortsInUse(ctx context.Context, c *ucp.Cluster, node string, ports ...int) ([]PortUser, error) {
+	return PortsInUseExcept(ctx, c, node, "", ports...)
+}
+
+// PortsInUseExcept is PortsInUse ignoring one service (a replica whose own
+// ports change).
+func PortsInUseExcept(ctx context.Context, c *ucp.Cluster, node, except string, ports ...int) ([]PortUser, error) {
 	list, err := c.Engine.ServiceList(ctx, swarm.ServiceListOptions{})
 	if err != nil {
 		return nil, &ucp.Error{Msg: fmt.Sprintf("listing services: %v", err)}
 	}
 	var out []PortUser
 	for _, s := range list {
+		if s.Spec.Name == except {
+			continue
+		}
 		onNode := false
 		if p := s.Spec.TaskTemplate.Placement; p != nil {
 			for _, con := range p.Constraints {

@@ -26,9 +26,10 @@ type Storage struct {
 // IsHostPath reports whether the storage is a bind-mounted host directory.
 func (s Storage) IsHostPath() bool { return strings.HasPrefix(s.Volume, "/") }
 
-// Shared reports whether every replica sees the same blobs (NFS, or a path
-// or volume the operator shares); a default per-node volume is not.
-func (s Storage) Shared() bool { return s.NFSURL != "" || s.Volume != "" }
+// Shared reports whether every replica surely sees the same blobs: NFS. A
+// volume or host path is per node unless the operator shares it, which dtr
+// cannot tell, so it warns (as DTR did for the filesystem driver).
+func (s Storage) Shared() bool { return s.NFSURL != "" }
 
 // ReplicaConfig is everything that defines one replica's service.
 type ReplicaConfig struct {

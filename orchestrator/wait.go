@@ -15,12 +15,17 @@ import (
 	"github.com/docker/docker/api/types/swarm"
 )
 
+// ReplicaServerName is a name in every CA-issued replica certificate. The
+// installer asks for it (SNI), so a replica with an operator's certificate
+// for clients still shows the installer its cluster-CA certificate.
+const ReplicaServerName = "dtr-replica"
+
 // HTTPSClient trusts the cluster CA.
 func HTTPSClient(caPEM []byte) *http.Client {
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(caPEM)
 	return &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
-		TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12},
+		TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12, ServerName: ReplicaServerName},
 	}}
 }
 

@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -145,6 +146,10 @@ type Replica struct {
 
 type driverBox struct{ d driver.StorageDriver }
 
+// bootstrapMarker, in the CA directory (a volume of its own), remembers that
+// this replica founded a cluster.
+const bootstrapMarker = "founded-cluster"
+
 // Start brings the replica up: the CA and certificates, the metadata member,
 // the cluster's records (bootstrapped on a new cluster), the registry App and
 // the background health checks. Serve then listens.
@@ -171,7 +176,8 @@ func Start(ctx context.Context, o Options) (*Replica, error) {
 		return nil, err
 	}
 	r.ca = ca
-	hosts := append([]string{"dtr-registry-" + o.ReplicaID, "localhost", "127.0.0.1"}, o.Hostnames...)
+	// "dtr-replica" is the name the installer asks for (SNI): see serverTLS.
+	hosts := append([]string{"dtr-registry-" + o.ReplicaID, "dtr-replica", "localhost", "127.0.0.1"}, o.Hostnames...)
 	hosts = append(hosts, localAddresses()...)
 	if pu, err := url.Parse(o.PeerAdvertise); err == nil {
 		hosts = append(hosts, pu.Hostname())
@@ -202,18 +208,25 @@ func Start(ctx context.Context, o Options) (*Replica, error) {
 		return nil, err
 	}
 
-	certFile, keyFile := o.TLSCertFile, o.TLSKeyFile
-	if certFile == "" {
+	if o.TLSCertFile == "" {
 		st, _, _ := r.store.Settings(ctx)
 		if u, err := url.Parse(st.ExternalURL); err == nil && u.Hostname() != "" {
 			hosts = append(hosts, u.Hostname())
 		}
-		if certFile, keyFile, err = issueFiles(ca, filepath.Join(o.DataDir, "tls"), "server", hosts); err != nil {
-			m.Close()
-			return nil, err
-		}
 	}
-	if r.tls, err = serverTLS(certFile, keyFile); err != nil {
+	certFile, keyFile, err := issueFiles(ca, filepath.Join(o.DataDir, "tls"), "server", hosts)
+	if err != nil {
+		m.Close()
+		return nil, err
+	}
+	// With an operator's certificate, it comes first (clients asking for the
+	// external name get it); the cluster-CA one answers the installer and peers.
+	var files [][2]string
+	if o.TLSCertFile != "" {
+		files = append(files, [2]string{o.TLSCertFile, o.TLSKeyFile})
+	}
+	files = append(files, [2]string{certFile, keyFile})
+	if r.tls, err = serverTLS(files...); err != nil {
 		m.Close()
 		return nil, err
 	}
@@ -263,6 +276,11 @@ func (r *Replica) loadCluster(ctx context.Context, newCluster bool, ca *pki.CA) 
 	c, err := r.store.Cluster(cctx)
 	switch {
 	case errors.Is(err, meta.ErrNotFound) && newCluster:
+		if b, err := os.ReadFile(filepath.Join(o.CADir, bootstrapMarker)); err == nil {
+			// This replica founded a cluster before and its metadata is gone:
+			// founding another would split the registry in two.
+			return fmt.Errorf("replica %s founded cluster %s, but its metadata volume is empty: it will not start a second cluster. Restore from a backup, or destroy this replica and join a new one", o.ReplicaID, strings.TrimSpace(string(b)))
+		}
 		if o.AdminUsername == "" || o.AdminPassword == "" {
 			return errors.New("a new cluster needs its first admin: --admin-username and --admin-password-file")
 		}
@@ -284,6 +302,9 @@ func (r *Replica) loadCluster(ctx context.Context, newCluster bool, ca *pki.CA) 
 		})
 		if err != nil {
 			return fmt.Errorf("bootstrapping the cluster: %w", err)
+		}
+		if err := writeFileAtomic(filepath.Join(o.CADir, bootstrapMarker), []byte(c.ID+"\n"), 0o644); err != nil {
+			return err
 		}
 		r.log.WithField("admin", o.AdminUsername).Info("bootstrapped a new cluster")
 	case err != nil:

@@ -104,14 +104,19 @@ func newTokenKey() (certPEM, keyPEM []byte, err error) {
 	return ca.CertPEM(), keyPEM, err
 }
 
-// serverTLS is the HTTPS configuration: the operator's certificate if given,
-// else one issued by the cluster CA.
-func serverTLS(certFile, keyFile string) (*tls.Config, error) {
-	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
-	if err != nil {
-		return nil, fmt.Errorf("loading the TLS certificate %s: %w", certFile, err)
+// serverTLS is the HTTPS configuration from certificate/key file pairs; Go
+// picks the first one whose names match the name the client asks for (SNI),
+// else the first.
+func serverTLS(pairs ...[2]string) (*tls.Config, error) {
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	for _, p := range pairs {
+		cert, err := tls.LoadX509KeyPair(p[0], p[1])
+		if err != nil {
+			return nil, fmt.Errorf("loading the TLS certificate %s: %w", p[0], err)
+		}
+		cfg.Certificates = append(cfg.Certificates, cert)
 	}
-	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}, nil
+	return cfg, nil
 }
 
 // installCA copies the CA the installer provides into dir.

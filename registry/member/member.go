@@ -608,6 +608,9 @@ func (m *Member) AddLearner(ctx context.Context, name, peerURL string) (uint64, 
 func (m *Member) Promote(ctx context.Context, id uint64) error {
 	err := retry(ctx, func() error {
 		_, err := m.cli.MemberPromote(ctx, id)
+		if isErr(err, rpctypes.ErrMemberNotLearner) {
+			return nil // promoted already (an earlier answer was lost)
+		}
 		return err
 	}, rpctypes.ErrMemberLearnerNotReady, rpctypes.ErrUnhealthy)
 	if err != nil {

@@ -110,7 +110,7 @@ func Start(t testing.TB, o registry.Options) *Replica {
 		Host:    httpsLn.Addr().String(),
 		URL:     "https://" + httpsLn.Addr().String(),
 		HTTP:    "http://" + httpLn.Addr().String(),
-		Client:  &http.Client{Timeout: 2 * time.Minute, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}, MaxIdleConnsPerHost: 64}},
+		Client:  &http.Client{Timeout: 2 * time.Minute, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: "dtr-replica"}, MaxIdleConnsPerHost: 64}},
 		Opts:    o,
 		t:       t,
 		cancel:  scancel,
