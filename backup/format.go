@@ -1,0 +1,64 @@
+// Package backup is dtr's backup archive: a plain POSIX tar, written as a
+// stream, whose manifest (written last, so the writer never buffers the
+// backup) lists every file with its size and sha256. The reader verifies the
+// whole stream (structure, manifest, sizes, hashes, version) before a
+// restore may use any of it.
+//
+//	dtr-backup-v<version>/
+//	  meta/<kind>/<key>.json   one JSON document per record
+//	  certs/…                  CA, TLS and token-signing keys (the backup is a secret)
+//	  config/…                 settings
+//	  manifest.json            last: format, versions, cluster, source, revision, files
+package backup
+
+import (
+	"fmt"
+	"path"
+	"strings"
+	"time"
+)
+
+// FormatVersion is the archive layout version.
+const FormatVersion = 1
+
+// ManifestName is the manifest's name inside the root directory.
+const ManifestName = "manifest.json"
+
+// Manifest describes a backup.
+type Manifest struct {
+	Format        int       `json:"format"`
+	DTRVersion    string    `json:"dtrVersion"`
+	Created       time.Time `json:"created"`
+	ClusterID     string    `json:"clusterID"`
+	SourceReplica string    `json:"sourceReplica"`
+	EtcdRevision  int64     `json:"etcdRevision"`
+	Files         []File    `json:"files"`
+}
+
+// File is one archive member (path relative to the root directory).
+type File struct {
+	Path   string `json:"path"`
+	Size   int64  `json:"size"`
+	SHA256 string `json:"sha256"`
+}
+
+// Root is the root directory name for a dtr version.
+func Root(version string) string { return "dtr-backup-v" + version }
+
+// cleanMember checks a member path relative to the root: no absolute paths,
+// no "..", no empty components, only the top-level directories the format has.
+func cleanMember(p string) error {
+	if p == "" || strings.HasPrefix(p, "/") || path.Clean(p) != p || strings.Contains(p, "..") {
+		return fmt.Errorf("unsafe path %q", p)
+	}
+	top, _, _ := strings.Cut(p, "/")
+	switch top {
+	case "meta", "certs", "config":
+		return nil
+	case ManifestName:
+		if p == ManifestName {
+			return nil
+		}
+	}
+	return fmt.Errorf("unexpected path %q (a dtr backup holds meta/, certs/, config/ and manifest.json)", p)
+}
