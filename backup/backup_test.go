@@ -109,11 +109,17 @@ func TestRefusesBadInput(t *testing.T) {
 	tw.WriteHeader(&tar.Header{Name: "etc/hosts", Size: 5, Mode: 0o644})
 	tw.Write([]byte("hosts"))
 	tw.Close()
+	var huge bytes.Buffer
+	htw := tar.NewWriter(&huge)
+	htw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: "dtr-backup-v0.1.0/", Mode: 0o700})
+	htw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: "dtr-backup-v0.1.0/meta/x.json", Size: MaxMember + 1, Mode: 0o600})
+	htw.Flush()
 	cases := []struct {
 		name string
 		in   []byte
 		want string
 	}{
+		{"a member claiming more than the limit", huge.Bytes(), "members are at most"},
 		{"empty stdin", nil, "the stream is empty"},
 		{"a tar of unrelated files", unrelated.Bytes(), "this is not a dtr backup"},
 		{"flipped byte in a record", flip(good, recordAt), "does not match its sha256"},

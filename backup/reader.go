@@ -22,6 +22,9 @@ var ErrInvalid = errors.New("invalid backup")
 // MaxManifest bounds the manifest a reader accepts.
 const MaxManifest = 64 << 20
 
+// MaxMember bounds one member: records, keys and settings are small.
+const MaxMember = 1 << 30
+
 func invalid(format string, args ...any) error {
 	return fmt.Errorf("%w: %s", ErrInvalid, fmt.Sprintf(format, args...))
 }
@@ -59,6 +62,16 @@ func Verify(r io.Reader) (Manifest, error) {
 		}
 		if top != root {
 			return Manifest{}, invalid("entry %q is outside %s/", hdr.Name, root)
+		}
+		for k := range hdr.PAXRecords {
+			if strings.HasPrefix(k, "GNU.sparse") {
+				// Sparse members expand holes without reading input: a tiny
+				// stream could make the reader hash zeros for ever.
+				return Manifest{}, invalid("entry %q is a sparse file; a dtr backup has none", hdr.Name)
+			}
+		}
+		if hdr.Size < 0 || hdr.Size > MaxMember {
+			return Manifest{}, invalid("entry %q claims %d bytes; members are at most %d", hdr.Name, hdr.Size, int64(MaxMember))
 		}
 		switch hdr.Typeflag {
 		case tar.TypeDir:
