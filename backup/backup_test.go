@@ -163,9 +163,24 @@ func FuzzVerify(f *testing.F) {
 	f.Add(good[:len(good)/2])
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, b []byte) {
-		m, err := Verify(bytes.NewReader(b))
-		if err != nil {
-			return
+		type result struct {
+			m   Manifest
+			err error
+		}
+		done := make(chan result, 1)
+		go func() {
+			m, err := Verify(bytes.NewReader(b))
+			done <- result{m, err}
+		}()
+		var m Manifest
+		select {
+		case r := <-done:
+			if r.err != nil {
+				return
+			}
+			m = r.m
+		case <-time.After(5 * time.Second):
+			t.Fatalf("Verify did not return within 5 s on %d bytes", len(b))
 		}
 		// Accepted: recompute every member's hash independently.
 		got := map[string]string{}
