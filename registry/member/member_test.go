@@ -25,7 +25,7 @@ var (
 )
 
 // freeURL returns a loopback URL on a port nobody listens on, and that no
-// other test in this process has been given (tests run in parallel).
+// other test in this process has been given.
 func freeURL(t *testing.T, scheme string) string {
 	t.Helper()
 	for {
@@ -200,7 +200,6 @@ func wantValue(t *testing.T, ctx context.Context, m *Member, k, want string) {
 }
 
 func TestConfigValidate(t *testing.T) {
-	t.Parallel()
 	dir := t.TempDir()
 	good := Config{
 		Name: "r1", Dir: filepath.Join(dir, "etcd"), ClusterToken: "dtr-test",
@@ -263,7 +262,6 @@ func TestConfigValidate(t *testing.T) {
 }
 
 func TestRestartKeepsData(t *testing.T) {
-	t.Parallel()
 	ctx := testContext(t)
 	cfg := testConfig(t, "r1", "dtr-restart")
 
@@ -292,7 +290,6 @@ func TestRestartKeepsData(t *testing.T) {
 }
 
 func TestJoinAsLearnersThenPromote(t *testing.T) {
-	t.Parallel()
 	ctx := testContext(t)
 	cfgs := []Config{testConfig(t, "r1", "dtr-join"), testConfig(t, "r2", "dtr-join"), testConfig(t, "r3", "dtr-join")}
 	first := start(t, ctx, cfgs[0])
@@ -319,7 +316,6 @@ func TestJoinAsLearnersThenPromote(t *testing.T) {
 }
 
 func TestRemove(t *testing.T) {
-	t.Parallel()
 	ctx := testContext(t)
 	ms, cfgs := newCluster(t, ctx, testConfig(t, "r1", "dtr-remove"), testConfig(t, "r2", "dtr-remove"), testConfig(t, "r3", "dtr-remove"))
 	gone := ms[2]
@@ -357,7 +353,6 @@ func TestRemove(t *testing.T) {
 }
 
 func TestWipedFounderMustRejoin(t *testing.T) {
-	t.Parallel()
 	ctx := testContext(t)
 	ms, cfgs := newCluster(t, ctx, testConfig(t, "r1", "dtr-wiped"), testConfig(t, "r2", "dtr-wiped"))
 
@@ -378,7 +373,6 @@ func TestWipedFounderMustRejoin(t *testing.T) {
 }
 
 func TestSnapshotRestore(t *testing.T) {
-	t.Parallel()
 	ctx := testContext(t)
 	src := start(t, ctx, testConfig(t, "r1", "dtr-backup"))
 	for i := range 20 {
@@ -446,7 +440,6 @@ func TestSnapshotRestore(t *testing.T) {
 }
 
 func TestForceNewCluster(t *testing.T) {
-	t.Parallel()
 	ctx := testContext(t)
 
 	if _, err := ForceNewCluster(ctx, testConfig(t, "empty", "dtr-force")); err == nil || !strings.Contains(err.Error(), "no member data") {
@@ -528,7 +521,6 @@ func writeTLS(t *testing.T, ca *pki.CA, dir, name string) *TLSFiles {
 }
 
 func TestPeerTLS(t *testing.T) {
-	t.Parallel()
 	ctx := testContext(t)
 	ca, err := pki.NewCA("dtr test cluster CA")
 	if err != nil {
