@@ -108,6 +108,21 @@ func replicaAPI(ctx context.Context, cluster *ucp.Cluster, o *ucpOptions, r orch
 		Client: orchestrator.HTTPSClient(ca)}, addr, nil
 }
 
+// clusterProblems asks the existing replica about the cluster and describes
+// what is wrong with it, ignoring the replicas in skip: "" when it has quorum
+// and every other replica is healthy.
+func clusterProblems(ctx context.Context, api orchestrator.ReplicaAPI, existing orchestrator.Replica, replicas []orchestrator.Replica, skip ...string) (string, error) {
+	status, err := api.Status(ctx)
+	if err != nil {
+		return "", fmt.Errorf("asking replica %s about the cluster: %w", existing.ID, err)
+	}
+	bad := unhealthy(status, replicas, skip...)
+	if len(bad) == 0 && status.HasQuorum {
+		return "", nil
+	}
+	return fmt.Sprintf("quorum: %v; unhealthy replicas: %s", status.HasQuorum, strings.Join(bad, ", ")), nil
+}
+
 // unhealthy lists the replicas (other than skip) that are not healthy now.
 func unhealthy(st orchestrator.ClusterStatus, replicas []orchestrator.Replica, skip ...string) []string {
 	var bad []string

@@ -75,16 +75,15 @@ func runJoin(ctx context.Context, cli *Cli, cmd *cobra.Command, o *joinOptions) 
 	if err != nil {
 		return err
 	}
-	status, err := api.Status(ctx)
+	problems, err := clusterProblems(ctx, api, existing, replicas)
 	if err != nil {
-		return fmt.Errorf("asking replica %s about the cluster: %w", existing.ID, err)
+		return err
 	}
-	if bad := unhealthy(status, replicas); len(bad) > 0 || !status.HasQuorum {
+	if problems != "" {
 		if !o.unsafeJoin {
-			return fmt.Errorf("the cluster is unhealthy (quorum: %v; unhealthy replicas: %s): joining now risks split-brain. Remove the unhealthy replicas first (dtr remove), or repair a cluster without quorum (dtr emergency-repair); --unsafe-join joins anyway",
-				status.HasQuorum, strings.Join(bad, ", "))
+			return fmt.Errorf("the cluster is unhealthy (%s): joining now risks split-brain. Remove the unhealthy replicas first (dtr remove), or repair a cluster without quorum (dtr emergency-repair); --unsafe-join joins anyway", problems)
 		}
-		cli.Log.Warnf("Joining an unhealthy cluster because of --unsafe-join: %s", strings.Join(bad, ", "))
+		cli.Log.Warnf("Joining an unhealthy cluster because of --unsafe-join: %s", problems)
 	}
 	node, err := chooseNode(ctx, cli, cluster, o.replica.ucpNode)
 	if err != nil {

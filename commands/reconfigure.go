@@ -3,7 +3,6 @@ package commands
 import (
 	"context"
 	"fmt"
-	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -106,12 +105,12 @@ func runReconfigure(ctx context.Context, cli *Cli, cmd *cobra.Command, o *reconf
 	if err != nil {
 		return err
 	}
-	status, err := api.Status(ctx)
+	problems, err := clusterProblems(ctx, api, existing, replicas)
 	if err != nil {
-		return fmt.Errorf("asking replica %s about the cluster: %w", existing.ID, err)
+		return err
 	}
-	if bad := unhealthy(status, replicas); len(bad) > 0 || !status.HasQuorum {
-		return fmt.Errorf("refusing to restart replicas while the cluster is unhealthy (%s; quorum: %v): fix it first", strings.Join(bad, ", "), status.HasQuorum)
+	if problems != "" {
+		return fmt.Errorf("refusing to restart replicas while the cluster is unhealthy (%s): fix it first", problems)
 	}
 	addrs := map[string]string{}
 	for _, r := range replicas {

@@ -113,15 +113,15 @@ func runRemove(ctx context.Context, cli *Cli, cmd *cobra.Command, o *removeOptio
 		return err
 	}
 	cli.Log.Info("Checking your current configs")
-	status, err := api.Status(ctx)
-	if err != nil {
-		return fmt.Errorf("asking replica %s about the cluster: %w", existing.ID, err)
-	}
 	// The replicas that stay must carry the cluster: all of them healthy, or
 	// removing would cost quorum (use emergency-repair for a dead cluster).
-	if bad := unhealthy(status, replicas, targets...); len(bad) > 0 || !status.HasQuorum {
-		return fmt.Errorf("refusing to remove %s: the replicas that would stay are not all healthy (%s; quorum: %v), so the cluster could lose quorum. Fix them first, or use dtr emergency-repair if a majority is gone",
-			strings.Join(targets, ", "), strings.Join(bad, ", "), status.HasQuorum)
+	problems, err := clusterProblems(ctx, api, existing, replicas, targets...)
+	if err != nil {
+		return err
+	}
+	if problems != "" {
+		return fmt.Errorf("refusing to remove %s: the replicas that would stay are not all healthy (%s), so the cluster could lose quorum. Fix them first, or use dtr emergency-repair if a majority is gone",
+			strings.Join(targets, ", "), problems)
 	}
 	_, jobID, err := imageIDs(ctx, cluster)
 	if err != nil {
