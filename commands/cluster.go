@@ -94,18 +94,29 @@ func nodeAddr(ctx context.Context, cluster *ucp.Cluster, hostname string) (strin
 
 // replicaAPI is a client of an existing replica's admin API, trusting the
 // cluster CA kept in the dtr-ca-cert config.
-func replicaAPI(ctx context.Context, cluster *ucp.Cluster, o *ucpOptions, r orchestrator.Replica) (orchestrator.ReplicaAPI, string, error) {
+func replicaAPI(ctx context.Context, cluster *ucp.Cluster, o *ucpOptions, r orchestrator.Replica) (orchestrator.ReplicaAPI, error) {
 	objs := orchestrator.Objects{C: cluster}
 	ca, err := objs.ConfigData(ctx, orchestrator.CACertConfig)
 	if err != nil {
-		return orchestrator.ReplicaAPI{}, "", fmt.Errorf("reading the cluster CA: %w", err)
+		return orchestrator.ReplicaAPI{}, fmt.Errorf("reading the cluster CA: %w", err)
 	}
 	addr, err := nodeAddr(ctx, cluster, r.Node)
 	if err != nil {
-		return orchestrator.ReplicaAPI{}, "", err
+		return orchestrator.ReplicaAPI{}, err
 	}
 	return orchestrator.ReplicaAPI{URL: orchestrator.ReplicaURL(addr, r.HTTPSPort), User: o.username, Password: o.password,
-		Client: orchestrator.HTTPSClient(ca)}, addr, nil
+		Client: orchestrator.HTTPSClient(ca)}, nil
+}
+
+// apiAndProblems opens the existing replica's admin API and asks it what is
+// wrong with the cluster (see clusterProblems).
+func apiAndProblems(ctx context.Context, cluster *ucp.Cluster, o *ucpOptions, existing orchestrator.Replica, replicas []orchestrator.Replica, skip ...string) (orchestrator.ReplicaAPI, string, error) {
+	api, err := replicaAPI(ctx, cluster, o, existing)
+	if err != nil {
+		return api, "", err
+	}
+	problems, err := clusterProblems(ctx, api, existing, replicas, skip...)
+	return api, problems, err
 }
 
 // clusterProblems asks the existing replica about the cluster and describes

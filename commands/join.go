@@ -71,11 +71,7 @@ func runJoin(ctx context.Context, cli *Cli, cmd *cobra.Command, o *joinOptions) 
 	if existing.Version != images.Version {
 		return fmt.Errorf("Failed version match. Replica version %s doesn't match bootstrap version %s. Run the dtr image of version %s, or upgrade the cluster first", existing.Version, images.Version, existing.Version)
 	}
-	api, existingAddr, err := replicaAPI(ctx, cluster, &o.ucp, existing)
-	if err != nil {
-		return err
-	}
-	problems, err := clusterProblems(ctx, api, existing, replicas)
+	api, problems, err := apiAndProblems(ctx, cluster, &o.ucp, existing, replicas)
 	if err != nil {
 		return err
 	}
@@ -121,7 +117,7 @@ func runJoin(ctx context.Context, cli *Cli, cmd *cobra.Command, o *joinOptions) 
 			cfg.NoProxy = v
 		}
 	}
-	in := &orchestrator.Join{Replica: cfg, Existing: existing, ExistingAddr: existingAddr, API: api, HealthTimeout: healthTimeout}
+	in := &orchestrator.Join{Replica: cfg, Existing: existing, API: api, HealthTimeout: healthTimeout}
 	objs := orchestrator.Objects{C: cluster, Warn: warner(cli)}
 	plan, err := objs.PlanJoin(ctx, in)
 	if err != nil {

@@ -101,11 +101,7 @@ func runReconfigure(ctx context.Context, cli *Cli, cmd *cobra.Command, o *reconf
 			}
 		}
 	}
-	api, _, err := replicaAPI(ctx, cluster, &o.ucp, existing)
-	if err != nil {
-		return err
-	}
-	problems, err := clusterProblems(ctx, api, existing, replicas)
+	api, problems, err := apiAndProblems(ctx, cluster, &o.ucp, existing, replicas)
 	if err != nil {
 		return err
 	}

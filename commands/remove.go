@@ -108,14 +108,10 @@ func runRemove(ctx context.Context, cli *Cli, cmd *cobra.Command, o *removeOptio
 	if contains(targets, existing.ID) {
 		return usageErrorf("--existing-replica-id %s is also being removed; choose a replica that stays", existing.ID)
 	}
-	api, _, err := replicaAPI(ctx, cluster, &o.ucp, existing)
-	if err != nil {
-		return err
-	}
 	cli.Log.Info("Checking your current configs")
 	// The replicas that stay must carry the cluster: all of them healthy, or
 	// removing would cost quorum (use emergency-repair for a dead cluster).
-	problems, err := clusterProblems(ctx, api, existing, replicas, targets...)
+	api, problems, err := apiAndProblems(ctx, cluster, &o.ucp, existing, replicas, targets...)
 	if err != nil {
 		return err
 	}

@@ -11,7 +11,6 @@ import (
 	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/api/types/network"
 	"github.com/docker/docker/api/types/swarm"
-	"github.com/docker/docker/api/types/volume"
 
 	"github.com/dtr-registry/dtr/ucp"
 )
@@ -209,24 +208,6 @@ func (o Objects) RemoveVolumes(ctx context.Context, names ...string) error {
 		}
 	}
 	return errors.Join(errs...)
-}
-
-// LabelledVolumes lists the local engine's volumes dtr created for replica id
-// (all of dtr's when id is empty).
-func (o Objects) LabelledVolumes(ctx context.Context, id string) ([]string, error) {
-	f := filters.NewArgs(filters.Arg("label", LabelReplica))
-	if id != "" {
-		f = filters.NewArgs(filters.Arg("label", LabelReplica+"="+id))
-	}
-	resp, err := o.C.Engine.VolumeList(ctx, volume.ListOptions{Filters: f})
-	if err != nil {
-		return nil, err
-	}
-	var out []string
-	for _, v := range resp.Volumes {
-		out = append(out, v.Name)
-	}
-	return out, nil
 }
 
 // retry calls fn until it succeeds or within passes.

@@ -149,7 +149,6 @@ func (o Objects) PlanInstall(ctx context.Context, in *Install) (*Plan, error) {
 type Join struct {
 	Replica       ReplicaConfig
 	Existing      Replica
-	ExistingAddr  string
 	API           ReplicaAPI
 	HealthTimeout time.Duration
 }

@@ -106,33 +106,6 @@ func (o Objects) taskFailure(ctx context.Context, service string) error {
 	return nil
 }
 
-// WaitRunning waits until the service's task runs (a learner is not healthy
-// until promoted, so join waits for this first).
-func (o Objects) WaitRunning(ctx context.Context, service string, within time.Duration) error {
-	deadline := time.Now().Add(within)
-	for {
-		if err := o.taskFailure(ctx, service); err != nil {
-			return err
-		}
-		tasks, err := o.C.Engine.TaskList(ctx, swarm.TaskListOptions{Filters: filters.NewArgs(filters.Arg("service", service))})
-		if err == nil {
-			for _, t := range tasks {
-				if t.Status.State == swarm.TaskStateRunning {
-					return nil
-				}
-			}
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("the task of %s is not running after %v", service, within)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(300 * time.Millisecond):
-		}
-	}
-}
-
 // WaitUpdated waits until Swarm reports a service update completed.
 func (o Objects) WaitUpdated(ctx context.Context, service string, within time.Duration) error {
 	deadline := time.Now().Add(within)

@@ -437,15 +437,6 @@ func (r *Replica) TLSConfig() *tls.Config { return r.tls.Clone() }
 // CACertPEM is the cluster CA's certificate, which clients trust.
 func (r *Replica) CACertPEM() []byte { return r.ca.CertPEM() }
 
-// Store is the metadata store.
-func (r *Replica) Store() *meta.Store { return r.store }
-
-// Member is the metadata member.
-func (r *Replica) Member() *member.Member { return r.member }
-
-// Health probes the replica now.
-func (r *Replica) Health(ctx context.Context) Health { return r.health.probe(ctx) }
-
 func (r *Replica) routes() http.Handler {
 	tokens := &auth.Server{Store: r.store, Signer: r.signer.Load, Log: r.log}
 	api := adminapi.New(adminapi.Config{
