@@ -9,6 +9,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -67,6 +68,17 @@ type Options struct {
 	AdminPassword string
 	ExternalURL   string
 	Storage       meta.Storage
+
+	// Restore: a replica with no metadata waits for the installer to send a
+	// backup (see awaitBackup) and loads it instead of founding a cluster.
+	// RestoreStorage is RestoreKeepStorage or RestoreFilesystem.
+	Restore        bool
+	RestoreStorage string
+	// ForceNewCluster, when it differs from the token this replica last
+	// forced with, restarts the metadata member as the only member of its
+	// cluster, keeping its data (emergency-repair). The token makes it
+	// happen once per repair, however often the container restarts.
+	ForceNewCluster string
 
 	LogLevel       string
 	Log            *logrus.Logger
@@ -142,6 +154,7 @@ type Replica struct {
 	cancel   context.CancelFunc
 	done     sync.WaitGroup
 	stopOnce sync.Once
+	forced   bool // this start forced a new cluster (emergency repair)
 }
 
 type driverBox struct{ d driver.StorageDriver }
@@ -196,8 +209,17 @@ func Start(ctx context.Context, o Options) (*Replica, error) {
 		}
 		mcfg.PeerTLS = &member.TLSFiles{CertFile: cert, KeyFile: key, CAFile: filepath.Join(o.CADir, caCertFile)}
 	}
+	if o.Restore && !hasEtcdData(etcdDir) {
+		if _, err := r.receivedBackup(); errors.Is(err, errNoRestore) {
+			if err := r.awaitBackup(ctx, ca, hosts); err != nil {
+				return nil, err
+			}
+		} else if err != nil {
+			return nil, err
+		}
+	}
 	r.log.Info("starting the metadata member")
-	m, err := member.Start(ctx, mcfg)
+	m, err := r.startMember(ctx, mcfg)
 	if err != nil {
 		return nil, err
 	}
@@ -206,6 +228,12 @@ func Start(ctx context.Context, o Options) (*Replica, error) {
 	if err := r.loadCluster(ctx, newCluster, ca); err != nil {
 		m.Close()
 		return nil, err
+	}
+	if r.forced {
+		// The other replicas are gone for good: forget their health.
+		if err := r.store.KeepReplicaReports(ctx, []string{o.ReplicaID}); err != nil {
+			r.log.WithError(err).Warn("forgetting the removed replicas' health reports")
+		}
 	}
 
 	if o.TLSCertFile == "" {
@@ -262,6 +290,34 @@ func Start(ctx context.Context, o Options) (*Replica, error) {
 	return r, nil
 }
 
+// startMember starts the metadata member, or forces a new single-member
+// cluster from its data when an emergency repair asks for it.
+func (r *Replica) startMember(ctx context.Context, cfg member.Config) (*member.Member, error) {
+	tok := r.opts.ForceNewCluster
+	marker := filepath.Join(r.opts.DataDir, forcedMarker)
+	if tok == "" || !hasEtcdData(cfg.Dir) {
+		return member.Start(ctx, cfg)
+	}
+	if b, err := os.ReadFile(marker); err == nil && strings.TrimSpace(string(b)) == tok {
+		return member.Start(ctx, cfg)
+	}
+	r.log.Warn("emergency repair: restarting the metadata member as the only member of a new cluster, keeping its data")
+	m, err := member.ForceNewCluster(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	if err := writeFileAtomic(marker, []byte(tok+"\n"), 0o600); err != nil {
+		m.Close()
+		return nil, err
+	}
+	r.forced = true
+	return m, nil
+}
+
+// forcedMarker, in the data directory, holds the token of the last forced
+// new cluster.
+const forcedMarker = "forced-new-cluster"
+
 func hasEtcdData(dir string) bool {
 	_, err := os.Stat(filepath.Join(dir, "member", "wal"))
 	return err == nil
@@ -274,7 +330,20 @@ func (r *Replica) loadCluster(ctx context.Context, newCluster bool, ca *pki.CA) 
 	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	c, err := r.store.Cluster(cctx)
+	restoreFrom, rerr := r.receivedBackup()
 	switch {
+	case errors.Is(err, meta.ErrNotFound) && rerr == nil:
+		// A received backup, or one whose load was cut short (the cluster
+		// record is written last): load it (again).
+		if c, err = r.loadBackup(cctx, restoreFrom); err != nil {
+			return err
+		}
+		if err := writeFileAtomic(filepath.Join(o.CADir, bootstrapMarker), []byte(c.ID+"\n"), 0o644); err != nil {
+			return err
+		}
+		if err := os.Remove(restoreFrom); err != nil {
+			return err
+		}
 	case errors.Is(err, meta.ErrNotFound) && newCluster:
 		if b, err := os.ReadFile(filepath.Join(o.CADir, bootstrapMarker)); err == nil {
 			// This replica founded a cluster before and its metadata is gone:
@@ -445,6 +514,10 @@ func (r *Replica) routes() http.Handler {
 		ReplicaID: r.opts.ReplicaID,
 		Cluster:   r.member,
 		Log:       r.log,
+		Backup: func(ctx context.Context, w io.Writer) error {
+			_, err := r.WriteBackup(ctx, w)
+			return err
+		},
 	})
 	mux := http.NewServeMux()
 	mux.Handle("/_ping", r.health)

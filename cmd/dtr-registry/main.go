@@ -117,6 +117,9 @@ func serve(ctx context.Context, args []string) int {
 	fs.BoolVar(&s3.ForcePathStyle, "s3-path-style", envBool("S3_PATH_STYLE"), "path-style bucket URLs (S3-compatible servers)")
 	fs.StringVar(&s3.RootDirectory, "s3-root", env("S3_ROOT", ""), "prefix inside the bucket")
 	fs.BoolVar(&s3Insecure, "s3-insecure", envBool("S3_INSECURE"), "plain http to the S3 endpoint")
+	fs.BoolVar(&o.Restore, "restore", envBool("RESTORE"), "with no metadata yet, wait for 'dtr restore' to send a backup and load it ($DTR_RESTORE)")
+	fs.StringVar(&o.RestoreStorage, "restore-storage", env("RESTORE_STORAGE", registry.RestoreKeepStorage), "with --restore: backup (keep the backed-up storage settings) or filesystem ($DTR_RESTORE_STORAGE)")
+	fs.StringVar(&o.ForceNewCluster, "force-new-cluster", env("FORCE_NEW_CLUSTER", ""), "emergency repair: a new token makes the metadata member the only member of its cluster, once ($DTR_FORCE_NEW_CLUSTER)")
 	fs.StringVar(&o.LogLevel, "log-level", env("LOG_LEVEL", "info"), "debug, info, warn, error or fatal")
 	fs.StringVar(&logFormat, "log-format", env("LOG_FORMAT", "text"), "text or json")
 	if err := fs.Parse(args); err != nil {
@@ -134,6 +137,10 @@ func serve(ctx context.Context, args []string) int {
 	}
 	log.SetLevel(level)
 	o.Log = log
+	if o.RestoreStorage != registry.RestoreKeepStorage && o.RestoreStorage != registry.RestoreFilesystem {
+		log.Errorf("--restore-storage %q: use %s or %s", o.RestoreStorage, registry.RestoreKeepStorage, registry.RestoreFilesystem)
+		return 2
+	}
 	if hostnames != "" {
 		o.Hostnames = strings.Split(hostnames, ",")
 	}

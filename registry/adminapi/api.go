@@ -36,6 +36,8 @@ type Config struct {
 	ReplicaID string
 	Cluster   ClusterInfo
 	Log       logrus.FieldLogger
+	// Backup streams a backup of the cluster (GET /api/v0/meta/backup).
+	Backup func(ctx context.Context, w io.Writer) error
 }
 
 // API is the admin API handler.
@@ -90,6 +92,7 @@ func New(cfg Config) *API {
 	h("POST /api/v0/meta/replicas", a.addReplica)
 	h("POST /api/v0/meta/replicas/{id}/promote", a.promoteReplica)
 	h("DELETE /api/v0/meta/replicas/{id}", a.removeReplica)
+	h("GET /api/v0/meta/backup", a.backup)
 	a.mux.HandleFunc("/api/v0/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, &Error{http.StatusNotFound, "NOT_FOUND", "no such API endpoint: " + r.Method + " " + r.URL.Path})
 	})

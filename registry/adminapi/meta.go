@@ -1,6 +1,7 @@
 package adminapi
 
 import (
+	"io"
 	"net/http"
 	"time"
 
@@ -126,4 +127,38 @@ func (a *API) clusterStatus(w http.ResponseWriter, r *http.Request, me *meta.Acc
 		"current_issues": issues,
 	})
 	return nil
+}
+
+// backup streams the backup as a tar. Once bytes went out, a failure can no
+// longer change the status: the connection is cut instead, so the client
+// sees a broken stream and never a short tar that looks complete.
+func (a *API) backup(w http.ResponseWriter, r *http.Request, me *meta.Account) error {
+	if err := requireAdmin(me); err != nil {
+		return err
+	}
+	if a.cfg.Backup == nil {
+		return errorf(http.StatusNotImplemented, "NOT_IMPLEMENTED", "this replica cannot write backups")
+	}
+	w.Header().Set("Content-Type", "application/x-tar")
+	w.Header().Set("Cache-Control", "no-store")
+	cw := &countingWriter{w: w}
+	err := a.cfg.Backup(r.Context(), cw)
+	if err == nil || cw.n == 0 {
+		return err
+	}
+	if a.cfg.Log != nil {
+		a.cfg.Log.WithError(err).Error("backup cut short")
+	}
+	panic(http.ErrAbortHandler)
+}
+
+type countingWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
 }

@@ -1,0 +1,147 @@
+package registry
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/dtr-registry/dtr/backup"
+	"github.com/dtr-registry/dtr/images"
+	"github.com/dtr-registry/dtr/registry/meta"
+)
+
+// WriteBackup streams a backup of the cluster to w (DESIGN.md §5): every
+// record read at one metadata revision while the replica keeps serving, the
+// operator's TLS certificate if there is one, and the manifest last.
+func (r *Replica) WriteBackup(ctx context.Context, w io.Writer) (backup.Manifest, error) {
+	start := time.Now()
+	bw, err := backup.NewWriter(w, images.Version)
+	if err != nil {
+		return backup.Manifest{}, err
+	}
+	rev, err := r.store.Dump(ctx, func(path string, rec backup.Record) error {
+		return bw.AddJSON(path, rec)
+	})
+	if err != nil {
+		return backup.Manifest{}, err
+	}
+	if r.opts.TLSCertFile != "" {
+		for name, file := range map[string]string{backup.TLSCertFile: r.opts.TLSCertFile, backup.TLSKeyFile: r.opts.TLSKeyFile} {
+			if err := addFile(bw, name, file); err != nil {
+				return backup.Manifest{}, err
+			}
+		}
+	}
+	m := backup.Manifest{
+		DTRVersion:    images.Version,
+		Created:       time.Now().UTC().Truncate(time.Second),
+		ClusterID:     r.cluster.ID,
+		SourceReplica: r.opts.ReplicaID,
+		EtcdRevision:  rev,
+	}
+	if err := bw.Close(m); err != nil {
+		return backup.Manifest{}, err
+	}
+	r.log.WithFields(map[string]any{"revision": rev, "took": time.Since(start).Round(time.Millisecond)}).Info("backup written")
+	return m, nil
+}
+
+func addFile(bw *backup.Writer, name, path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	return bw.Add(name, st.Size(), f)
+}
+
+// restoreStorage values: keep the backed-up storage settings, or use the
+// replica's own filesystem mount (--dtr-storage-volume, --nfs-storage-url).
+const (
+	RestoreKeepStorage = "backup"
+	RestoreFilesystem  = "filesystem"
+)
+
+// loadBackup writes a received backup's records into this replica's new,
+// empty metadata member and returns the restored cluster. It verifies the
+// file again: it may have sat on a disk since it was received.
+func (r *Replica) loadBackup(ctx context.Context, path string) (meta.Cluster, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return meta.Cluster{}, err
+	}
+	defer f.Close()
+	m, err := backup.Verify(f)
+	if err != nil {
+		return meta.Cluster{}, fmt.Errorf("the backup in %s: %w", path, err)
+	}
+	if err := backup.CheckVersion(m, images.Version); err != nil {
+		return meta.Cluster{}, err
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return meta.Cluster{}, err
+	}
+	start := time.Now()
+	l := r.store.NewLoader()
+	o := r.opts
+	l.Settings = func(st *meta.Settings) error {
+		if o.ExternalURL != "" {
+			st.ExternalURL = o.ExternalURL
+		}
+		if o.RestoreStorage == RestoreFilesystem {
+			st.Storage = meta.Storage{Type: "filesystem"}
+		}
+		return nil
+	}
+	err = backup.Walk(f, func(p string, b []byte) error {
+		if !backup.IsRecord(p) {
+			return nil
+		}
+		rec, err := backup.ParseRecord(p, b)
+		if err != nil {
+			return err
+		}
+		return l.Add(ctx, rec)
+	})
+	if err != nil {
+		return meta.Cluster{}, fmt.Errorf("loading the backup: %w", err)
+	}
+	c, err := l.Finish(ctx)
+	if err != nil {
+		return meta.Cluster{}, fmt.Errorf("loading the backup: %w", err)
+	}
+	if c.ID != m.ClusterID {
+		return meta.Cluster{}, fmt.Errorf("loading the backup: its cluster record says %s but its manifest %s", c.ID, m.ClusterID)
+	}
+	r.log.WithFields(map[string]any{"cluster": c.ID, "records": l.Count, "from": m.SourceReplica,
+		"revision": m.EtcdRevision, "took": time.Since(start).Round(time.Millisecond)}).Info("restored the backup's records")
+	return c, nil
+}
+
+// errNoRestore: the replica was not asked to restore.
+var errNoRestore = errors.New("no backup to restore")
+
+// receivedBackup returns the path of a received, verified backup waiting to
+// be loaded, if any.
+func (r *Replica) receivedBackup() (string, error) {
+	p := restoreFile(r.opts.DataDir)
+	if _, err := os.Stat(p); err != nil {
+		if os.IsNotExist(err) {
+			return "", errNoRestore
+		}
+		return "", err
+	}
+	return p, nil
+}
+
+// isRestoreClient: only the installer, holding a client certificate the
+// cluster CA issued for this purpose, may hand a replica a backup.
+func isRestoreClient(cn string) bool { return strings.EqualFold(cn, backup.RestoreClientName) }
