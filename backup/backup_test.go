@@ -85,6 +85,7 @@ func rehash(t *testing.T, b []byte, fn func(*Manifest)) []byte {
 			var m Manifest
 			json.Unmarshal(data, &m)
 			fn(&m)
+			m.Seal()
 			data, _ = json.Marshal(m)
 			h.Size = int64(len(data))
 		}
@@ -124,6 +125,7 @@ func TestRefusesBadInput(t *testing.T) {
 		{"a tar of unrelated files", unrelated.Bytes(), "this is not a dtr backup"},
 		{"flipped byte in a record", flip(good, recordAt), "does not match its sha256"},
 		{"flipped byte in the manifest", flip(good, manifestAt), "manifest"},
+		{"flipped byte in the manifest's cluster ID", flip(good, bytes.Index(good, []byte(`"clusterID": "c1"`))+len(`"clusterID": "`)), "does not match its checksum"},
 		{"not a tar at all", []byte("this is a log line, not a tar\n"), "not a complete tar"},
 		{"a file the manifest does not list", rehash(t, good, func(m *Manifest) { m.Files = m.Files[1:] }), "not listed in the manifest"},
 		{"a listed file that is missing", rehash(t, good, func(m *Manifest) { m.Files = append(m.Files, File{Path: "meta/x.json"}) }), "missing"},

@@ -12,6 +12,9 @@
 package backup
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"path"
 	"strings"
@@ -33,7 +36,24 @@ type Manifest struct {
 	SourceReplica string    `json:"sourceReplica"`
 	EtcdRevision  int64     `json:"etcdRevision"`
 	Files         []File    `json:"files"`
+	// Checksum is the sha256 of the manifest itself, written with Checksum
+	// empty: the manifest guards every file, and this guards the manifest.
+	Checksum string `json:"checksum"`
 }
+
+// sum is the manifest's checksum.
+func (m Manifest) sum() string {
+	m.Checksum = ""
+	b, err := json.Marshal(m)
+	if err != nil {
+		panic(err) // a Manifest always marshals
+	}
+	h := sha256.Sum256(b)
+	return hex.EncodeToString(h[:])
+}
+
+// Seal sets the manifest's checksum (after any change to it).
+func (m *Manifest) Seal() { m.Checksum = m.sum() }
 
 // File is one archive member (path relative to the root directory).
 type File struct {

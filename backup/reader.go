@@ -127,6 +127,9 @@ func Verify(r io.Reader) (Manifest, error) {
 		return Manifest{}, invalid("the archive lacks its end marker: the backup is truncated")
 	}
 	m := *manifest
+	if m.Checksum == "" || m.Checksum != m.sum() {
+		return Manifest{}, invalid("the manifest does not match its checksum: it was changed or damaged")
+	}
 	if m.Format != FormatVersion {
 		return Manifest{}, invalid("format %d; this dtr reads format %d", m.Format, FormatVersion)
 	}

@@ -87,6 +87,7 @@ func (w *Writer) Close(m Manifest) error {
 	m.Format = FormatVersion
 	m.Files = append([]File(nil), w.files...)
 	sort.Slice(m.Files, func(i, j int) bool { return m.Files[i].Path < m.Files[j].Path })
+	m.Seal()
 	b, err := json.MarshalIndent(m, "", "  ")
 	if err != nil {
 		return err

@@ -2,6 +2,7 @@ package commands
 
 import (
 	"context"
+	"time"
 
 	"github.com/spf13/cobra"
 )
@@ -61,8 +62,23 @@ func runBackup(ctx context.Context, cli *Cli, cmd *cobra.Command, o *backupOptio
 		return err
 	}
 	defer cluster.Close()
-	if _, _, err := chooseReplica(ctx, cli, cmd, cluster, "existing-replica-id", o.existingReplica, "Choose a replica to back up from"); err != nil {
+	replica, _, err := chooseReplica(ctx, cli, cmd, cluster, "existing-replica-id", o.existingReplica, "Choose a replica to back up from")
+	if err != nil {
 		return err
 	}
-	return notImplemented("backup")
+	api, err := replicaAPI(ctx, cluster, &o.ucp, replica)
+	if err != nil {
+		return err
+	}
+	cli.Log.Infof("Backing up the metadata, certificates and settings of replica %s", replica.ID)
+	cli.Log.Warn("The backup holds the cluster's private keys (CA, token signing, TLS): store it like a secret, e.g. gpg --symmetric dtr.bkp")
+	start := cli.Now()
+	m, n, err := api.Backup(ctx, cli.Out)
+	if err != nil {
+		return err
+	}
+	cli.Log.Infof("Wrote %d bytes: %d files of cluster %s at metadata revision %d, in %v", n, len(m.Files), m.ClusterID, m.EtcdRevision, cli.Now().Sub(start).Round(time.Millisecond))
+	cli.Log.Info("Image blobs are not in the backup: they stay in the registry's storage; back that up separately")
+	cli.Log.Info("Backup complete.")
+	return nil
 }

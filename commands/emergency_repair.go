@@ -2,8 +2,15 @@ package commands
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/dtr-registry/dtr/orchestrator"
 )
 
 type emergencyRepairOptions struct {
@@ -53,8 +60,81 @@ func runEmergencyRepair(ctx context.Context, cli *Cli, cmd *cobra.Command, o *em
 		return err
 	}
 	defer cluster.Close()
-	if _, _, err := chooseReplica(ctx, cli, cmd, cluster, "existing-replica-id", o.existingReplica, "Choose a replica to keep"); err != nil {
+	keep, replicas, err := chooseReplica(ctx, cli, cmd, cluster, "existing-replica-id", o.existingReplica, "Choose a replica to keep")
+	if err != nil {
 		return err
 	}
-	return notImplemented("emergency-repair")
+	var drop []orchestrator.Replica
+	var dropIDs []string
+	for _, r := range replicas {
+		if r.ID != keep.ID {
+			drop = append(drop, r)
+			dropIDs = append(dropIDs, r.ID)
+		}
+	}
+	objs := orchestrator.Objects{C: cluster, Warn: warner(cli)}
+	ca, err := objs.ConfigData(ctx, orchestrator.CACertConfig)
+	if err != nil {
+		return fmt.Errorf("reading the cluster CA: %w", err)
+	}
+	addr, err := nodeAddr(ctx, cluster, keep.Node)
+	if err != nil {
+		return err
+	}
+	url := orchestrator.ReplicaURL(addr, keep.HTTPSPort)
+	// /_ping needs no quorum and no login: it says whether a repair is needed.
+	if h, err := orchestrator.Ping(ctx, orchestrator.HTTPSClient(ca), url); err != nil {
+		cli.Log.Warnf("Replica %s does not answer at %s (%v); the repair restarts it", keep.ID, url, err)
+	} else if h.Healthy {
+		cli.Log.Warnf("Replica %s reports a healthy cluster with quorum: an emergency repair is not needed, and would drop the replicas %s. To replace a minority of failed replicas, use 'dtr remove' then 'dtr join'", keep.ID, strings.Join(dropIDs, ", "))
+	} else {
+		cli.Log.Infof("Replica %s reports: %s", keep.ID, h.Error)
+	}
+	what := "their volumes stay on their nodes"
+	if o.prune {
+		what = "their volumes are removed too (--prune)"
+	}
+	question := fmt.Sprintf("Replica %s becomes a cluster of one, keeping its data; the replicas %s are removed and %s. Continue", keep.ID, orNone(dropIDs), what)
+	if !o.yes {
+		if !cli.prompter().Interactive() {
+			return usageErrorf("%s? stdin is not a terminal, so dtr cannot ask: re-run with --yes (%s) to confirm; nothing was changed", question, envOf(cmd, "yes"))
+		}
+		ok, err := cli.prompter().Confirm(question, false)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			cli.Log.Info("Emergency repair cancelled; nothing was changed")
+			return nil
+		}
+	}
+	_, jobID, err := imageIDs(ctx, cluster)
+	if err != nil && o.prune {
+		return err
+	}
+	plan := objs.PlanRepair(&orchestrator.Repair{Keep: keep, Drop: drop, Prune: o.prune, Token: randomToken(), JobID: jobID,
+		URL: url, CAPEM: ca, HealthTimeout: healthTimeout})
+	start := cli.Now()
+	if err := plan.Apply(ctx, cli.Log, true); err != nil {
+		return fmt.Errorf("%w; the repair can be run again with the same flags", err)
+	}
+	cli.Log.Debugf("emergency repair took %v", cli.Now().Sub(start).Round(time.Millisecond))
+	cli.Log.Infof("Done. Your cluster size is now 1: replica %s", keep.ID)
+	cli.Log.Infof("Join replicas again with: dtr join --existing-replica-id %s (3, 5 or 7 in all)", keep.ID)
+	cli.Log.Info("Emergency repair is complete.")
+	return nil
+}
+
+func orNone(ids []string) string {
+	if len(ids) == 0 {
+		return "(none)"
+	}
+	return strings.Join(ids, ", ")
+}
+
+// randomToken is a fresh DTR_FORCE_NEW_CLUSTER value.
+func randomToken() string {
+	b := make([]byte, 8)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
 }

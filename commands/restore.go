@@ -2,11 +2,17 @@ package commands
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"io"
+	"os"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/dtr-registry/dtr/backup"
+	"github.com/dtr-registry/dtr/images"
 	"github.com/dtr-registry/dtr/orchestrator"
 	"github.com/dtr-registry/dtr/prompt"
 )
@@ -61,6 +67,9 @@ func runRestore(ctx context.Context, cli *Cli, cmd *cobra.Command, o *restoreOpt
 	if err := o.replica.validate(cmd); err != nil {
 		return err
 	}
+	if err := unsupported(cmd); err != nil {
+		return err
+	}
 	storage := 0
 	for _, set := range []bool{o.defaultStorage, o.replica.storageVolume != "", changed(cmd, "nfs-storage-url") && o.replica.nfsURL != ""} {
 		if set {
@@ -88,7 +97,8 @@ func runRestore(ctx context.Context, cli *Cli, cmd *cobra.Command, o *restoreOpt
 		return err
 	}
 	defer cluster.Close()
-	if _, err := chooseNode(ctx, cli, cluster, o.replica.ucpNode); err != nil {
+	node, err := chooseNode(ctx, cli, cluster, o.replica.ucpNode)
+	if err != nil {
 		return err
 	}
 	replicas, err := orchestrator.FindReplicas(ctx, cluster)
@@ -103,5 +113,171 @@ func runRestore(ctx context.Context, cli *Cli, cmd *cobra.Command, o *restoreOpt
 		return fmt.Errorf("this cluster still has replicas (%s); restore installs a fresh cluster, so destroy every replica first: for each ID run dtr destroy --replica-id <id> with the same --ucp-url and credentials; nothing was changed",
 			strings.Join(ids, ", "))
 	}
-	return notImplemented("restore")
+	spool, m, err := spoolBackup(cli)
+	if err != nil {
+		return err
+	}
+	defer os.Remove(spool)
+	cli.Log.Infof("The backup verified: dtr %s, cluster %s, replica %s, metadata revision %d, %d files, taken %s",
+		m.DTRVersion, m.ClusterID, m.SourceReplica, m.EtcdRevision, len(m.Files), m.Created.Format(time.RFC3339))
+	src, err := readBackupSource(spool)
+	if err != nil {
+		return err
+	}
+	cli.Log.Infof("verifying [%d %d] ports on %s", o.replica.httpPort, o.replica.httpsPort, node.Hostname)
+	if err := checkPorts(ctx, cluster, node.Hostname, o.replica.httpPort, o.replica.httpsPort); err != nil {
+		return err
+	}
+	id := o.replica.replicaID
+	if id == "" {
+		id = m.SourceReplica
+	}
+	regID, jobID, err := imageIDs(ctx, cluster)
+	if err != nil {
+		return err
+	}
+	cfg := o.replica.config(id, node, images.Registry(), regID, jobID, cli.logLevel)
+	cfg.Restore, cfg.RestoreStorage = true, "filesystem"
+	if o.defaultStorage {
+		cfg.RestoreStorage = "backup"
+	}
+	describeRestoredStorage(cli, o, cfg, src)
+	client, err := orchestrator.RestoreClient([]byte(src.ca.CertPEM), []byte(src.ca.KeyPEM))
+	if err != nil {
+		return err
+	}
+	in := &orchestrator.Install{
+		Replica:       cfg,
+		OverlaySubnet: defaultOverlaySubnet,
+		TLSCert:       o.replica.dtrCert,
+		TLSKey:        o.replica.dtrKey,
+		HealthTimeout: healthTimeout,
+		ClientFor:     orchestrator.HTTPSClient,
+		Restore: &orchestrator.Restore{CACertPEM: []byte(src.ca.CertPEM), CAKeyPEM: []byte(src.ca.KeyPEM), Client: client,
+			Backup: func() (io.ReadCloser, int64, error) {
+				f, err := os.Open(spool)
+				if err != nil {
+					return nil, 0, err
+				}
+				st, err := f.Stat()
+				if err != nil {
+					f.Close()
+					return nil, 0, err
+				}
+				return f, st.Size(), nil
+			}},
+	}
+	if in.TLSCert == "" && src.tlsCert != nil {
+		cli.Log.Info("Using the TLS certificate from the backup")
+		in.TLSCert, in.TLSKey = string(src.tlsCert), string(src.tlsKey)
+	}
+	objs := orchestrator.Objects{C: cluster, Warn: warner(cli)}
+	plan, err := objs.PlanInstall(ctx, in)
+	if err != nil {
+		return err
+	}
+	start := cli.Now()
+	if err := plan.Apply(ctx, cli.Log, false); err != nil {
+		return err
+	}
+	cli.Log.Debugf("restore took %v", cli.Now().Sub(start).Round(time.Millisecond))
+	cli.Log.Infof("Restore successfully completed for replica %s", id)
+	cli.Log.Info("Accounts, passwords, permissions, repositories and settings are as they were when the backup was taken. " +
+		"Clients that logged in after that (their refresh tokens are not in the backup) must run docker login again")
+	cli.Log.Infof("You can use flag '--existing-replica-id %s' when joining other replicas to your Docker Trusted Registry Cluster", id)
+	cli.Log.Info("Restore complete.")
+	return nil
+}
+
+// spoolBackup copies stdin to a temporary file while it verifies the whole
+// stream, so nothing on the cluster changes for a backup that is not intact.
+func spoolBackup(cli *Cli) (string, backup.Manifest, error) {
+	f, err := os.CreateTemp("", "dtr-restore-*.tar")
+	if err != nil {
+		return "", backup.Manifest{}, fmt.Errorf("spooling the backup: %w (set TMPDIR to a directory with room)", err)
+	}
+	cli.Log.Infof("Reading the backup from stdin into %s to verify it before anything changes", f.Name())
+	m, err := backup.Verify(io.TeeReader(cli.In, f))
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = backup.CheckVersion(m, images.Version)
+	}
+	if err != nil {
+		os.Remove(f.Name())
+		return "", m, fmt.Errorf("%w; nothing was changed", err)
+	}
+	return f.Name(), m, nil
+}
+
+// backupSource is what the installer itself needs from a backup.
+type backupSource struct {
+	ca struct {
+		CertPEM string `json:"certPEM"`
+		KeyPEM  string `json:"keyPEM"`
+	}
+	settings struct {
+		ExternalURL string `json:"externalURL"`
+		Storage     struct {
+			Type string `json:"type"`
+			S3   *struct {
+				Bucket         string `json:"bucket"`
+				RegionEndpoint string `json:"regionEndpoint"`
+			} `json:"s3"`
+		} `json:"storage"`
+	}
+	tlsCert, tlsKey []byte
+}
+
+func readBackupSource(path string) (*backupSource, error) {
+	var src backupSource
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	err = backup.Walk(f, func(p string, b []byte) error {
+		var into any
+		switch p {
+		case "certs/ca.json":
+			into = &src.ca
+		case "config/settings.json":
+			into = &src.settings
+		case backup.TLSCertFile:
+			src.tlsCert = b
+		case backup.TLSKeyFile:
+			src.tlsKey = b
+		}
+		if into == nil {
+			return nil
+		}
+		rec, err := backup.ParseRecord(p, b)
+		if err != nil {
+			return err
+		}
+		return json.Unmarshal(rec.Value, into)
+	})
+	if err != nil {
+		return nil, err
+	}
+	if src.ca.CertPEM == "" || src.ca.KeyPEM == "" {
+		return nil, fmt.Errorf("the backup has no cluster CA (certs/ca.json); nothing was changed")
+	}
+	return &src, nil
+}
+
+// describeRestoredStorage says where the restored registry finds its image
+// blobs, which are not in the backup.
+func describeRestoredStorage(cli *Cli, o *restoreOptions, cfg orchestrator.ReplicaConfig, src *backupSource) {
+	st := src.settings.Storage
+	switch {
+	case !o.defaultStorage:
+		cli.Log.Infof("Image storage: the filesystem of replica %s, %s on node %s", cfg.ID, cfg.StorageDescription(), cfg.Node)
+	case st.Type == "s3" && st.S3 != nil:
+		cli.Log.Infof("Image storage: the backup's S3 bucket %s %s", st.S3.Bucket, st.S3.RegionEndpoint)
+	default:
+		cli.Log.Warnf("The backup's storage is the filesystem of its replica's node, and image blobs are not in a backup: the new replica keeps them in volume dtr-registry-%s on node %s. "+
+			"Copy the old blobs there, or restore with --dtr-storage-volume naming the volume or path that holds them", cfg.ID, cfg.Node)
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -44,12 +45,23 @@ const adminPassword = "E2e-admin-passw0rd"
 // as an operator's script would, and returns stderr (the log) and the exit code.
 func dtr(t *testing.T, args ...string) (string, int) {
 	t.Helper()
+	return dtrIO(t, nil, nil, nil, args...)
+}
+
+// dtrIO is dtr with stdin and stdout of the caller's choosing (nil: none,
+// and stdout into the log) and extra environment.
+func dtrIO(t *testing.T, stdin io.Reader, stdout io.Writer, env []string, args ...string) (string, int) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, dtrBin, args...)
-	cmd.Env = append(os.Environ(), "UCP_URL=unix:///var/run/docker.sock", "UCP_USERNAME=admin", "UCP_PASSWORD="+adminPassword, "NO_COLOR=1")
+	cmd.Env = append(append(os.Environ(), "UCP_URL=unix:///var/run/docker.sock", "UCP_USERNAME=admin", "UCP_PASSWORD="+adminPassword, "NO_COLOR=1"), env...)
 	var out bytes.Buffer
+	cmd.Stdin = stdin
 	cmd.Stdout, cmd.Stderr = &out, &out
+	if stdout != nil {
+		cmd.Stdout = stdout
+	}
 	err := cmd.Run()
 	code := 0
 	if ee, ok := err.(*exec.ExitError); ok {

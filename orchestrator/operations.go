@@ -3,8 +3,10 @@ package orchestrator
 import (
 	"context"
 	"crypto/sha256"
+	"crypto/tls"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"time"
@@ -12,6 +14,7 @@ import (
 	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/api/types/swarm"
 
+	"github.com/dtr-registry/dtr/backup"
 	"github.com/dtr-registry/dtr/pki"
 )
 
@@ -26,6 +29,18 @@ type Install struct {
 	// Client reaches replicas; it must trust the cluster CA, which this plan
 	// may create: ClientFor builds it once the CA is known.
 	ClientFor func(caPEM []byte) *http.Client
+	// Restore, for dtr restore: the backed-up CA replaces any other, and the
+	// backup is sent to the new replica once it serves.
+	Restore *Restore
+}
+
+// Restore is what a restore adds to an install.
+type Restore struct {
+	CACertPEM, CAKeyPEM []byte
+	// Client trusts the CA and presents the restore client certificate.
+	Client *http.Client
+	// Backup opens the verified backup, with its size.
+	Backup func() (io.ReadCloser, int64, error)
 }
 
 func tlsNames(cert string) (certConfig, keySecret string) {
@@ -62,7 +77,7 @@ func (o Objects) PlanInstall(ctx context.Context, in *Install) (*Plan, error) {
 	if err != nil {
 		return nil, err
 	}
-	if existingKey != "" && existingCert != "" {
+	if existingKey != "" && existingCert != "" && in.Restore == nil {
 		caKeyID, caCertID = existingKey, existingCert
 		if caPEM, err = o.ConfigData(ctx, CACertConfig); err != nil {
 			return nil, err
@@ -73,19 +88,24 @@ func (o Objects) PlanInstall(ctx context.Context, in *Install) (*Plan, error) {
 			Apply: func(ctx context.Context) error {
 				_ = o.RemoveSecret(ctx, CAKeySecret) // a half-made CA from an earlier failure
 				_ = o.RemoveConfig(ctx, CACertConfig)
-				ca, err := pki.NewCA("dtr cluster CA")
-				if err != nil {
-					return err
-				}
-				key, err := ca.KeyPEM()
-				if err != nil {
-					return err
+				var key []byte
+				if in.Restore != nil {
+					caPEM, key = in.Restore.CACertPEM, in.Restore.CAKeyPEM
+				} else {
+					ca, err := pki.NewCA("dtr cluster CA")
+					if err != nil {
+						return err
+					}
+					if key, err = ca.KeyPEM(); err != nil {
+						return err
+					}
+					caPEM = ca.CertPEM()
 				}
 				lbl := map[string]string{LabelRole: "ca", LabelVersion: c.Version}
+				var err error
 				if caKeyID, err = o.CreateSecret(ctx, CAKeySecret, key, lbl); err != nil {
 					return err
 				}
-				caPEM = ca.CertPEM()
 				caCertID, err = o.CreateConfig(ctx, CACertConfig, caPEM, lbl)
 				return err
 			},
@@ -136,13 +156,71 @@ func (o Objects) PlanInstall(ctx context.Context, in *Install) (*Plan, error) {
 		},
 		Undo: func(ctx context.Context) error { return o.RemoveReplicaObjects(ctx, *c) },
 	})
+	url := ReplicaURL(c.NodeAddr, c.HTTPSPort)
+	if r := in.Restore; r != nil {
+		p.Add(Step{
+			Description: fmt.Sprintf("send the verified backup to replica %s at %s%s", c.ID, url, backup.RestorePath),
+			Apply: func(ctx context.Context) error {
+				if err := o.WaitLive(ctx, r.Client, url, ServiceName(c.ID), in.HealthTimeout); err != nil {
+					return err
+				}
+				return SendBackup(ctx, r.Client, url, r.Backup)
+			},
+		})
+	}
 	p.Add(Step{
-		Description: fmt.Sprintf("wait until replica %s answers healthy at %s/_ping", c.ID, ReplicaURL(c.NodeAddr, c.HTTPSPort)),
+		Description: fmt.Sprintf("wait until replica %s answers healthy at %s/_ping", c.ID, url),
 		Apply: func(ctx context.Context) error {
-			return o.WaitHealthy(ctx, in.ClientFor(caPEM), ReplicaURL(c.NodeAddr, c.HTTPSPort), ServiceName(c.ID), in.HealthTimeout)
+			return o.WaitHealthy(ctx, in.ClientFor(caPEM), url, ServiceName(c.ID), in.HealthTimeout)
 		},
 	})
 	return p, nil
+}
+
+// SendBackup uploads a verified backup to a replica waiting to restore it;
+// the replica verifies it again as it receives it.
+func SendBackup(ctx context.Context, client *http.Client, url string, open func() (io.ReadCloser, int64, error)) error {
+	body, size, err := open()
+	if err != nil {
+		return err
+	}
+	defer body.Close()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPut, url+backup.RestorePath, body)
+	if err != nil {
+		return err
+	}
+	req.ContentLength = size
+	req.Header.Set("Content-Type", "application/x-tar")
+	resp, err := client.Do(req)
+	if err != nil {
+		return fmt.Errorf("sending the backup to %s: %w", url, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("the replica refused the backup: %s: %s", resp.Status, apiMessage(resp.Body))
+	}
+	return nil
+}
+
+// RestoreClient is an HTTPS client that trusts the cluster CA and presents
+// a short-lived client certificate that CA issues for restore.
+func RestoreClient(caCertPEM, caKeyPEM []byte) (*http.Client, error) {
+	ca, err := pki.ParseCA(caCertPEM, caKeyPEM)
+	if err != nil {
+		return nil, fmt.Errorf("the backup's cluster CA: %w", err)
+	}
+	kp, err := ca.Issue(backup.RestoreClientName, nil, time.Hour)
+	if err != nil {
+		return nil, err
+	}
+	cert, err := kp.TLSCertificate()
+	if err != nil {
+		return nil, err
+	}
+	c := HTTPSClient(caCertPEM)
+	c.Timeout = 0 // a large backup may take a while; the context bounds it
+	c.Transport.(*http.Transport).TLSClientConfig.Certificates = []tls.Certificate{cert}
+	return c, nil
 }
 
 // Join is what adding a replica needs.

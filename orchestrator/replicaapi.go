@@ -8,6 +8,8 @@ import (
 	"io"
 	"net/http"
 	"time"
+
+	"github.com/dtr-registry/dtr/backup"
 )
 
 // ReplicaAPI calls a replica's admin API as the admin.
@@ -40,12 +42,8 @@ func (a ReplicaAPI) call(ctx context.Context, method, path string, in, out any) 
 		return fmt.Errorf("the replica refused the credentials (401): check --ucp-username and --ucp-password, the registry admin's")
 	}
 	if resp.StatusCode >= 300 {
-		var e struct {
-			Errors []struct{ Message string } `json:"errors"`
-		}
-		_ = json.Unmarshal(b, &e)
-		if len(e.Errors) > 0 {
-			return fmt.Errorf("%s %s: %s: %s", method, path, resp.Status, e.Errors[0].Message)
+		if msg := apiMessage(bytes.NewReader(b)); msg != "" {
+			return fmt.Errorf("%s %s: %s: %s", method, path, resp.Status, msg)
 		}
 		return fmt.Errorf("%s %s: %s", method, path, resp.Status)
 	}
@@ -111,4 +109,63 @@ func (a ReplicaAPI) RemoveReplica(ctx context.Context, id string) error {
 // PatchSettings changes cluster settings (PATCH /api/v0/meta/settings).
 func (a ReplicaAPI) PatchSettings(ctx context.Context, settings map[string]any) error {
 	return a.call(ctx, http.MethodPatch, "/api/v0/meta/settings", settings, nil)
+}
+
+// apiMessage is the first error message of an admin API error body.
+func apiMessage(r io.Reader) string {
+	var e struct {
+		Errors []struct{ Message string } `json:"errors"`
+	}
+	_ = json.NewDecoder(io.LimitReader(r, 1<<20)).Decode(&e)
+	if len(e.Errors) > 0 {
+		return e.Errors[0].Message
+	}
+	return ""
+}
+
+// Backup streams a backup from the replica into w and verifies it as it
+// passes, so an interrupted or damaged stream is an error and never a short
+// file that looks complete. It returns the manifest and the bytes written.
+func (a ReplicaAPI) Backup(ctx context.Context, w io.Writer) (backup.Manifest, int64, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, a.URL+"/api/v0/meta/backup", nil)
+	if err != nil {
+		return backup.Manifest{}, 0, err
+	}
+	req.SetBasicAuth(a.User, a.Password)
+	client := *a.Client
+	client.Timeout = 0 // the stream takes as long as it takes; ctx bounds it
+	resp, err := client.Do(req)
+	if err != nil {
+		return backup.Manifest{}, 0, fmt.Errorf("asking %s for a backup: %w", a.URL, err)
+	}
+	defer resp.Body.Close()
+	switch {
+	case resp.StatusCode == http.StatusUnauthorized:
+		return backup.Manifest{}, 0, fmt.Errorf("the replica refused the credentials (401): check --ucp-username and --ucp-password, the registry admin's")
+	case resp.StatusCode != http.StatusOK:
+		return backup.Manifest{}, 0, fmt.Errorf("the replica refused the backup: %s: %s", resp.Status, apiMessage(resp.Body))
+	}
+	cw := &countingWriter{w: w}
+	m, err := backup.Verify(io.TeeReader(resp.Body, cw))
+	if err == nil {
+		_, err = io.Copy(cw, resp.Body) // the tar's trailing padding, if any
+	}
+	if err != nil {
+		return m, cw.n, fmt.Errorf("the backup stream broke off or is damaged after %d bytes (%v): what was written is not a usable backup", cw.n, err)
+	}
+	return m, cw.n, nil
+}
+
+type countingWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	if err != nil {
+		err = fmt.Errorf("writing the backup to stdout: %w", err)
+	}
+	return n, err
 }

@@ -57,6 +57,10 @@ type ReplicaConfig struct {
 	TLSCertConfig string
 	// JobImageID is the installer image's ID, run by node jobs.
 	JobImageID string
+	// Restore: the replica waits for the installer to send a backup;
+	// RestoreStorage is "backup" (keep its storage settings) or "filesystem".
+	Restore        bool
+	RestoreStorage string
 }
 
 // PeerURL is the URL other members reach this replica's member at, over dtr-ol.
@@ -132,6 +136,10 @@ func ServiceSpec(c ReplicaConfig, caKeySecretID, caCertConfigID, adminSecretID, 
 	if c.Join {
 		env["DTR_JOIN"] = "true"
 		env["DTR_INITIAL_CLUSTER"] = c.InitialCluster
+	}
+	if c.Restore {
+		env["DTR_RESTORE"] = "true"
+		env["DTR_RESTORE_STORAGE"] = c.RestoreStorage
 	}
 	if c.AdminUsername != "" {
 		env["DTR_ADMIN_USERNAME"] = c.AdminUsername
@@ -220,20 +228,28 @@ func mustJSON(v any) []byte {
 
 func ptr[T any](v T) *T { return &v }
 
-// Describe is the one-line summary of a replica's service for plans.
-func Describe(c ReplicaConfig) string {
-	st := "volume " + storageVolume(c.ID)
+// StorageDescription says where the replica keeps blobs on its node.
+func (c ReplicaConfig) StorageDescription() string {
 	switch {
 	case c.Storage.NFSURL != "":
-		st = fmt.Sprintf("NFS volume %s (%s)", nfsVolume(c.ID), c.Storage.NFSURL)
+		return fmt.Sprintf("NFS volume %s (%s)", nfsVolume(c.ID), c.Storage.NFSURL)
 	case c.Storage.IsHostPath():
-		st = "host path " + c.Storage.Volume
+		return "host path " + c.Storage.Volume
 	case c.Storage.Volume != "":
-		st = "volume " + c.Storage.Volume
+		return "volume " + c.Storage.Volume
 	}
+	return "volume " + storageVolume(c.ID)
+}
+
+// Describe is the one-line summary of a replica's service for plans.
+func Describe(c ReplicaConfig) string {
+	st := c.StorageDescription()
 	mode := "new cluster"
-	if c.Join {
+	switch {
+	case c.Join:
 		mode = "joins as a learner"
+	case c.Restore:
+		mode = "restores a backup"
 	}
 	return fmt.Sprintf("service %s on node %s: image %s, ports %d→8080 and %d→8443 (host mode), volumes %s and %s, storage %s, network %s, %s",
 		ServiceName(c.ID), c.Node, c.Image, c.HTTPPort, c.HTTPSPort, caVolume(c.ID), etcdVolume(c.ID), st, NetworkName, mode)

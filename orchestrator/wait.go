@@ -132,3 +132,28 @@ func (o Objects) WaitUpdated(ctx context.Context, service string, within time.Du
 		}
 	}
 }
+
+// Health is a replica's /_ping answer.
+type Health struct {
+	Healthy bool
+	Error   string
+}
+
+// Ping asks a replica's /_ping once.
+func Ping(ctx context.Context, client *http.Client, url string) (Health, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url+"/_ping", nil)
+	if err != nil {
+		return Health{}, err
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return Health{}, err
+	}
+	defer resp.Body.Close()
+	var h Health
+	if err := json.NewDecoder(resp.Body).Decode(&h); err != nil {
+		return Health{}, fmt.Errorf("%s: %v", resp.Status, err)
+	}
+	h.Healthy = h.Healthy && resp.StatusCode == http.StatusOK
+	return h, nil
+}

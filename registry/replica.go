@@ -261,7 +261,14 @@ func Start(ctx context.Context, o Options) (*Replica, error) {
 
 	r.health = newHealthChecker(o.HealthInterval, 1500*time.Millisecond,
 		check{"metadata", func(ctx context.Context) error {
+			// Within the check's own 1.5 s, so that a lost quorum is named as
+			// such rather than as a slow check.
+			ctx, cancel := context.WithTimeout(ctx, time.Second)
+			defer cancel()
 			if st := r.member.Status(ctx); !st.HasQuorum {
+				if strings.HasPrefix(st.Err, "no quorum") {
+					return errors.New(st.Err)
+				}
 				return fmt.Errorf("no quorum: %s", st.Err)
 			}
 			return nil

@@ -18,25 +18,7 @@ const (
 // setupAccounts creates the accounts, org, teams and repositories the
 // permission tests use, through the admin API.
 func setupAccounts(t *testing.T, r *registrytest.Replica) {
-	t.Helper()
-	api := func(method, path string, in any, want int) {
-		t.Helper()
-		if got := r.API(t, admin, adminPW, method, path, in, nil); got != want {
-			t.Fatalf("%s %s: %d, want %d", method, path, got, want)
-		}
-	}
-	for _, u := range []string{"alice", "bob", "carol"} {
-		api("POST", "/api/v0/accounts", map[string]any{"name": u, "password": u + "-password"}, 201)
-	}
-	api("POST", "/api/v0/accounts", map[string]any{"name": "acme", "isOrg": true}, 201)
-	api("POST", "/api/v0/accounts/acme/teams", map[string]any{"name": "devs"}, 201)
-	api("POST", "/api/v0/accounts/acme/teams", map[string]any{"name": "readers"}, 201)
-	api("PUT", "/api/v0/accounts/acme/teams/devs/members/alice", nil, 200)
-	api("PUT", "/api/v0/accounts/acme/teams/readers/members/bob", nil, 200)
-	api("POST", "/api/v0/repositories/acme", map[string]any{"name": "app", "visibility": "private"}, 201)
-	api("POST", "/api/v0/repositories/acme", map[string]any{"name": "pub", "visibility": "public"}, 201)
-	api("PUT", "/api/v0/repositories/acme/app/teamAccess/devs", map[string]any{"accessLevel": "read-write"}, 200)
-	api("PUT", "/api/v0/repositories/acme/app/teamAccess/readers", map[string]any{"accessLevel": "read-only"}, 200)
+	registrytest.SetupAccounts(t, r, admin, adminPW)
 }
 
 func TestPermissions(t *testing.T) {

@@ -152,3 +152,27 @@ func (r *Replica) PushImage(t testing.TB, token, repo, tag string, layer []byte)
 	}
 	return Image{Manifest: []byte(m), ManifestDigest: Digest([]byte(m)), Layer: layer}, status
 }
+
+// SetupAccounts creates the accounts, org, teams and repositories the
+// permission tests use, through the admin API.
+func SetupAccounts(t testing.TB, r *Replica, adminUser, adminPassword string) {
+	t.Helper()
+	api := func(method, path string, in any, want int) {
+		t.Helper()
+		if got := r.API(t, adminUser, adminPassword, method, path, in, nil); got != want {
+			t.Fatalf("%s %s: %d, want %d", method, path, got, want)
+		}
+	}
+	for _, u := range []string{"alice", "bob", "carol"} {
+		api("POST", "/api/v0/accounts", map[string]any{"name": u, "password": u + "-password"}, 201)
+	}
+	api("POST", "/api/v0/accounts", map[string]any{"name": "acme", "isOrg": true}, 201)
+	api("POST", "/api/v0/accounts/acme/teams", map[string]any{"name": "devs"}, 201)
+	api("POST", "/api/v0/accounts/acme/teams", map[string]any{"name": "readers"}, 201)
+	api("PUT", "/api/v0/accounts/acme/teams/devs/members/alice", nil, 200)
+	api("PUT", "/api/v0/accounts/acme/teams/readers/members/bob", nil, 200)
+	api("POST", "/api/v0/repositories/acme", map[string]any{"name": "app", "visibility": "private"}, 201)
+	api("POST", "/api/v0/repositories/acme", map[string]any{"name": "pub", "visibility": "public"}, 201)
+	api("PUT", "/api/v0/repositories/acme/app/teamAccess/devs", map[string]any{"accessLevel": "read-write"}, 200)
+	api("PUT", "/api/v0/repositories/acme/app/teamAccess/readers", map[string]any{"accessLevel": "read-only"}, 200)
+}

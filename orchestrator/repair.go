@@ -1,0 +1,78 @@
+package orchestrator
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/docker/docker/api/types/swarm"
+)
+
+// Repair is what an emergency repair needs: the replica to keep and the
+// ones to drop.
+type Repair struct {
+	Keep  Replica
+	Drop  []Replica
+	Prune bool   // also remove the dropped replicas' volumes
+	Token string // new DTR_FORCE_NEW_CLUSTER value: forces once
+	JobID string // installer image ID, for node jobs that remove volumes
+	URL   string // the kept replica's HTTPS URL
+
+	CAPEM         []byte
+	HealthTimeout time.Duration
+}
+
+// PlanRepair drops the other replicas first (so none of them talks to the
+// forced member as an old peer), then restarts the kept replica's member as
+// the only member of its cluster, keeping its data, and waits until healthy.
+// Nothing here can be undone: the repair goes forward, and re-running it is
+// safe.
+func (o Objects) PlanRepair(in *Repair) *Plan {
+	p := &Plan{Title: fmt.Sprintf("Emergency repair: keep replica %s, drop %d", in.Keep.ID, len(in.Drop))}
+	for _, r := range in.Drop {
+		r := r
+		desc := fmt.Sprintf("remove service %s", ServiceName(r.ID))
+		if in.Prune {
+			desc += fmt.Sprintf(" and its volumes on node %s", r.Node)
+		}
+		p.Add(Step{Description: desc, Apply: func(ctx context.Context) error {
+			if in.Prune {
+				return o.RemoveReplicaObjects(ctx, ReplicaConfig{ID: r.ID, Node: r.Node, Version: r.Version, JobImageID: in.JobID})
+			}
+			if err := o.RemoveService(ctx, ServiceName(r.ID)); err != nil {
+				return err
+			}
+			return o.RemoveSecret(ctx, AdminSecret(r.ID))
+		}})
+	}
+	name := ServiceName(in.Keep.ID)
+	p.Add(Step{
+		Description: fmt.Sprintf("restart %s with its metadata member as the only member of a new cluster, keeping its data", name),
+		Apply: func(ctx context.Context) error {
+			s, _, err := o.C.Engine.ServiceInspectWithRaw(ctx, name, swarm.ServiceInspectOptions{})
+			if err != nil {
+				return fmt.Errorf("inspecting %s: %w", name, err)
+			}
+			spec := s.Spec
+			cs := *spec.TaskTemplate.ContainerSpec
+			cs.Env = setEnv(cs.Env, "DTR_FORCE_NEW_CLUSTER", in.Token)
+			spec.TaskTemplate.ContainerSpec = &cs
+			// A stopped replica (scaled to 0) must run again.
+			if m := spec.Mode.Replicated; m != nil && (m.Replicas == nil || *m.Replicas == 0) {
+				spec.Mode.Replicated = &swarm.ReplicatedService{Replicas: ptr(uint64(1))}
+			}
+			spec.TaskTemplate.ForceUpdate++
+			if _, err := o.C.Engine.ServiceUpdate(ctx, s.ID, s.Version, spec, swarm.ServiceUpdateOptions{}); err != nil {
+				return fmt.Errorf("updating %s: %w", name, err)
+			}
+			return o.WaitUpdated(ctx, name, in.HealthTimeout)
+		},
+	})
+	p.Add(Step{
+		Description: fmt.Sprintf("wait until replica %s answers healthy at %s/_ping", in.Keep.ID, in.URL),
+		Apply: func(ctx context.Context) error {
+			return o.WaitHealthy(ctx, HTTPSClient(in.CAPEM), in.URL, name, in.HealthTimeout)
+		},
+	})
+	return p
+}
