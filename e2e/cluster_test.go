@@ -159,8 +159,7 @@ func TestInstallJoinRemoveDestroy(t *testing.T) {
 		t.Fatalf("dtr objects exist before the test (a dtr is installed here: make down first):\n%s", before)
 	}
 	t.Cleanup(func() {
-		for _, svc := range strings.Fields(MustDocker(t, "service", "ls", "-q", "--filter", "label=com.docker.dtr.role=registry")) {
-			id := MustDocker(t, "service", "inspect", "--format", "{{index .Spec.Labels \"com.docker.dtr.replica\"}}", svc)
+		for _, id := range replicaIDs(t) {
 			dtr(t, "destroy", "--replica-id", id)
 		}
 	})

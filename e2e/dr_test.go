@@ -212,8 +212,7 @@ func restoreFrom(t *testing.T, path string, args []string) (string, int) {
 
 func destroyAll(t *testing.T) {
 	t.Helper()
-	for _, svc := range strings.Fields(MustDocker(t, "service", "ls", "-q", "--filter", "label=com.docker.dtr.role=registry")) {
-		id := MustDocker(t, "service", "inspect", "--format", "{{index .Spec.Labels \"com.docker.dtr.replica\"}}", svc)
+	for _, id := range replicaIDs(t) {
 		mustDTR(t, "destroy", "--replica-id", id)
 	}
 	if left := labelled(t); left != "" {
@@ -264,8 +263,7 @@ func TestDisasterRecovery(t *testing.T) {
 		t.Fatalf("dtr objects exist before the test (a dtr is installed here: make down first):\n%s", before)
 	}
 	t.Cleanup(func() {
-		for _, svc := range strings.Fields(MustDocker(t, "service", "ls", "-q", "--filter", "label=com.docker.dtr.role=registry")) {
-			id := MustDocker(t, "service", "inspect", "--format", "{{index .Spec.Labels \"com.docker.dtr.replica\"}}", svc)
+		for _, id := range replicaIDs(t) {
 			dtr(t, "destroy", "--replica-id", id)
 		}
 		Docker(t, nil, "volume", "rm", blobVolume)

@@ -53,6 +53,11 @@ func tlsNames(cert string) (certConfig, keySecret string) {
 func (o Objects) PlanInstall(ctx context.Context, in *Install) (*Plan, error) {
 	c := &in.Replica
 	p := &Plan{Title: fmt.Sprintf("Install replica %s on node %s", c.ID, c.Node)}
+	caStep := "create the cluster CA"
+	if in.Restore != nil {
+		p.Title = fmt.Sprintf("Restore replica %s on node %s from a backup", c.ID, c.Node)
+		caStep = "store the backup's cluster CA"
+	}
 	netID, err := o.NetworkID(ctx)
 	if err != nil {
 		return nil, err
@@ -84,7 +89,7 @@ func (o Objects) PlanInstall(ctx context.Context, in *Install) (*Plan, error) {
 		}
 	} else {
 		p.Add(Step{
-			Description: fmt.Sprintf("create the cluster CA: secret %s and config %s", CAKeySecret, CACertConfig),
+			Description: fmt.Sprintf("%s: secret %s and config %s", caStep, CAKeySecret, CACertConfig),
 			Apply: func(ctx context.Context) error {
 				_ = o.RemoveSecret(ctx, CAKeySecret) // a half-made CA from an earlier failure
 				_ = o.RemoveConfig(ctx, CACertConfig)

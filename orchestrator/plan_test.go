@@ -5,13 +5,17 @@ import (
 	"context"
 	"encoding/json"
 	"flag"
+	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/docker/docker/api/types/swarm"
 
 	"github.com/dtr-registry/dtr/orchestrator"
+	"github.com/dtr-registry/dtr/pki"
 	"github.com/dtr-registry/dtr/ucp/ucpfake"
 )
 
@@ -152,4 +156,64 @@ func TestReconfigurePlan(t *testing.T) {
 	var b bytes.Buffer
 	objs.PlanReconfigure(in).Print(&b)
 	golden(t, "reconfigure.plan", b.Bytes())
+}
+
+func TestRestorePlan(t *testing.T) {
+	e := ucpfake.New("node1")
+	objs := orchestrator.Objects{C: e.Cluster()}
+	caPEM, keyPEM := testCA(t)
+	client, err := orchestrator.RestoreClient(caPEM, keyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := &orchestrator.Install{Replica: config("000000000001", false), OverlaySubnet: "10.1.0.0/24",
+		HealthTimeout: time.Second, ClientFor: orchestrator.HTTPSClient,
+		Restore: &orchestrator.Restore{CACertPEM: caPEM, CAKeyPEM: keyPEM, Client: client,
+			Backup: func() (io.ReadCloser, int64, error) { return io.NopCloser(strings.NewReader("")), 0, nil }}}
+	in.Replica.Restore, in.Replica.RestoreStorage = true, "backup"
+	in.Replica.NodeAddr, in.Replica.HTTPSPort = "127.0.0.1", 1 // nothing answers there
+	p, err := objs.PlanInstall(context.Background(), in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b bytes.Buffer
+	p.Print(&b)
+	golden(t, "restore.plan", b.Bytes())
+	spec := orchestrator.ServiceSpec(in.Replica, "secret-ca", "config-ca", "", "", "")
+	if env := strings.Join(spec.TaskTemplate.ContainerSpec.Env, " "); !strings.Contains(env, "DTR_RESTORE=true") || !strings.Contains(env, "DTR_RESTORE_STORAGE=backup") || strings.Contains(env, "DTR_ADMIN") {
+		t.Fatalf("restore replica env: %s", env)
+	}
+
+	// The replica never answers: the restore fails and removes all it made.
+	err = p.Apply(context.Background(), quietLog(), false)
+	if err == nil || !strings.Contains(err.Error(), "everything this run created was removed") {
+		t.Fatalf("apply: %v", err)
+	}
+	if n := len(e.Services) + len(e.Secrets) + len(e.Configs) + len(e.Networks) + len(e.Volumes); n != 0 {
+		t.Fatalf("a failed restore left %d objects", n)
+	}
+}
+
+func TestRepairPlan(t *testing.T) {
+	e := ucpfake.New("node1", "node2", "node3")
+	objs := orchestrator.Objects{C: e.Cluster()}
+	keep := orchestrator.Replica{ID: "000000000001", Node: "node1"}
+	drop := []orchestrator.Replica{{ID: "000000000002", Node: "node2"}, {ID: "000000000003", Node: "node3"}}
+	var b bytes.Buffer
+	objs.PlanRepair(&orchestrator.Repair{Keep: keep, Drop: drop, Prune: true, Token: "t", URL: "https://10.0.0.11:443"}).Print(&b)
+	golden(t, "repair.plan", b.Bytes())
+}
+
+// testCA is a throwaway cluster CA.
+func testCA(t *testing.T) (certPEM, keyPEM []byte) {
+	t.Helper()
+	ca, err := pki.NewCA("test CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyPEM, err = ca.KeyPEM()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ca.CertPEM(), keyPEM
 }

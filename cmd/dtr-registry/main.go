@@ -164,12 +164,20 @@ func serve(ctx context.Context, args []string) int {
 		log.WithError(err).Error("the replica did not start")
 		return 1
 	}
-	defer r.Close()
-	if err := r.Serve(ctx); err != nil && !errors.Is(err, context.Canceled) {
+	go func() {
+		<-ctx.Done()
+		log.Info("stopping: finishing requests in flight, then closing the metadata member")
+	}()
+	err = r.Serve(ctx)
+	start := time.Now()
+	if cerr := r.Close(); cerr != nil {
+		log.WithError(cerr).Warn("closing the replica")
+	}
+	if err != nil && !errors.Is(err, context.Canceled) {
 		log.WithError(err).Error("serving")
 		return 1
 	}
-	log.Info("stopped")
+	log.WithField("close", time.Since(start).Round(time.Millisecond)).Info("stopped")
 	return 0
 }
 

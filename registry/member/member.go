@@ -360,7 +360,9 @@ func Start(ctx context.Context, cfg Config) (*Member, error) {
 		}
 		return nil, notReadyError(cfg, restart, fmt.Errorf("not ready after %s", cfg.StartTimeout))
 	case <-ctx.Done():
-		e.Close()
+		// Stopping (SIGTERM): without quorum, etcd's Close can take longer
+		// than Swarm's grace period; the WAL is synced, so do not wait long.
+		closeWithin(e, 3*time.Second)
 		return nil, notReadyError(cfg, restart, ctx.Err())
 	}
 
@@ -376,6 +378,16 @@ func Start(ctx context.Context, cfg Config) (*Member, error) {
 	}
 	go m.forwardErrors()
 	return m, nil
+}
+
+// closeWithin closes e, giving up waiting after d.
+func closeWithin(e *embed.Etcd, d time.Duration) {
+	done := make(chan struct{})
+	go func() { e.Close(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(d):
+	}
 }
 
 // startError turns a failed start into what the operator must do.

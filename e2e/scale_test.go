@@ -1,0 +1,186 @@
+package e2e
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/dtr-registry/dtr/ucp/ucptest"
+)
+
+func envInt(name string, def int) int {
+	if n, err := strconv.Atoi(os.Getenv(name)); err == nil && n > 0 {
+		return n
+	}
+	return def
+}
+
+// parallel runs fn(i) for i in [0, n) on workers goroutines.
+func parallel(n, workers int, fn func(i int)) {
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= n {
+					return
+				}
+				fn(i)
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// timedDTR runs the installer and returns its log, wall time and peak RSS.
+func timedDTR(t *testing.T, stdin, stdout *os.File, args ...string) (string, time.Duration, int64) {
+	t.Helper()
+	start := time.Now()
+	cmd := exec.Command(dtrBin, args...)
+	cmd.Env = append(os.Environ(), "UCP_URL=unix:///var/run/docker.sock", "UCP_USERNAME=admin", "UCP_PASSWORD="+adminPassword, "NO_COLOR=1")
+	cmd.Stdin = stdin
+	logFile := filepath.Join(t.TempDir(), "log")
+	lf, _ := os.Create(logFile)
+	cmd.Stderr = lf
+	cmd.Stdout = lf
+	if stdout != nil {
+		cmd.Stdout = stdout
+	}
+	err := cmd.Run()
+	lf.Close()
+	took := time.Since(start)
+	log, _ := os.ReadFile(logFile)
+	if err != nil {
+		t.Fatalf("dtr %s: %v\n%s", args[0], err, log)
+	}
+	var rss int64
+	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
+		rss = ru.Maxrss // KiB on Linux
+	}
+	return string(log), took, rss
+}
+
+// TestBackupRestoreScale measures backup and restore of a large registry
+// (DTR_SCALE=1; DTR_SCALE_REPOS, DTR_SCALE_TAGS, DTR_SCALE_USERS change the
+// default 10,000 repositories × 5 tags and 1,000 users). It asserts only
+// that everything comes back; the times go to the log and docs/.
+func TestBackupRestoreScale(t *testing.T) {
+	if os.Getenv("DTR_SCALE") == "" {
+		t.Skip("scale measurement: set DTR_SCALE=1 (make bench does)")
+	}
+	RequireImages(t)
+	ucptest.EnsureSwarm(t)
+	repos, tags, users := envInt("DTR_SCALE_REPOS", 10000), envInt("DTR_SCALE_TAGS", 5), envInt("DTR_SCALE_USERS", 1000)
+	const blobs = "dtr-scale-blobs"
+	node := MustDocker(t, "info", "--format", "{{.Name}}")
+	if before := labelled(t); before != "" {
+		t.Fatalf("dtr objects exist before the test (make down first):\n%s", before)
+	}
+	t.Cleanup(func() {
+		for _, id := range replicaIDs(t) {
+			dtr(t, "destroy", "--replica-id", id)
+		}
+		Docker(t, nil, "volume", "rm", blobs)
+	})
+	Docker(t, nil, "volume", "rm", blobs)
+	first := replicaID(t, mustDTR(t, "install", "--ucp-node", node, "--replica-http-port", "31080", "--replica-https-port", "31443", "--dtr-storage-volume", blobs))
+	reg := remote(t, 31443)
+	reg.Client.Transport.(*http.Transport).MaxIdleConnsPerHost = 16
+
+	start := time.Now()
+	parallel(users, 4, func(i int) {
+		if st := reg.API(t, "admin", adminPassword, "POST", "/api/v0/accounts", map[string]any{"name": fmt.Sprintf("user%04d", i), "password": fmt.Sprintf("password-%04d", i)}, nil); st != 201 {
+			t.Errorf("user%04d: %d", i, st)
+		}
+	})
+	t.Logf("created %d users in %v", users, time.Since(start).Round(time.Second))
+	if st := reg.API(t, "admin", adminPassword, "POST", "/api/v0/accounts", map[string]any{"name": "scale", "isOrg": true}, nil); st != 201 {
+		t.Fatalf("org: %d", st)
+	}
+	start = time.Now()
+	digests := make([]string, repos)
+	// One token for a chunk of repositories: a token per repository would
+	// spend the run in bcrypt (every Basic-auth token request checks the
+	// password).
+	const chunk = 50
+	parallel((repos+chunk-1)/chunk, 8, func(c int) {
+		var scopes []string
+		for i := c * chunk; i < min(repos, (c+1)*chunk); i++ {
+			scopes = append(scopes, fmt.Sprintf("repository:scale/repo%05d:push,pull", i))
+		}
+		tok := reg.Token(t, "admin", adminPassword, scopes...)
+		for i := c * chunk; i < min(repos, (c+1)*chunk); i++ {
+			repo := fmt.Sprintf("scale/repo%05d", i)
+			img, st := reg.PushImage(t, tok, repo, "t0", []byte("layer of "+repo))
+			if st != 201 {
+				t.Errorf("%s: %d", repo, st)
+				return
+			}
+			digests[i] = img.ManifestDigest
+			for k := 1; k < tags; k++ {
+				if st, _, _ := reg.Do(t, "PUT", "/v2/"+repo+"/manifests/t"+strconv.Itoa(k), tok, img.Manifest, map[string]string{"Content-Type": "application/vnd.oci.image.manifest.v1+json"}); st != 201 {
+					t.Errorf("%s:t%d: %d", repo, k, st)
+				}
+			}
+		}
+	})
+	t.Logf("pushed %d repositories × %d tags in %v", repos, tags, time.Since(start).Round(time.Second))
+	if t.Failed() {
+		t.FailNow()
+	}
+
+	bk := filepath.Join(t.TempDir(), "dtr.bkp")
+	out, _ := os.Create(bk)
+	_, backupTook, backupRSS := timedDTR(t, nil, out, "backup", "--existing-replica-id", first)
+	out.Close()
+	st, _ := os.Stat(bk)
+	t.Logf("MEASURE backup: %v, %d bytes, installer peak RSS %d KiB", backupTook.Round(10*time.Millisecond), st.Size(), backupRSS)
+
+	for _, id := range replicaIDs(t) {
+		mustDTR(t, "destroy", "--replica-id", id)
+	}
+	in, _ := os.Open(bk)
+	log, restoreTook, restoreRSS := timedDTR(t, in, nil, "restore", "--ucp-node", node, "--replica-http-port", "31080", "--replica-https-port", "31443", "--dtr-storage-volume", blobs)
+	in.Close()
+	t.Logf("MEASURE restore to healthy: %v, installer peak RSS %d KiB", restoreTook.Round(10*time.Millisecond), restoreRSS)
+	if !strings.Contains(log, "Restore complete.") {
+		t.Fatalf("restore log:\n%s", log)
+	}
+
+	reg = remote(t, 31443)
+	accept := map[string]string{"Accept": "application/vnd.oci.image.manifest.v1+json"}
+	for n := 0; n < 50; n++ {
+		i := rand.IntN(repos)
+		repo := fmt.Sprintf("scale/repo%05d", i)
+		tok := reg.Token(t, "admin", adminPassword, "repository:"+repo+":pull")
+		k := rand.IntN(tags)
+		if code, h, _ := reg.Do(t, "GET", "/v2/"+repo+"/manifests/t"+strconv.Itoa(k), tok, nil, accept); code != 200 || h.Get("Docker-Content-Digest") != digests[i] {
+			t.Errorf("%s:t%d after the restore: %d %s", repo, k, code, h.Get("Docker-Content-Digest"))
+		}
+		u := rand.IntN(users)
+		reg.Token(t, fmt.Sprintf("user%04d", u), fmt.Sprintf("password-%04d", u))
+	}
+}
+
+// replicaIDs lists the replicas on the engine.
+func replicaIDs(t *testing.T) []string {
+	t.Helper()
+	var ids []string
+	for _, svc := range strings.Fields(MustDocker(t, "service", "ls", "-q", "--filter", "label=com.docker.dtr.role=registry")) {
+		ids = append(ids, MustDocker(t, "service", "inspect", "--format", "{{index .Spec.Labels \"com.docker.dtr.replica\"}}", svc))
+	}
+	return ids
+}
