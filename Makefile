@@ -4,7 +4,7 @@ GO      ?= go
 GOFLAGS_BUILD := -trimpath -ldflags "-s -w"
 export CGO_ENABLED := 0
 
-.PHONY: all build images test test-unit fuzz bench up down fmt vet clean help
+.PHONY: all build images test test-unit fuzz bench up down fmt vet clean help lab-up lab-down e2e-ha
 FUZZTIME ?= 10s
 
 all: build
@@ -13,6 +13,8 @@ help:
 	@echo "make build   static binaries bin/dtr and bin/dtr-registry"
 	@echo "make images  images dtr:$(VERSION) and dtr-registry:$(VERSION), FROM scratch, offline"
 	@echo "make test    vet + unit, pseudo-terminal, real-engine, UCP stand-in, conformance and S3 tests, then fuzzing"
+	@echo "make lab-up  a 3-engine swarm in network namespaces, HAProxy on 443, S3 and NFS (root); make lab-down removes it"
+	@echo "make e2e-ha  the high-availability drills against the lab"
 
 build:
 	$(GO) build $(GOFLAGS_BUILD) -o bin/dtr ./cmd/dtr
@@ -62,3 +64,14 @@ up: images
 
 down: build
 	scripts/down.sh
+
+# The multi-node lab (root): N engines in network namespaces, HAProxy, S3, NFS.
+lab-up: images
+	lab/up.sh
+
+lab-down:
+	lab/down.sh
+
+# The HA drills, against the lab lab-up made.
+e2e-ha:
+	DTR_LAB=1 $(GO) test -p 1 -count=1 -timeout 60m -run '^TestHA' -v ./e2e

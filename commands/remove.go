@@ -5,11 +5,17 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/dtr-registry/dtr/orchestrator"
 )
+
+// drainWait is how long remove waits between draining a replica and
+// stopping it: a health probe interval (2 s) plus a load balancer's two
+// failed checks at DTR's recommended interval, with room to spare.
+const drainWait = 6 * time.Second
 
 type removeOptions struct {
 	ucp             ucpOptions
@@ -124,6 +130,23 @@ func runRemove(ctx context.Context, cli *Cli, cmd *cobra.Command, o *removeOptio
 		return err
 	}
 	objs := orchestrator.Objects{C: cluster, Warn: warner(cli)}
+	// Drain first: the replicas' /_ping turns 503 at their next probe, and a
+	// load balancer checking every second or two stops sending them
+	// requests before they stop.
+	drained := 0
+	for _, t := range targets {
+		if err := api.Drain(ctx, t); err != nil {
+			cli.Log.Warnf("Could not mark replica %s as draining (%v): load balancers learn it is gone only when it stops", t, err)
+			continue
+		}
+		drained++
+	}
+	if drained > 0 {
+		cli.Log.Infof("Draining %s: /_ping reports it leaving; waiting %v for load balancers to stop sending it requests", strings.Join(targets, ", "), drainWait)
+		if err := pause(ctx, drainWait); err != nil {
+			return err
+		}
+	}
 	for _, t := range targets {
 		r := byID[t]
 		cli.Log.Infof("De-registering replica %s from the metadata cluster", t)

@@ -101,6 +101,12 @@ func (a ReplicaAPI) Promote(ctx context.Context, id string, within time.Duration
 	}
 }
 
+// Drain makes a replica's /_ping fail so load balancers stop sending it
+// requests before it is removed.
+func (a ReplicaAPI) Drain(ctx context.Context, id string) error {
+	return a.call(ctx, http.MethodPost, "/api/v0/meta/replicas/"+id+"/drain", nil, nil)
+}
+
 // RemoveReplica removes a replica's member from the cluster.
 func (a ReplicaAPI) RemoveReplica(ctx context.Context, id string) error {
 	return a.call(ctx, http.MethodDelete, "/api/v0/meta/replicas/"+id, nil, nil)

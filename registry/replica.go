@@ -279,6 +279,12 @@ func Start(ctx context.Context, o Options) (*Replica, error) {
 			}
 			return nil
 		})},
+		check{"drain", func(ctx context.Context) error {
+			if d, err := r.store.Draining(ctx, o.ReplicaID); err == nil && d {
+				return errors.New("draining: this replica is being removed")
+			}
+			return nil
+		}},
 		check{"auth", func(context.Context) error {
 			if r.signer.Load() == nil {
 				return errors.New("token signing key not loaded")

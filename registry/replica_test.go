@@ -2,10 +2,12 @@ package registry_test
 
 import (
 	"encoding/json"
+	"io"
 	"net/http"
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/dtr-registry/dtr/registry/registrytest"
 )
@@ -335,5 +337,31 @@ func TestHealthAndRedirect(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusMovedPermanently || !strings.HasPrefix(resp.Header.Get("Location"), "https://") {
 		t.Fatalf("plain-HTTP /v2/: %d %s", resp.StatusCode, resp.Header.Get("Location"))
+	}
+}
+
+// TestDrain: a replica marked as leaving fails /_ping at its next probe,
+// so a load balancer stops sending it requests before it stops.
+func TestDrain(t *testing.T) {
+	r := registrytest.StartNew(t)
+	if st := r.API(t, admin, adminPW, "POST", "/api/v0/meta/replicas/0123456789ab/drain", nil, nil); st != 404 {
+		t.Fatalf("draining an unknown replica: %d", st)
+	}
+	if st := r.API(t, admin, adminPW, "POST", "/api/v0/meta/replicas/"+r.Opts.ReplicaID+"/drain", nil, nil); st != 204 {
+		t.Fatalf("drain: %d", st)
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		resp, err := r.Client.Get(r.URL + "/_ping")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode == 503 && strings.Contains(string(b), "draining") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/_ping after drain: %d %s", resp.StatusCode, b)
+		}
 	}
 }

@@ -92,6 +92,7 @@ func New(cfg Config) *API {
 	h("POST /api/v0/meta/replicas", a.addReplica)
 	h("POST /api/v0/meta/replicas/{id}/promote", a.promoteReplica)
 	h("DELETE /api/v0/meta/replicas/{id}", a.removeReplica)
+	h("POST /api/v0/meta/replicas/{id}/drain", a.drainReplica)
 	h("GET /api/v0/meta/backup", a.backup)
 	a.mux.HandleFunc("/api/v0/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, &Error{http.StatusNotFound, "NOT_FOUND", "no such API endpoint: " + r.Method + " " + r.URL.Path})

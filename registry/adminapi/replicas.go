@@ -64,6 +64,21 @@ func (a *API) promoteReplica(w http.ResponseWriter, r *http.Request, me *meta.Ac
 	return nil
 }
 
+// drainReplica marks a replica as leaving (see meta.Store.Drain).
+func (a *API) drainReplica(w http.ResponseWriter, r *http.Request, me *meta.Account) error {
+	if err := requireAdmin(me); err != nil {
+		return err
+	}
+	if _, err := a.memberID(r.Context(), r.PathValue("id")); err != nil {
+		return err
+	}
+	if err := a.cfg.Store.Drain(r.Context(), r.PathValue("id")); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
 func (a *API) removeReplica(w http.ResponseWriter, r *http.Request, me *meta.Account) error {
 	if err := requireAdmin(me); err != nil {
 		return err

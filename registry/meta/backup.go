@@ -20,14 +20,15 @@ var backupPaths = map[string]string{
 	key("keys", "token"): "certs/token-key.json",
 }
 
-// BackupPath is the archive path of key k. Replica health reports are left
-// out: they describe replicas a restore does not bring back.
+// BackupPath is the archive path of key k. Replica health reports and
+// draining marks are left out: they describe replicas a restore does not
+// bring back.
 func BackupPath(k string) (string, bool) {
 	if p, ok := backupPaths[k]; ok {
 		return p, true
 	}
 	rest, ok := strings.CutPrefix(k, Prefix)
-	if !ok || rest == "" || strings.HasPrefix(rest, "replicas/") {
+	if !ok || rest == "" || strings.HasPrefix(rest, "replicas/") || strings.HasPrefix(rest, "draining/") {
 		return "", false
 	}
 	return "meta/" + backup.SafeName(rest) + ".json", true
@@ -92,7 +93,7 @@ func (s *Store) NewLoader() *Loader { return &Loader{s: s} }
 // Add queues one record, writing a batch when it is full.
 func (l *Loader) Add(ctx context.Context, rec backup.Record) error {
 	rest, ok := strings.CutPrefix(rec.Key, Prefix)
-	if !ok || rest == "" || strings.HasPrefix(rest, "replicas/") {
+	if !ok || rest == "" || strings.HasPrefix(rest, "replicas/") || strings.HasPrefix(rest, "draining/") {
 		return fmt.Errorf("record key %q is outside dtr's keyspace", rec.Key)
 	}
 	value := []byte(rec.Value)

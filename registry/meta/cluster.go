@@ -252,8 +252,25 @@ func (s *Store) HealthReports(ctx context.Context) ([]ReplicaReport, error) {
 	return list[ReplicaReport](ctx, s, dir("replicas"))
 }
 
-// DeleteHealthReport forgets a removed replica.
+// DeleteHealthReport forgets a removed replica: its health report and its
+// draining mark.
 func (s *Store) DeleteHealthReport(ctx context.Context, id string) error {
-	_, err := s.del(ctx, key("replicas", id), false)
+	_, err := s.KV.Txn(ctx).Then(clientv3.OpDelete(key("replicas", id)), clientv3.OpDelete(key("draining", id))).Commit()
 	return err
+}
+
+// Drain marks a replica as leaving: its /_ping fails from its next health
+// probe on, so load balancers stop sending it requests before it stops.
+func (s *Store) Drain(ctx context.Context, id string) error {
+	return s.put(ctx, key("draining", id), map[string]any{"since": time.Now().UTC()})
+}
+
+// Draining reports whether a replica is marked as leaving. A serializable
+// read: the health probe asks it every interval, quorum or not.
+func (s *Store) Draining(ctx context.Context, id string) (bool, error) {
+	resp, err := s.KV.Get(ctx, key("draining", id), clientv3.WithSerializable(), clientv3.WithCountOnly())
+	if err != nil {
+		return false, err
+	}
+	return resp.Count > 0, nil
 }
