@@ -166,7 +166,7 @@ func (o Objects) PlanInstall(ctx context.Context, in *Install) (*Plan, error) {
 		p.Add(Step{
 			Description: fmt.Sprintf("send the verified backup to replica %s at %s%s", c.ID, url, backup.RestorePath),
 			Apply: func(ctx context.Context) error {
-				if err := o.WaitLive(ctx, r.Client, url, ServiceName(c.ID), in.HealthTimeout); err != nil {
+				if err := o.WaitRestoreReady(ctx, r.Client, url, c.ID, ServiceName(c.ID), in.HealthTimeout); err != nil {
 					return err
 				}
 				return SendBackup(ctx, r.Client, url, r.Backup)

@@ -157,3 +157,37 @@ func Ping(ctx context.Context, client *http.Client, url string) (Health, error) 
 	h.Healthy = h.Healthy && resp.StatusCode == http.StatusOK
 	return h, nil
 }
+
+// WaitRestoreReady polls a new replica's /_live until it says it waits for
+// a backup: an old replica still stopping on the same port is live too, but
+// must never be sent the backup.
+func (o Objects) WaitRestoreReady(ctx context.Context, client *http.Client, url, replicaID, service string, within time.Duration) error {
+	deadline := time.Now().Add(within)
+	last := "no answer yet"
+	for {
+		if err := o.taskFailure(ctx, service); err != nil {
+			return err
+		}
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url+"/_live", nil)
+		resp, err := client.Do(req)
+		if err == nil {
+			var l struct{ Restore, Replica string }
+			_ = json.NewDecoder(resp.Body).Decode(&l)
+			resp.Body.Close()
+			if l.Restore == "waiting" && l.Replica == replicaID {
+				return nil
+			}
+			last = fmt.Sprintf("%s, not replica %s waiting for a backup (an old replica still stopping?)", resp.Status, replicaID)
+		} else {
+			last = err.Error()
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("replica at %s: not waiting for the backup after %v (last: %s); see docker service logs %s", url, within, last, service)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}

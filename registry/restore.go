@@ -51,7 +51,11 @@ func (r *Replica) awaitBackup(ctx context.Context, ca *pki.CA, hosts []string) e
 			"Error": "waiting for 'dtr restore' to send the backup"})
 	}
 	mux := http.NewServeMux()
-	mux.HandleFunc("/_live", live)
+	// The installer polls this until it is sure it talks to the waiting
+	// replica, not to an old one still stopping on the same port.
+	mux.HandleFunc("/_live", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSONStatus(w, http.StatusOK, map[string]any{"Live": true, "Restore": "waiting", "Replica": r.opts.ReplicaID})
+	})
 	mux.HandleFunc("/_ping", waiting)
 	mux.HandleFunc("/health", waiting)
 	mux.HandleFunc("PUT "+backup.RestorePath, func(w http.ResponseWriter, req *http.Request) {
