@@ -4,6 +4,8 @@
 FROM scratch AS dtr
 ARG VERSION
 COPY build/rootfs/etc/ /etc/
+# restore spools the backup here ($TMPDIR) and verifies it before any change.
+COPY build/rootfs/tmp /tmp
 COPY bin/dtr /dtr
 LABEL com.docker.dtr.version=$VERSION com.docker.dtr.role=installer
 # The installer talks to the engine socket, which only root (or the docker

@@ -23,7 +23,8 @@ build:
 # The images start FROM scratch: the build context holds the static binaries,
 # the host's CA bundle and the passwd/group files of images/rootfs.
 images: build
-	rm -rf build/rootfs && mkdir -p build/rootfs/etc/ssl/certs build/rootfs/var/lib/dtr/data build/rootfs/var/lib/dtr/ca build/rootfs/storage
+	rm -rf build/rootfs && mkdir -p build/rootfs/etc/ssl/certs build/rootfs/var/lib/dtr/data build/rootfs/var/lib/dtr/ca build/rootfs/storage build/rootfs/tmp
+	chmod 1777 build/rootfs/tmp # restore spools the backup to $$TMPDIR
 	cp images/rootfs/etc/passwd images/rootfs/etc/group build/rootfs/etc/
 	cp /etc/ssl/certs/ca-certificates.crt build/rootfs/etc/ssl/certs/ca-certificates.crt
 	DOCKER_BUILDKIT=0 docker build -q --target dtr --build-arg VERSION=$(VERSION) -t dtr:$(VERSION) .
@@ -54,9 +55,10 @@ fmt:
 clean:
 	rm -rf bin build
 
-# Side by side with bare Distribution in one process; writes docs/benchmarks.md.
-bench:
-	$(GO) test -count=1 -timeout 30m -run '^TestBenchReport$$' ./registry -v -bench-report=$(CURDIR)/docs/benchmarks.md | grep -v '^=== RUN\|^--- PASS\|^PASS\|^ok'
+# Side by side with bare Distribution, the limits, the operations and the
+# footprint in one run; prints the table and writes docs/benchmarks.md.
+bench: images
+	scripts/bench.sh
 
 # The quick start: a registry on the local engine; make down removes it.
 up: images

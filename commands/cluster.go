@@ -5,6 +5,8 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"net"
+	"os"
 	"strings"
 	"time"
 
@@ -86,10 +88,23 @@ func nodeAddr(ctx context.Context, cluster *ucp.Cluster, hostname string) (strin
 	}
 	for _, n := range nodes {
 		if n.Hostname == hostname {
-			return n.Addr, nil
+			return n.Addr, loopbackInContainer(n)
 		}
 	}
 	return "", fmt.Errorf("node %s of the replica is no longer in the swarm", hostname)
+}
+
+// inContainer reports whether the installer runs in a container.
+var inContainer = func() bool { _, err := os.Stat("/.dockerenv"); return err == nil }
+
+// loopbackInContainer refuses a node that advertises a loopback address
+// when the installer runs in a container: there, 127.0.0.1 is the
+// container itself, and every call to the replica would be refused.
+func loopbackInContainer(n ucp.Node) error {
+	if ip := net.ParseIP(n.Addr); ip != nil && ip.IsLoopback() && inContainer() {
+		return usageErrorf("node %s advertises %s (a single-node swarm made with --advertise-addr 127.0.0.1), which inside this container is the container itself: add --network host to docker run; nothing was changed", n.Hostname, n.Addr)
+	}
+	return nil
 }
 
 // replicaAPI is a client of an existing replica's admin API, trusting the

@@ -438,3 +438,23 @@ func TestHelpExtendedListsEnv(t *testing.T) {
 		t.Fatalf("exit %d", r.code)
 	}
 }
+
+// TestLoopbackInContainer: an installer in a container cannot reach a node
+// that advertises 127.0.0.1; it says to use --network host.
+func TestLoopbackInContainer(t *testing.T) {
+	saved := inContainer
+	defer func() { inContainer = saved }()
+	n := ucp.Node{Hostname: "node1", Addr: "127.0.0.1"}
+	inContainer = func() bool { return true }
+	if err := loopbackInContainer(n); err == nil || !strings.Contains(err.Error(), "--network host") {
+		t.Fatalf("loopback node from a container: %v", err)
+	}
+	inContainer = func() bool { return false }
+	if err := loopbackInContainer(n); err != nil {
+		t.Fatalf("loopback node from the host: %v", err)
+	}
+	inContainer = func() bool { return true }
+	if err := loopbackInContainer(ucp.Node{Hostname: "node1", Addr: "10.0.0.11"}); err != nil {
+		t.Fatalf("a real address from a container: %v", err)
+	}
+}

@@ -210,6 +210,32 @@ func restoreFrom(t *testing.T, path string, args []string) (string, int) {
 	return dtrIO(t, f, nil, nil, args...)
 }
 
+// restoreInContainer runs restore from the dtr image, the backup on stdin:
+// docker run -i --rm -e UCP_PASSWORD -v /var/run/docker.sock:… dtr:<v> restore … < dtr.bkp
+func restoreInContainer(t *testing.T, path string, args []string) (string, int) {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	// --network host: the test swarm advertises 127.0.0.1, which inside the
+	// container's own network namespace would be the container itself.
+	cmd := exec.Command("docker", append([]string{"run", "-i", "--rm", "--network", "host", "-e", "UCP_PASSWORD", "-e", "NO_COLOR=1",
+		"-v", "/var/run/docker.sock:/var/run/docker.sock", images.Installer(),
+		args[0], "--ucp-url", "unix:///var/run/docker.sock", "--ucp-username", "admin"}, args[1:]...)...)
+	cmd.Env = append(os.Environ(), "UCP_PASSWORD="+adminPassword)
+	cmd.Stdin = f
+	out, err := cmd.CombinedOutput()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return string(out), code
+}
+
 func destroyAll(t *testing.T) {
 	t.Helper()
 	for _, id := range replicaIDs(t) {
@@ -386,9 +412,10 @@ func TestDisasterRecovery(t *testing.T) {
 	mustDTR(t, "join", "--ucp-node", node, "--existing-replica-id", first, "--replica-http-port", "33080", "--replica-https-port", "33443")
 	bk2 := takeBackup(t, second)
 	destroyAll(t)
-	log, code = restoreFrom(t, bk2, restoreArgs(node, "--dtr-storage-volume", blobVolume))
+	// This time as the README shows it: the installer image, the backup on stdin.
+	log, code = restoreInContainer(t, bk2, restoreArgs(node, "--dtr-storage-volume", blobVolume))
 	if code != 0 || !strings.Contains(log, "Restore complete.") || !strings.Contains(log, "--existing-replica-id "+second) {
-		t.Fatalf("restore of the 3-replica backup: exit %d\n%s", code, log)
+		t.Fatalf("restore of the 3-replica backup with docker run -i dtr restore: exit %d\n%s", code, log)
 	}
 	j1 := replicaID(t, mustDTR(t, "join", "--ucp-node", node, "--existing-replica-id", second, "--replica-http-port", "32080", "--replica-https-port", "32443"))
 	j2 := replicaID(t, mustDTR(t, "join", "--ucp-node", node, "--existing-replica-id", second, "--replica-http-port", "33080", "--replica-https-port", "33443"))

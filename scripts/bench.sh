@@ -1,0 +1,35 @@
+#!/bin/bash
+# make bench: dtr side by side with bare Distribution, the machine's limits,
+# the operations, the footprint and backup/restore at scale, in one run.
+# Prints the table and writes docs/benchmarks.md. No assertion on times.
+# DTR_SCALE_REPOS / DTR_SCALE_TAGS / DTR_SCALE_USERS shrink the scale part
+# (default 10,000 x 5 and 1,000, which takes about 15 minutes here).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+start=$(date -u '+%Y-%m-%d %H:%M UTC')
+echo "bench: data path and limits (registry)" >&2
+go test -count=1 -timeout 60m -run '^TestBenchReport$' ./registry -bench-report="$tmp/data.md" >&2
+echo "bench: operations and footprint (local engine)" >&2
+DTR_BENCH_OPS="$tmp/ops.md" go test -count=1 -timeout 30m -run '^TestOpsBench$' ./e2e >&2
+echo "bench: backup and restore at scale (local engine)" >&2
+DTR_SCALE=1 DTR_BENCH_SCALE="$tmp/scale.md" go test -count=1 -timeout 90m -run '^TestBackupRestoreScale$' ./e2e >&2
+
+cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')
+mem=$(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo)
+{
+	echo "# Benchmarks"
+	echo
+	echo "Measured by \`make bench\` (scripts/bench.sh) on $(nproc) × $cpu, $mem, $(uname -sr), Docker $(docker version --format '{{.Server.Version}}'), $(go version | cut -d' ' -f3), commit $(git rev-parse --short HEAD), started $start."
+	echo "Every number comes from this one run on this one machine; compare ratios, not absolute times."
+	echo
+	cat "$tmp/data.md"
+	echo
+	cat "$tmp/ops.md"
+	echo
+	cat "$tmp/scale.md"
+	echo
+	cat docs/benchmark-notes.md
+} > docs/benchmarks.md
+cat docs/benchmarks.md
