@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -525,4 +526,103 @@ func TestHANFS(t *testing.T) {
 	defer l.destroyAll(t)
 	l.ca = nil
 	l.pushPull(t, "nfs")
+}
+
+// TestHABench measures pulls through the lab's load balancer next to pulls
+// from one replica directly, for make bench when the lab is up: three
+// replicas on S3, a 1 MiB blob, 1, 8 and 32 clients, 3 runs of 10 s each.
+// It writes a markdown section to $DTR_BENCH_LAB.
+func TestHABench(t *testing.T) {
+	out := os.Getenv("DTR_BENCH_LAB")
+	if out == "" {
+		t.Skip("load-balancer benchmark: run make bench with the lab up")
+	}
+	l := requireLab(t)
+	if left := l.replicas(t); len(left) != 0 {
+		t.Fatalf("replicas exist in the lab: %v (make lab-down && make lab-up)", left)
+	}
+	l.mustDTR(t, "install", "--ucp-node", "node1", "--replica-http-port", "80", "--replica-https-port", "443", "--dtr-external-url", "https://127.0.0.1")
+	defer l.destroyAll(t)
+	first := l.replicas(t)[1]
+	lb := l.client(t, l.lb)
+	s3 := map[string]any{"type": "s3", "s3": map[string]any{"region": "us-east-1", "bucket": "dtr", "regionEndpoint": "http://" + l.net + ".1:7070",
+		"accessKey": l.s3Access, "secretKey": l.s3Secret, "forcePathStyle": true, "secure": false}}
+	if st := lb.API(t, "admin", adminPassword, "PATCH", "/api/v0/meta/settings", map[string]any{"storage": s3}, nil); st != 200 {
+		t.Fatalf("switching to S3: %d", st)
+	}
+	for _, n := range []string{"node2", "node3"} {
+		l.mustDTR(t, "join", "--ucp-node", n, "--existing-replica-id", first, "--replica-http-port", "80", "--replica-https-port", "443")
+		l.waitLB(t, n, "UP", 30*time.Second)
+	}
+	tok := lb.Token(t, "admin", adminPassword, "repository:admin/bench:push,pull")
+	d, code := lb.PushBlob(t, tok, "admin/bench", randomBlob(1<<20))
+	if code != 201 {
+		t.Fatalf("push: %d", code)
+	}
+	measure := func(url string, conc int) (mbps float64, p50, p99 time.Duration) {
+		c := l.client(t, url)
+		c.Client.Transport.(*http.Transport).MaxIdleConnsPerHost = conc
+		var mu sync.Mutex
+		var lat []time.Duration
+		var bytes int64
+		stop := time.Now().Add(10 * time.Second)
+		start := time.Now()
+		var wg sync.WaitGroup
+		for i := 0; i < conc; i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for time.Now().Before(stop) {
+					s := time.Now()
+					req, _ := http.NewRequest("GET", c.URL+"/v2/admin/bench/blobs/"+d, nil)
+					req.Header.Set("Authorization", "Bearer "+tok)
+					resp, err := c.Client.Do(req)
+					if err != nil {
+						continue
+					}
+					n, _ := io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					mu.Lock()
+					lat = append(lat, time.Since(s))
+					bytes += n
+					mu.Unlock()
+				}
+			}()
+		}
+		wg.Wait()
+		sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+		return float64(bytes) / time.Since(start).Seconds() / 1e6, lat[len(lat)/2], lat[len(lat)*99/100]
+	}
+	var b strings.Builder
+	b.WriteString("## Through the lab's load balancer\n\nThree replicas on S3 (versitygw) in the lab of `make lab-up`, HAProxy in TCP passthrough; pulls of a 1 MiB blob for 10 s, 3 runs: median MB/s [range], p50 / p99 of the median run. **direct** is node1's replica alone.\n\n")
+	b.WriteString("| clients | direct MB/s | through HAProxy MB/s | direct p50 / p99 | HAProxy p50 / p99 | LB/direct |\n|---|---|---|---|---|---|\n")
+	for _, conc := range []int{1, 8, 32} {
+		var dm, lm []float64
+		var dl, ll [2]time.Duration
+		for r := 0; r < 3; r++ {
+			m, p50, p99 := measure("https://"+l.ip(1), conc)
+			dm = append(dm, m)
+			if r == 1 {
+				dl = [2]time.Duration{p50, p99}
+			}
+			m, p50, p99 = measure(l.lb, conc)
+			lm = append(lm, m)
+			if r == 1 {
+				ll = [2]time.Duration{p50, p99}
+			}
+		}
+		med := func(v []float64) (float64, float64, float64) {
+			s := append([]float64(nil), v...)
+			sort.Float64s(s)
+			return s[len(s)/2], s[0], s[len(s)-1]
+		}
+		a, a0, a1 := med(dm)
+		c, c0, c1 := med(lm)
+		fmt.Fprintf(&b, "| %d | %.1f [%.1f–%.1f] | %.1f [%.1f–%.1f] | %v / %v | %v / %v | %.2f× |\n", conc, a, a0, a1, c, c0, c1,
+			dl[0].Round(100*time.Microsecond), dl[1].Round(100*time.Microsecond), ll[0].Round(100*time.Microsecond), ll[1].Round(100*time.Microsecond), c/a)
+	}
+	if err := os.WriteFile(out, []byte(b.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Log("\n" + b.String())
 }

@@ -16,6 +16,13 @@ DTR_BENCH_OPS="$tmp/ops.md" go test -count=1 -timeout 30m -run '^TestOpsBench$' 
 echo "bench: backup and restore at scale (local engine)" >&2
 DTR_SCALE=1 DTR_BENCH_SCALE="$tmp/scale.md" go test -count=1 -timeout 90m -run '^TestBackupRestoreScale$' ./e2e >&2
 
+if [ -e /run/dtr-lab/up ]; then
+	echo "bench: through the lab's load balancer (make lab-up is up)" >&2
+	DTR_LAB=1 DTR_BENCH_LAB="$tmp/lab.md" go test -count=1 -timeout 30m -run '^TestHABench$' ./e2e >&2
+else
+	printf '## Through the lab'"'"'s load balancer\n\nNot measured in this run: the lab was not up (make lab-up before make bench adds these rows).\n' > "$tmp/lab.md"
+fi
+
 cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')
 mem=$(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo)
 {
@@ -29,6 +36,8 @@ mem=$(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo)
 	cat "$tmp/ops.md"
 	echo
 	cat "$tmp/scale.md"
+	echo
+	cat "$tmp/lab.md"
 	echo
 	cat docs/benchmark-notes.md
 } > docs/benchmarks.md
