@@ -10,6 +10,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/filters"
+
 	"github.com/dtr-registry/dtr/images"
 	"github.com/dtr-registry/dtr/orchestrator"
 	"github.com/dtr-registry/dtr/ucp"
@@ -88,20 +91,34 @@ func nodeAddr(ctx context.Context, cluster *ucp.Cluster, hostname string) (strin
 	}
 	for _, n := range nodes {
 		if n.Hostname == hostname {
-			return n.Addr, loopbackInContainer(n)
+			return n.Addr, loopbackInContainer(ctx, cluster, n)
 		}
 	}
 	return "", fmt.Errorf("node %s of the replica is no longer in the swarm", hostname)
 }
 
-// inContainer reports whether the installer runs in a container.
-var inContainer = func() bool { _, err := os.Stat("/.dockerenv"); return err == nil }
+// isolatedFromHost reports whether the installer runs as a container of
+// this engine with a network namespace of its own (docker run without
+// --network host): the engine lists a container whose ID starts with our
+// hostname, which is what Docker sets it to.
+var isolatedFromHost = func(ctx context.Context, cluster *ucp.Cluster) bool {
+	host, err := os.Hostname()
+	if err != nil || len(host) < 12 {
+		return false
+	}
+	list, err := cluster.Engine.ContainerList(ctx, container.ListOptions{Filters: filters.NewArgs(filters.Arg("id", host))})
+	if err != nil || len(list) != 1 {
+		return false
+	}
+	return list[0].HostConfig.NetworkMode != "host"
+}
 
 // loopbackInContainer refuses a node that advertises a loopback address
-// when the installer runs in a container: there, 127.0.0.1 is the
-// container itself, and every call to the replica would be refused.
-func loopbackInContainer(n ucp.Node) error {
-	if ip := net.ParseIP(n.Addr); ip != nil && ip.IsLoopback() && inContainer() {
+// when the installer runs in a container with its own network: there,
+// 127.0.0.1 is the container itself, and every call to the replica would be
+// refused.
+func loopbackInContainer(ctx context.Context, cluster *ucp.Cluster, n ucp.Node) error {
+	if ip := net.ParseIP(n.Addr); ip != nil && ip.IsLoopback() && isolatedFromHost(ctx, cluster) {
 		return usageErrorf("node %s advertises %s (a single-node swarm made with --advertise-addr 127.0.0.1), which inside this container is the container itself: add --network host to docker run; nothing was changed", n.Hostname, n.Addr)
 	}
 	return nil

@@ -439,22 +439,23 @@ func TestHelpExtendedListsEnv(t *testing.T) {
 	}
 }
 
-// TestLoopbackInContainer: an installer in a container cannot reach a node
-// that advertises 127.0.0.1; it says to use --network host.
+// TestLoopbackInContainer: an installer in a container of its own network
+// cannot reach a node that advertises 127.0.0.1; it says to use
+// --network host.
 func TestLoopbackInContainer(t *testing.T) {
-	saved := inContainer
-	defer func() { inContainer = saved }()
+	saved := isolatedFromHost
+	defer func() { isolatedFromHost = saved }()
+	ctx := context.Background()
 	n := ucp.Node{Hostname: "node1", Addr: "127.0.0.1"}
-	inContainer = func() bool { return true }
-	if err := loopbackInContainer(n); err == nil || !strings.Contains(err.Error(), "--network host") {
-		t.Fatalf("loopback node from a container: %v", err)
+	isolatedFromHost = func(context.Context, *ucp.Cluster) bool { return true }
+	if err := loopbackInContainer(ctx, nil, n); err == nil || !strings.Contains(err.Error(), "--network host") {
+		t.Fatalf("loopback node from an isolated container: %v", err)
 	}
-	inContainer = func() bool { return false }
-	if err := loopbackInContainer(n); err != nil {
-		t.Fatalf("loopback node from the host: %v", err)
-	}
-	inContainer = func() bool { return true }
-	if err := loopbackInContainer(ucp.Node{Hostname: "node1", Addr: "10.0.0.11"}); err != nil {
+	if err := loopbackInContainer(ctx, nil, ucp.Node{Hostname: "node1", Addr: "10.0.0.11"}); err != nil {
 		t.Fatalf("a real address from a container: %v", err)
+	}
+	isolatedFromHost = func(context.Context, *ucp.Cluster) bool { return false }
+	if err := loopbackInContainer(ctx, nil, n); err != nil {
+		t.Fatalf("loopback node from the host: %v", err)
 	}
 }

@@ -158,7 +158,7 @@ func chooseNode(ctx context.Context, cli *Cli, cluster *ucp.Cluster, name string
 				if !n.Ready() {
 					return ucp.Node{}, usageErrorf("node %s is %s and %s; choose a ready, active node: %s", n.Hostname, n.State, n.Availability, strings.Join(names, ", "))
 				}
-				return n, loopbackInContainer(n)
+				return n, loopbackInContainer(ctx, cluster, n)
 			}
 		}
 		return ucp.Node{}, usageErrorf("node %s not found; nodes: %s", name, strings.Join(names, ", "))
@@ -182,5 +182,5 @@ func chooseNode(ctx context.Context, cli *Cli, cluster *ucp.Cluster, name string
 	}
 	n := pool[rand.IntN(len(pool))]
 	cli.Log.Infof("No --ucp-node given; chose node %s", n.Hostname)
-	return n, loopbackInContainer(n)
+	return n, loopbackInContainer(ctx, cluster, n)
 }
