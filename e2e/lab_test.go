@@ -545,6 +545,7 @@ func TestHABench(t *testing.T) {
 	defer l.destroyAll(t)
 	first := l.replicas(t)[1]
 	lb := l.client(t, l.lb)
+	l.waitLB(t, "node1", "UP", 30*time.Second)
 	s3 := map[string]any{"type": "s3", "s3": map[string]any{"region": "us-east-1", "bucket": "dtr", "regionEndpoint": "http://" + l.net + ".1:7070",
 		"accessKey": l.s3Access, "secretKey": l.s3Secret, "forcePathStyle": true, "secure": false}}
 	if st := lb.API(t, "admin", adminPassword, "PATCH", "/api/v0/meta/settings", map[string]any{"storage": s3}, nil); st != 200 {

@@ -9,16 +9,23 @@ cd "$(dirname "$0")/.."
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 start=$(date -u '+%Y-%m-%d %H:%M UTC')
-echo "bench: data path and limits (registry)" >&2
-go test -count=1 -timeout 60m -run '^TestBenchReport$' ./registry -bench-report="$tmp/data.md" >&2
-echo "bench: operations and footprint (local engine)" >&2
-DTR_BENCH_OPS="$tmp/ops.md" go test -count=1 -timeout 30m -run '^TestOpsBench$' ./e2e >&2
-echo "bench: backup and restore at scale (local engine)" >&2
-DTR_SCALE=1 DTR_BENCH_SCALE="$tmp/scale.md" go test -count=1 -timeout 90m -run '^TestBackupRestoreScale$' ./e2e >&2
-
+failed=0
+# part NAME FILE CMD...: runs one part; a part that fails leaves a line in
+# the report instead of its table, and make bench fails at the end.
+part() {
+	local name=$1 file=$2
+	shift 2
+	echo "bench: $name" >&2
+	if ! "$@" >&2; then
+		printf '## %s\n\nThis part failed in this run (see the output of make bench).\n' "$name" > "$file"
+		failed=1
+	fi
+}
+part "data path and limits" "$tmp/data.md" go test -count=1 -timeout 60m -run '^TestBenchReport$' ./registry -bench-report="$tmp/data.md"
+part "operations and footprint" "$tmp/ops.md" env DTR_BENCH_OPS="$tmp/ops.md" go test -count=1 -timeout 30m -run '^TestOpsBench$' ./e2e
+part "backup and restore at scale" "$tmp/scale.md" env DTR_SCALE=1 DTR_BENCH_SCALE="$tmp/scale.md" go test -count=1 -timeout 90m -run '^TestBackupRestoreScale$' ./e2e
 if [ -e /run/dtr-lab/up ]; then
-	echo "bench: through the lab's load balancer (make lab-up is up)" >&2
-	DTR_LAB=1 DTR_BENCH_LAB="$tmp/lab.md" go test -count=1 -timeout 30m -run '^TestHABench$' ./e2e >&2
+	part "through the lab's load balancer" "$tmp/lab.md" env DTR_LAB=1 DTR_BENCH_LAB="$tmp/lab.md" go test -count=1 -timeout 30m -run '^TestHABench$' ./e2e
 else
 	printf '## Through the lab'"'"'s load balancer\n\nNot measured in this run: the lab was not up (make lab-up before make bench adds these rows).\n' > "$tmp/lab.md"
 fi
@@ -42,3 +49,4 @@ mem=$(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo)
 	cat docs/benchmark-notes.md
 } > docs/benchmarks.md
 cat docs/benchmarks.md
+exit "$failed"
