@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/dtr-registry/dtr/images"
-	"github.com/dtr-registry/dtr/ucp/ucptest"
 )
 
 // spread is "median [min–max]" of durations.
@@ -65,17 +64,7 @@ func TestOpsBench(t *testing.T) {
 	if out == "" {
 		t.Skip("operations benchmark: run make bench")
 	}
-	RequireImages(t)
-	ucptest.EnsureSwarm(t)
-	node := MustDocker(t, "info", "--format", "{{.Name}}")
-	if before := labelled(t); before != "" {
-		t.Fatalf("dtr objects exist before the benchmark (make down first):\n%s", before)
-	}
-	t.Cleanup(func() {
-		for _, id := range replicaIDs(t) {
-			dtr(t, "destroy", "--replica-id", id)
-		}
-	})
+	node := cleanSwarm(t)
 	const runs = 3
 	var install, join1, join2, repair []time.Duration
 	var installRSS, joinRSS, repairRSS []int64

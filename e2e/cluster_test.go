@@ -152,17 +152,7 @@ func voters(st map[string]any) int {
 
 // TestInstallJoinRemoveDestroy is the operator's life cycle on one node.
 func TestInstallJoinRemoveDestroy(t *testing.T) {
-	RequireImages(t)
-	ucptest.EnsureSwarm(t)
-	node := MustDocker(t, "info", "--format", "{{.Name}}")
-	if before := labelled(t); before != "" {
-		t.Fatalf("dtr objects exist before the test (a dtr is installed here: make down first):\n%s", before)
-	}
-	t.Cleanup(func() {
-		for _, id := range replicaIDs(t) {
-			dtr(t, "destroy", "--replica-id", id)
-		}
-	})
+	node := cleanSwarm(t)
 
 	log := mustDTR(t, "install", "--ucp-node", node, "--replica-http-port", "31080", "--replica-https-port", "31443")
 	first := replicaID(t, log)
@@ -281,6 +271,31 @@ func TestInstallJoinRemoveDestroy(t *testing.T) {
 	if left := labelled(t); left != "" {
 		t.Fatalf("objects remain after destroying every replica:\n%s", left)
 	}
+}
+
+// cleanSwarm readies the local engine for a test that installs replicas: the
+// images, a swarm, no dtr objects yet (and the named volumes gone); every
+// replica is destroyed and the volumes removed when the test ends. It
+// returns the node's hostname.
+func cleanSwarm(t *testing.T, volumes ...string) string {
+	t.Helper()
+	RequireImages(t)
+	ucptest.EnsureSwarm(t)
+	if before := labelled(t); before != "" {
+		t.Fatalf("dtr objects exist before the test (a dtr is installed here: make down first):\n%s", before)
+	}
+	t.Cleanup(func() {
+		for _, id := range replicaIDs(t) {
+			dtr(t, "destroy", "--replica-id", id)
+		}
+		for _, v := range volumes {
+			Docker(t, nil, "volume", "rm", v)
+		}
+	})
+	for _, v := range volumes {
+		Docker(t, nil, "volume", "rm", v)
+	}
+	return MustDocker(t, "info", "--format", "{{.Name}}")
 }
 
 // pushPull logs in, pushes and pulls a small image through a replica's port,

@@ -22,7 +22,6 @@ import (
 	"github.com/dtr-registry/dtr/backup"
 	"github.com/dtr-registry/dtr/images"
 	"github.com/dtr-registry/dtr/registry/registrytest"
-	"github.com/dtr-registry/dtr/ucp/ucptest"
 )
 
 // The disaster-recovery drills: the real installer and replica containers
@@ -282,19 +281,7 @@ func otherVersion(t *testing.T, path, version string) []byte {
 // input refused with the cluster untouched; then with three replicas; then
 // an emergency repair after two of three replicas stop.
 func TestDisasterRecovery(t *testing.T) {
-	RequireImages(t)
-	ucptest.EnsureSwarm(t)
-	node := MustDocker(t, "info", "--format", "{{.Name}}")
-	if before := labelled(t); before != "" {
-		t.Fatalf("dtr objects exist before the test (a dtr is installed here: make down first):\n%s", before)
-	}
-	t.Cleanup(func() {
-		for _, id := range replicaIDs(t) {
-			dtr(t, "destroy", "--replica-id", id)
-		}
-		Docker(t, nil, "volume", "rm", blobVolume)
-	})
-	Docker(t, nil, "volume", "rm", blobVolume)
+	node := cleanSwarm(t, blobVolume)
 
 	first := replicaID(t, mustDTR(t, "install", "--ucp-node", node, "--replica-http-port", "31080", "--replica-https-port", "31443", "--dtr-storage-volume", blobVolume))
 	reg := remote(t, 31443)

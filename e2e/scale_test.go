@@ -14,8 +14,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/dtr-registry/dtr/ucp/ucptest"
 )
 
 func envInt(name string, def int) int {
@@ -81,21 +79,9 @@ func TestBackupRestoreScale(t *testing.T) {
 	if os.Getenv("DTR_SCALE") == "" {
 		t.Skip("scale measurement: set DTR_SCALE=1 (make bench does)")
 	}
-	RequireImages(t)
-	ucptest.EnsureSwarm(t)
 	repos, tags, users := envInt("DTR_SCALE_REPOS", 10000), envInt("DTR_SCALE_TAGS", 5), envInt("DTR_SCALE_USERS", 1000)
 	const blobs = "dtr-scale-blobs"
-	node := MustDocker(t, "info", "--format", "{{.Name}}")
-	if before := labelled(t); before != "" {
-		t.Fatalf("dtr objects exist before the test (make down first):\n%s", before)
-	}
-	t.Cleanup(func() {
-		for _, id := range replicaIDs(t) {
-			dtr(t, "destroy", "--replica-id", id)
-		}
-		Docker(t, nil, "volume", "rm", blobs)
-	})
-	Docker(t, nil, "volume", "rm", blobs)
+	node := cleanSwarm(t, blobs)
 	first := replicaID(t, mustDTR(t, "install", "--ucp-node", node, "--replica-http-port", "31080", "--replica-https-port", "31443", "--dtr-storage-volume", blobs))
 	reg := remote(t, 31443)
 	reg.Client.Transport.(*http.Transport).MaxIdleConnsPerHost = 16

@@ -37,16 +37,48 @@ func ReplicaURL(nodeAddr string, httpsPort int) string {
 
 // WaitLive polls a replica's /_live until its process serves.
 func (o Objects) WaitLive(ctx context.Context, client *http.Client, url, service string, within time.Duration) error {
-	return o.waitPath(ctx, client, url, "/_live", service, within)
+	return o.waitFor(ctx, client, url, "/_live", service, within, "no 200 from /_live", func(status int, _ answer) bool { return status == http.StatusOK })
 }
 
 // WaitHealthy polls a replica's /_ping until 200, watching its service's task
 // so that a task Swarm rejects fails at once with Swarm's reason.
 func (o Objects) WaitHealthy(ctx context.Context, client *http.Client, url, service string, within time.Duration) error {
-	return o.waitPath(ctx, client, url, "/_ping", service, within)
+	return o.waitFor(ctx, client, url, "/_ping", service, within, "no 200 from /_ping", func(status int, _ answer) bool { return status == http.StatusOK })
 }
 
-func (o Objects) waitPath(ctx context.Context, client *http.Client, url, path, service string, within time.Duration) error {
+// WaitRestoreReady polls a new replica's /_live until it says it waits for
+// a backup: an old replica still stopping on the same port is live too, but
+// must never be sent the backup.
+func (o Objects) WaitRestoreReady(ctx context.Context, client *http.Client, url, replicaID, service string, within time.Duration) error {
+	return o.waitFor(ctx, client, url, "/_live", service, within, "not waiting for the backup (an old replica still stopping?)",
+		func(_ int, a answer) bool { return a.Restore == "waiting" && a.Replica == replicaID })
+}
+
+// answer is what /_ping and /_live say.
+type answer struct {
+	Healthy                 bool
+	Error, Restore, Replica string
+}
+
+// get asks url+path once.
+func get(ctx context.Context, client *http.Client, url string) (int, answer, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return 0, answer{}, err
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return 0, answer{}, err
+	}
+	defer resp.Body.Close()
+	var a answer
+	err = json.NewDecoder(resp.Body).Decode(&a)
+	return resp.StatusCode, a, err
+}
+
+// waitFor polls url+path until done says so, failing at once when Swarm
+// rejects the service's task.
+func (o Objects) waitFor(ctx context.Context, client *http.Client, url, path, service string, within time.Duration, what string, done func(int, answer) bool) error {
 	deadline := time.Now().Add(within)
 	last := "no answer yet"
 	for {
@@ -55,24 +87,17 @@ func (o Objects) waitPath(ctx context.Context, client *http.Client, url, path, s
 				return err
 			}
 		}
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url+path, nil)
-		resp, err := client.Do(req)
-		if err == nil {
-			var h struct {
-				Error   string
-				Healthy bool
-			}
-			_ = json.NewDecoder(resp.Body).Decode(&h)
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-			last = fmt.Sprintf("%s: %s", resp.Status, h.Error)
-		} else {
+		status, a, err := get(ctx, client, url+path)
+		switch {
+		case status != 0 && done(status, a):
+			return nil
+		case status != 0:
+			last = fmt.Sprintf("%d %s", status, a.Error)
+		default:
 			last = err.Error()
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("replica at %s: no 200 from %s after %v (last: %s); see docker service logs %s", url, path, within, last, service)
+			return fmt.Errorf("replica at %s: %s after %v (last: %s); see docker service logs %s", url, what, within, last, service)
 		}
 		select {
 		case <-ctx.Done():
@@ -141,53 +166,9 @@ type Health struct {
 
 // Ping asks a replica's /_ping once.
 func Ping(ctx context.Context, client *http.Client, url string) (Health, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url+"/_ping", nil)
+	status, a, err := get(ctx, client, url+"/_ping")
 	if err != nil {
-		return Health{}, err
+		return Health{}, fmt.Errorf("%d: %w", status, err)
 	}
-	resp, err := client.Do(req)
-	if err != nil {
-		return Health{}, err
-	}
-	defer resp.Body.Close()
-	var h Health
-	if err := json.NewDecoder(resp.Body).Decode(&h); err != nil {
-		return Health{}, fmt.Errorf("%s: %v", resp.Status, err)
-	}
-	h.Healthy = h.Healthy && resp.StatusCode == http.StatusOK
-	return h, nil
-}
-
-// WaitRestoreReady polls a new replica's /_live until it says it waits for
-// a backup: an old replica still stopping on the same port is live too, but
-// must never be sent the backup.
-func (o Objects) WaitRestoreReady(ctx context.Context, client *http.Client, url, replicaID, service string, within time.Duration) error {
-	deadline := time.Now().Add(within)
-	last := "no answer yet"
-	for {
-		if err := o.taskFailure(ctx, service); err != nil {
-			return err
-		}
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url+"/_live", nil)
-		resp, err := client.Do(req)
-		if err == nil {
-			var l struct{ Restore, Replica string }
-			_ = json.NewDecoder(resp.Body).Decode(&l)
-			resp.Body.Close()
-			if l.Restore == "waiting" && l.Replica == replicaID {
-				return nil
-			}
-			last = fmt.Sprintf("%s, not replica %s waiting for a backup (an old replica still stopping?)", resp.Status, replicaID)
-		} else {
-			last = err.Error()
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("replica at %s: not waiting for the backup after %v (last: %s); see docker service logs %s", url, within, last, service)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(500 * time.Millisecond):
-		}
-	}
+	return Health{Healthy: a.Healthy && status == http.StatusOK, Error: a.Error}, nil
 }
