@@ -41,7 +41,8 @@ func (l *loggingWriter) Unwrap() http.ResponseWriter { return l.ResponseWriter }
 
 // accessLog writes one line per request: method, path, status, size and
 // time, never headers, query strings or bodies, which may carry credentials.
-// Health checks log at debug level: load balancers ask every few seconds.
+// Health checks log at debug level: load balancers and the engine ask every
+// few seconds.
 func accessLog(log *logrus.Entry, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
@@ -51,7 +52,7 @@ func accessLog(log *logrus.Entry, next http.Handler) http.Handler {
 			"method": r.Method, "path": r.URL.Path, "status": lw.status, "bytes": lw.bytes,
 			"ms": time.Since(start).Milliseconds(), "remote": r.RemoteAddr,
 		})
-		if r.URL.Path == "/_ping" || r.URL.Path == "/health" {
+		if r.URL.Path == "/_ping" || r.URL.Path == "/health" || r.URL.Path == "/_live" {
 			e.Debug("request")
 		} else {
 			e.Info("request")

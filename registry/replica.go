@@ -202,6 +202,9 @@ func Start(ctx context.Context, o Options) (*Replica, error) {
 		InitialCluster: o.InitialCluster, Join: o.Join,
 		ClusterToken: "dtr-" + o.ReplicaID, LogLevel: "error",
 	}
+	if o.LogLevel == "debug" || o.LogLevel == "trace" {
+		mcfg.LogLevel = "info" // etcd's peer connections and elections, for debugging a cluster
+	}
 	if !o.InsecurePeers {
 		cert, key, err := issueFiles(ca, filepath.Join(o.DataDir, "tls"), "peer", hosts)
 		if err != nil {

@@ -53,6 +53,15 @@ const (
 	quorumProbeKey = "/dtr/member/quorum-probe"
 )
 
+// A joining member asks its peers every joinRetryEvery for joinPeersWait:
+// long enough for Swarm to name a new task in DNS (a health check interval
+// or two), short enough that a real network or certificate problem still
+// fails the container and shows in 'docker service ps'. Variables for tests.
+var (
+	joinRetryEvery = 500 * time.Millisecond
+	joinPeersWait  = 15 * time.Second
+)
+
 // ErrRemoved marks a start or serve failure because the cluster has removed
 // this member: its data dir can never rejoin and must be wiped.
 var ErrRemoved = errors.New("member has been removed from the cluster")
@@ -315,10 +324,12 @@ func Start(ctx context.Context, cfg Config) (*Member, error) {
 		err error
 	}
 	ch := make(chan started, 1)
-	go func() {
-		e, err := embed.StartEtcd(cfg.embedConfig(lg))
-		ch <- started{e, err}
-	}()
+	startEtcd := func() {
+		go func() {
+			e, err := embed.StartEtcd(cfg.embedConfig(lg))
+			ch <- started{e, err}
+		}()
+	}
 	abandon := func() {
 		go func() {
 			if r := <-ch; r.e != nil {
@@ -327,19 +338,38 @@ func Start(ctx context.Context, cfg Config) (*Member, error) {
 		}()
 	}
 
+	startEtcd()
+	unreachableUntil := time.Now().Add(joinPeersWait)
 	var e *embed.Etcd
-	select {
-	case r := <-ch:
-		if r.err != nil {
-			return nil, startError(cfg, restart, r.err, watch)
+	for e == nil {
+		select {
+		case r := <-ch:
+			if r.err == nil {
+				e = r.e
+				continue
+			}
+			if !cfg.Join || restart || !peersUnreachable(r.err) || time.Now().After(unreachableUntil) {
+				return nil, startError(cfg, restart, r.err, watch)
+			}
+			// A joiner's peers may not resolve yet: Swarm names a task in
+			// DNS only once it is healthy, seconds after it serves. Asking
+			// again costs less than a container restart.
+			lg.Info("the cluster's peers do not answer yet; asking again", zap.Error(r.err))
+			select {
+			case <-time.After(joinRetryEvery):
+				startEtcd()
+			case <-timer.C:
+				return nil, startError(cfg, restart, r.err, watch)
+			case <-ctx.Done():
+				return nil, notReadyError(cfg, restart, ctx.Err())
+			}
+		case <-timer.C:
+			abandon()
+			return nil, notReadyError(cfg, restart, fmt.Errorf("not ready after %s", cfg.StartTimeout))
+		case <-ctx.Done():
+			abandon()
+			return nil, notReadyError(cfg, restart, ctx.Err())
 		}
-		e = r.e
-	case <-timer.C:
-		abandon()
-		return nil, notReadyError(cfg, restart, fmt.Errorf("not ready after %s", cfg.StartTimeout))
-	case <-ctx.Done():
-		abandon()
-		return nil, notReadyError(cfg, restart, ctx.Err())
 	}
 
 	select {
@@ -378,6 +408,12 @@ func Start(ctx context.Context, cfg Config) (*Member, error) {
 	}
 	go m.forwardErrors()
 	return m, nil
+}
+
+// peersUnreachable reports whether a joining member failed only because no
+// peer in its InitialCluster answered (etcd has no typed error for it).
+func peersUnreachable(err error) bool {
+	return strings.Contains(err.Error(), "could not retrieve cluster information")
 }
 
 // closeWithin closes e, giving up waiting after d.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -580,5 +581,79 @@ func TestPeerTLS(t *testing.T) {
 		if !strings.HasPrefix(i.PeerURLs[0], "https://") {
 			t.Errorf("member %s peer URL %v, want https", i.Name, i.PeerURLs)
 		}
+	}
+}
+
+// relay forwards connections on a new loopback port to target once open is
+// closed; before that it refuses them, as a peer whose name does not resolve
+// yet. It returns the relay's URL.
+func relay(t *testing.T, target string, open <-chan struct{}) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			select {
+			case <-open:
+			default:
+				c.Close()
+				continue
+			}
+			go func() {
+				defer c.Close()
+				up, err := net.Dial("tcp", strings.TrimPrefix(target, "http://"))
+				if err != nil {
+					return
+				}
+				defer up.Close()
+				go func() { _, _ = io.Copy(up, c); up.Close() }()
+				_, _ = io.Copy(c, up)
+			}()
+		}
+	}()
+	return "http://" + l.Addr().String()
+}
+
+// A joiner that cannot reach its peers at first (Swarm names a new task in
+// DNS only once it is healthy) keeps asking for joinPeersWait instead of
+// failing at once; past that it fails with what to check.
+func TestJoinWaitsForUnreachablePeers(t *testing.T) {
+	ctx := testContext(t)
+	open := make(chan struct{})
+	c1 := testConfig(t, "r1", "dtr-late")
+	c1.PeerAdvertise = relay(t, c1.PeerListen, open)
+	first := start(t, ctx, c1)
+
+	c2 := testConfig(t, "r2", "dtr-late")
+	_, initial, err := first.AddLearner(ctx, c2.Name, c2.PeerAdvertise)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c2.Join, c2.InitialCluster = true, initial
+	time.AfterFunc(2*time.Second, func() { close(open) })
+	began := time.Now()
+	m := start(t, ctx, c2)
+	t.Logf("joined %s after %s with its peer unreachable for the first 2 s", m.cfg.Name, time.Since(began).Round(time.Millisecond))
+
+	defer func(w time.Duration) { joinPeersWait = w }(joinPeersWait)
+	joinPeersWait = 2 * time.Second
+	c3 := testConfig(t, "r3", "dtr-late")
+	c3.Join, c3.InitialCluster = true, "r1=http://127.0.0.1:1,r3="+c3.PeerAdvertise
+	began = time.Now()
+	_, err = Start(ctx, c3)
+	took := time.Since(began)
+	t.Logf("a joiner whose peers never answer failed after %s: %v", took.Round(time.Millisecond), err)
+	if err == nil || !strings.Contains(err.Error(), "reach those peers") {
+		t.Fatalf("Start with unreachable peers = %v, want the error naming what to check", err)
+	}
+	if took < joinPeersWait || took > joinPeersWait+10*time.Second {
+		t.Fatalf("Start with unreachable peers took %s, want about joinPeersWait (%s)", took, joinPeersWait)
 	}
 }
