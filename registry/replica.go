@@ -222,7 +222,17 @@ func Start(ctx context.Context, o Options) (*Replica, error) {
 		}
 	}
 	r.log.Info("starting the metadata member")
-	m, err := r.startMember(ctx, mcfg)
+	var m *member.Member
+	if hasEtcdData(etcdDir) {
+		// A restarted member serves only once a quorum answers, which may
+		// be long after a node outage: answer meanwhile, and wait.
+		mcfg.StartTimeout = restartTimeout
+		stop := r.serveWhileStarting(ca, hosts)
+		m, err = r.startMember(ctx, mcfg)
+		stop()
+	} else {
+		m, err = r.startMember(ctx, mcfg)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -329,6 +339,10 @@ func (r *Replica) startMember(ctx context.Context, cfg member.Config) (*member.M
 	r.forced = true
 	return m, nil
 }
+
+// restartTimeout bounds how long a restarted replica waits for a quorum
+// before it exits (and Swarm starts it again, re-reading its settings).
+const restartTimeout = 10 * time.Minute
 
 // forcedMarker, in the data directory, holds the token of the last forced
 // new cluster.

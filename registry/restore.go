@@ -5,14 +5,11 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
-	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"sync"
-	"time"
 
 	"github.com/dtr-registry/dtr/backup"
 	"github.com/dtr-registry/dtr/images"
@@ -30,11 +27,7 @@ func restoreFile(dataDir string) string { return filepath.Join(dataDir, "restore
 // /_live answers (Swarm must not restart a waiting replica), /_ping says what
 // the replica waits for, and PUT RestorePath takes the backup.
 func (r *Replica) awaitBackup(ctx context.Context, ca *pki.CA, hosts []string) error {
-	kp, err := ca.Issue("server", hosts, 24*time.Hour)
-	if err != nil {
-		return err
-	}
-	cert, err := kp.TLSCertificate()
+	cert, err := interimCert(ca, hosts)
 	if err != nil {
 		return err
 	}
@@ -87,43 +80,20 @@ func (r *Replica) awaitBackup(ctx context.Context, ca *pki.CA, hosts []string) e
 	mux.HandleFunc("/", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSONStatus(w, http.StatusServiceUnavailable, apiErrors("this replica waits for 'dtr restore' to send a backup"))
 	})
-	handler := accessLog(r.log, mux)
-
-	servers := []*http.Server{
-		{Addr: r.opts.HTTPSAddr, Handler: handler, TLSConfig: tlsCfg, ReadHeaderTimeout: 30 * time.Second},
-		{Addr: r.opts.HTTPAddr, Handler: handler, ReadHeaderTimeout: 10 * time.Second},
+	srv, err := r.startInterim(accessLog(r.log, mux), tlsCfg)
+	if err != nil {
+		return err
 	}
-	errc := make(chan error, 2)
-	for i, s := range servers {
-		ln, err := net.Listen("tcp", s.Addr)
-		if err != nil {
-			for _, s := range servers[:i] {
-				s.Close()
-			}
-			return fmt.Errorf("listening on %s: %w", s.Addr, err)
-		}
-		go func(s *http.Server) {
-			if s.TLSConfig != nil {
-				errc <- s.ServeTLS(ln, "", "")
-			} else {
-				errc <- s.Serve(ln)
-			}
-		}(s)
-	}
+	defer srv.stop()
 	r.log.Info("waiting for 'dtr restore' to send the backup")
-	var err2 error
 	select {
 	case <-done:
-	case err2 = <-errc:
+		return nil
+	case err := <-srv.errc:
+		return err
 	case <-ctx.Done():
-		err2 = ctx.Err()
+		return ctx.Err()
 	}
-	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	for _, s := range servers {
-		_ = s.Shutdown(sctx)
-	}
-	return err2
 }
 
 // receiveBackup spools an uploaded backup to the data volume while it

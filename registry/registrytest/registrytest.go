@@ -88,17 +88,25 @@ func (w testWriter) Write(p []byte) (int, error) {
 // Start starts a replica with o and serves it on loopback until the test ends.
 func Start(t testing.TB, o registry.Options) *Replica {
 	t.Helper()
+	// Loopback ports of its own, kept across Restart; a restarted replica
+	// answers on them while its metadata member waits for a quorum.
+	if o.HTTPAddr == "" {
+		o.HTTPAddr = fmt.Sprintf("127.0.0.1:%d", FreePort(t))
+	}
+	if o.HTTPSAddr == "" {
+		o.HTTPSAddr = fmt.Sprintf("127.0.0.1:%d", FreePort(t))
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	r, err := registry.Start(ctx, o)
 	if err != nil {
 		t.Fatalf("starting the replica: %v", err)
 	}
-	httpLn, err := net.Listen("tcp", "127.0.0.1:0")
+	httpLn, err := net.Listen("tcp", o.HTTPAddr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	httpsLn, err := net.Listen("tcp", "127.0.0.1:0")
+	httpsLn, err := net.Listen("tcp", o.HTTPSAddr)
 	if err != nil {
 		t.Fatal(err)
 	}
