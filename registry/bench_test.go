@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
@@ -160,10 +161,26 @@ func bareDistribution(t testing.TB) *target {
 	return &target{name: "bare", url: srv.URL, client: &http.Client{Transport: tr}, token: func(string) string { return "" }}
 }
 
+// deployedReplica starts a replica that logs as a deployed one does: at info,
+// one access-log line per request, into a file (the engine's log driver
+// reads a pipe; a file costs the same write per line).
+func deployedReplica(t testing.TB) *registrytest.Replica {
+	o := registrytest.Options(t, filepath.Join(t.TempDir(), "data"))
+	f, err := os.Create(filepath.Join(t.TempDir(), "replica.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	o.Log.SetOutput(f)
+	o.Log.SetLevel(logrus.InfoLevel)
+	o.LogLevel = "info"
+	return registrytest.Start(t, o)
+}
+
 // dtrTarget is a replica with auth and metadata; the client caches one token
 // per repository, as docker does for its lifetime.
 func dtrTarget(t *testing.T) (*target, *registrytest.Replica) {
-	r := registrytest.StartNew(t)
+	r := deployedReplica(t)
 	var mu sync.Mutex
 	tokens := map[string]string{}
 	tr := r.Client.Transport.(*http.Transport)
@@ -336,35 +353,14 @@ func TestBenchReport(t *testing.T) {
 		method string
 		conc   int
 	}{{"GET", 1}, {"GET", 8}, {"GET", 32}, {"HEAD", 1}, {"HEAD", 8}, {"HEAD", 32}} {
-		method := mc.method
 		var ms [2]measurement
 		for i, tg := range []*target{bare, dtr} {
-			repo := "admin/bench-manifest"
-			cfgD, _ := tg.pushBlob(repo, []byte(`{"architecture":"amd64","os":"linux"}`))
-			layer, _ := tg.pushBlob(repo, randomBytes(1024))
-			m := fmt.Sprintf(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":%q,"size":37},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":%q,"size":1024}]}`, cfgD, layer)
-			resp, err := tg.do("PUT", "/v2/"+repo+"/manifests/v1", repo, []byte(m), map[string]string{"Content-Type": "application/vnd.oci.image.manifest.v1+json"})
-			if err != nil || resp.StatusCode != 201 {
-				t.Fatalf("manifest PUT on %s: %v %v", tg.name, err, resp)
-			}
-			resp.Body.Close()
-			hdr := map[string]string{"Accept": "application/vnd.oci.image.manifest.v1+json"}
-			ms[i] = run(t, runs, 200*mc.conc, mc.conc, int64(len(m)), func(int) error {
-				resp, err := tg.do(method, "/v2/"+repo+"/manifests/v1", repo, nil, hdr)
-				if err != nil {
-					return err
-				}
-				io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-				if resp.StatusCode != 200 {
-					return fmt.Errorf("%s manifest: %s", method, resp.Status)
-				}
-				return nil
-			})
+			ms[i] = manifestReads(t, tg, mc.method, mc.conc, runs, 0)
 		}
-		rows = append(rows, row{name: fmt.Sprintf("manifest %s, %d client(s)", method, mc.conc), bare: ms[0], dtr: ms[1], latencyOnly: true})
+		rows = append(rows, row{name: fmt.Sprintf("manifest %s, %d client(s)", mc.method, mc.conc), bare: ms[0], dtr: ms[1], latencyOnly: true})
 	}
 
+	gap := manifestGap(t, bare, dtr, runs)
 	diskW, sha := limits(t, runs)
 
 	var b strings.Builder
@@ -411,12 +407,100 @@ func TestBenchReport(t *testing.T) {
 			fmt.Fprintf(&b, "| dtr push of a 64 MiB blob, 1 client (from the table above) | %s |\n", f(r.dtr.mbps))
 		}
 	}
+	b.WriteString(gap)
 	_ = replica
 	_ = tls.VersionTLS12
 	fmt.Print(b.String())
 	if err := os.WriteFile(*benchReport, []byte(b.String()), 0o644); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// pushManifest pushes a small image to repo:v1 once per target.
+func pushManifest(t testing.TB, tg *target, repo string) []byte {
+	cfgD, _ := tg.pushBlob(repo, []byte(`{"architecture":"amd64","os":"linux"}`))
+	layer, _ := tg.pushBlob(repo, randomBytes(1024))
+	m := fmt.Sprintf(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":%q,"size":37},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":%q,"size":1024}]}`, cfgD, layer)
+	resp, err := tg.do("PUT", "/v2/"+repo+"/manifests/v1", repo, []byte(m), map[string]string{"Content-Type": "application/vnd.oci.image.manifest.v1+json"})
+	if err != nil || resp.StatusCode != 201 {
+		t.Fatalf("manifest PUT on %s: %v %v", tg.name, err, resp)
+	}
+	resp.Body.Close()
+	return []byte(m)
+}
+
+// manifestReads measures GET or HEAD of one manifest by conc clients, runs
+// times ops requests (0: 200 per client).
+func manifestReads(t *testing.T, tg *target, method string, conc, runs, ops int) measurement {
+	const repo = "admin/bench-manifest"
+	m := pushManifest(t, tg, repo)
+	hdr := map[string]string{"Accept": "application/vnd.oci.image.manifest.v1+json"}
+	if ops == 0 {
+		ops = 200 * conc
+	}
+	return run(t, runs, ops, conc, int64(len(m)), func(int) error {
+		resp, err := tg.do(method, "/v2/"+repo+"/manifests/v1", repo, nil, hdr)
+		if err != nil {
+			return err
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			return fmt.Errorf("%s manifest: %s", method, resp.Status)
+		}
+		return nil
+	})
+}
+
+// manifestGap splits the manifest GET gap between bare Distribution and dtr
+// into its steps, each measured in this run at 8 clients: the bearer token
+// every request carries (bare Distribution ignores it), then token auth and
+// dtr's routing with the access log off, then the access log.
+func manifestGap(t *testing.T, bare, dtr *target, runs int) string {
+	const conc = 8
+	tok := dtr.token("admin/bench-manifest")
+	withHeader := &target{name: "bare + header", url: bare.url, client: bare.client, token: func(string) string { return tok }}
+	quiet := deployedReplica(t)
+	quiet.Opts.Log.SetLevel(logrus.WarnLevel)
+	qtok := quiet.Token(t, admin, adminPW, "repository:admin/bench-manifest:push,pull")
+	quietTarget := &target{name: "dtr, access log off", url: quiet.URL, client: quiet.Client, token: func(string) string { return qtok }}
+	steps := []struct {
+		what string
+		tg   *target
+	}{
+		{"bare Distribution", bare},
+		{"+ the client sends dtr's bearer token (" + fmt.Sprint(len(tok)) + " bytes; bare ignores it)", withHeader},
+		{"dtr with its access log off: + token auth, admin routes, OCI wrapper", quietTarget},
+		{"dtr as deployed: + one access-log line per request", dtr},
+	}
+	// The steps take turns, one run each, so that a slow moment of this
+	// shared machine does not land on one step only.
+	ms := make([]measurement, len(steps))
+	for r := 0; r < runs; r++ {
+		for i, st := range steps {
+			m := manifestReads(t, st.tg, "GET", conc, 1, 8000)
+			ms[i].reqs = append(ms[i].reqs, m.reqs...)
+			ms[i].latency = append(ms[i].latency, m.latency...)
+		}
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "\n## Where the manifest GET gap goes\n\nManifest GET at %d clients, one step at a time; the steps take turns, 8,000 requests a run, %d runs each (median and range). µs/request is the wall time per request at the median throughput; the last column is what the step adds.\n\n", conc, runs)
+	b.WriteString("| step | req/s | µs/request | p50 / p99 | adds |\n|---|---|---|---|---|\n")
+	prev := 0.0
+	for i, st := range steps {
+		m := ms[i]
+		s := append([]float64(nil), m.reqs...)
+		sort.Float64s(s)
+		us := 1e6 / median(m.reqs)
+		add := "–"
+		if prev > 0 {
+			add = fmt.Sprintf("%+.1f µs", us-prev)
+		}
+		prev = us
+		fmt.Fprintf(&b, "| %s | %.0f [%.0f–%.0f] | %.1f | %v / %v | %s |\n", st.what, median(m.reqs), s[0], s[len(s)-1], us,
+			pct(m.latency, 0.5).Round(10*time.Microsecond), pct(m.latency, 0.99).Round(10*time.Microsecond), add)
+	}
+	return b.String()
 }
 
 // BenchmarkManifestGET is the hot read path alone, for profiling:
@@ -428,7 +512,7 @@ func BenchmarkManifestGET(b *testing.B) {
 			if name == "bare" {
 				tg = bareDistribution(b)
 			} else {
-				r := registrytest.StartNew(b)
+				r := deployedReplica(b)
 				tok := r.Token(b, admin, adminPW, "repository:admin/m:push,pull")
 				tg = &target{name: "dtr", url: r.URL, client: r.Client, token: func(string) string { return tok }}
 			}
