@@ -141,7 +141,7 @@ func TestOpsBench(t *testing.T) {
 		return fmt.Sprintf("%.1f MB", n/1e6)
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "## Operations\n\nThe real installer against the local engine (a single-node swarm, replicas on different ports), %d runs each: median [range]. Peak memory is the installer process's `ru_maxrss`.\n\n", runs)
+	fmt.Fprintf(&b, "## Operations\n\nThe real installer against the local engine (a single-node swarm, replicas on different ports), %d runs each: median [range]. Peak memory is the installer process's own high-water mark (VmHWM, sampled every 20 ms).\n\n", runs)
 	b.WriteString("| operation | time | installer peak RSS | goal / reference |\n|---|---|---|---|\n")
 	fmt.Fprintf(&b, "| install → healthy | %s | %s | ≤ 20 s |\n", spread(install), spreadInt(installRSS, "KiB"))
 	fmt.Fprintf(&b, "| join → healthy (2nd replica) | %s | %s | ≤ 10 s; DTR 2.4: 166 s (its own join log) |\n", spread(join1), spreadInt(joinRSS, "KiB"))
