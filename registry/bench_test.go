@@ -251,6 +251,27 @@ func run(t *testing.T, runs, ops, conc int, size int64, op func(i int) error) me
 	return m
 }
 
+// sideBySide measures n targets runs times each, one run at a time, taking
+// turns and swapping who goes first every run: a slow moment of this shared
+// machine, or the disk writing back what the previous target wrote, must not
+// land on one target only.
+func sideBySide(runs, n int, one func(i, r int) measurement) []measurement {
+	ms := make([]measurement, n)
+	for r := 0; r < runs; r++ {
+		for j := 0; j < n; j++ {
+			i := j
+			if r%2 == 1 {
+				i = n - 1 - j
+			}
+			m := one(i, r)
+			ms[i].mbps = append(ms[i].mbps, m.mbps...)
+			ms[i].reqs = append(ms[i].reqs, m.reqs...)
+			ms[i].latency = append(ms[i].latency, m.latency...)
+		}
+	}
+	return ms
+}
+
 // limits measures the disk's write throughput (with fsync, where the
 // storage lives) and one core's sha256 rate, runs times each.
 func limits(t *testing.T, runs int) (disk, sha []float64) {
@@ -319,7 +340,7 @@ func TestBenchReport(t *testing.T) {
 		{"pull 64 MiB blob", 64 << 20, 16, 8},
 		{"pull 64 MiB blob", 64 << 20, 32, 32},
 	} {
-		var ms [2]measurement
+		var ops [2]func(k int) error
 		for i, tg := range []*target{bare, dtr} {
 			repo := fmt.Sprintf("admin/bench-%d-%d", c.size, c.conc)
 			payload := randomBytes(c.size)
@@ -329,12 +350,12 @@ func TestBenchReport(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				ms[i] = run(t, runs, c.ops, c.conc, int64(c.size), func(int) error {
+				ops[i] = func(int) error {
 					_, err := tg.get("/v2/"+repo+"/blobs/"+d, repo, nil)
 					return err
-				})
+				}
 			} else {
-				ms[i] = run(t, runs, c.ops, c.conc, int64(c.size), func(k int) error {
+				ops[i] = func(k int) error {
 					b := append([]byte(nil), payload...)
 					copy(b, fmt.Sprintf("%08d", k)) // a new blob each time
 					var err error
@@ -344,19 +365,21 @@ func TestBenchReport(t *testing.T) {
 						_, err = tg.pushBlob(repo, b)
 					}
 					return err
-				})
+				}
 			}
 		}
+		ms := sideBySide(runs, 2, func(i, r int) measurement {
+			return run(t, 1, c.ops, c.conc, int64(c.size), func(k int) error { return ops[i](r*c.ops + k) })
+		})
 		rows = append(rows, row{name: fmt.Sprintf("%s, %d client(s)", c.name, c.conc), bare: ms[0], dtr: ms[1], bytesPerOp: int64(c.size)})
 	}
 	for _, mc := range []struct {
 		method string
 		conc   int
 	}{{"GET", 1}, {"GET", 8}, {"GET", 32}, {"HEAD", 1}, {"HEAD", 8}, {"HEAD", 32}} {
-		var ms [2]measurement
-		for i, tg := range []*target{bare, dtr} {
-			ms[i] = manifestReads(t, tg, mc.method, mc.conc, runs, 0)
-		}
+		ms := sideBySide(runs, 2, func(i, _ int) measurement {
+			return manifestReads(t, []*target{bare, dtr}[i], mc.method, mc.conc, 1, 0)
+		})
 		rows = append(rows, row{name: fmt.Sprintf("manifest %s, %d client(s)", mc.method, mc.conc), bare: ms[0], dtr: ms[1], latencyOnly: true})
 	}
 
@@ -364,7 +387,7 @@ func TestBenchReport(t *testing.T) {
 	diskW, sha := limits(t, runs)
 
 	var b strings.Builder
-	b.WriteString("## Data path\n\nBoth targets run in one process over TLS on loopback with filesystem storage: **bare** is a Distribution v3.1.2 App without auth; **dtr** is a replica with token auth (one cached token per repository, as docker caches), metadata in etcd and its OCI wrapper. Each row is 5 runs: the median, and the range in brackets. No assertion is made on absolute times; compare the ratio.\n\n")
+	b.WriteString("## Data path\n\nBoth targets run in one process over TLS on loopback with filesystem storage: **bare** is a Distribution v3.1.2 App without auth; **dtr** is a replica with token auth (one cached token per repository, as docker caches), metadata in etcd and its OCI wrapper. Each row is 5 runs: the median, and the range in brackets; the two targets take turns run by run, swapping who goes first, so that the disk writing back one target's data, or a slow moment of the machine, does not land on the other only. No assertion is made on absolute times; compare the ratio.\n\n")
 	b.WriteString("| operation | bare MB/s | dtr MB/s | bare req/s | dtr req/s | bare p50 / p99 | dtr p50 / p99 | dtr/bare |\n|---|---|---|---|---|---|---|---|\n")
 	f := func(v []float64) string {
 		s := append([]float64(nil), v...)
@@ -473,16 +496,9 @@ func manifestGap(t *testing.T, bare, dtr *target, runs int) string {
 		{"dtr with its access log off: + token auth, admin routes, OCI wrapper", quietTarget},
 		{"dtr as deployed: + one access-log line per request", dtr},
 	}
-	// The steps take turns, one run each, so that a slow moment of this
-	// shared machine does not land on one step only.
-	ms := make([]measurement, len(steps))
-	for r := 0; r < runs; r++ {
-		for i, st := range steps {
-			m := manifestReads(t, st.tg, "GET", conc, 1, 8000)
-			ms[i].reqs = append(ms[i].reqs, m.reqs...)
-			ms[i].latency = append(ms[i].latency, m.latency...)
-		}
-	}
+	ms := sideBySide(runs, len(steps), func(i, _ int) measurement {
+		return manifestReads(t, steps[i].tg, "GET", conc, 1, 8000)
+	})
 	var b strings.Builder
 	fmt.Fprintf(&b, "\n## Where the manifest GET gap goes\n\nManifest GET at %d clients, one step at a time; the steps take turns, 8,000 requests a run, %d runs each (median and range). µs/request is the wall time per request at the median throughput; the last column is what the step adds.\n\n", conc, runs)
 	b.WriteString("| step | req/s | µs/request | p50 / p99 | adds |\n|---|---|---|---|---|\n")
