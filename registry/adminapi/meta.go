@@ -84,7 +84,9 @@ type replicaHealth struct {
 }
 
 // staleAfter: a replica that has not reported for this long is unhealthy.
-const staleAfter = time.Minute
+// Healthy replicas report every 10 s (registry.Options.ReportInterval), so
+// this is three missed reports: a stopped replica shows within 30 s.
+const staleAfter = 30 * time.Second
 
 func (a *API) clusterStatus(w http.ResponseWriter, r *http.Request, me *meta.Account) error {
 	if err := requireAdmin(me); err != nil {
