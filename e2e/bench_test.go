@@ -73,40 +73,8 @@ func TestOpsBench(t *testing.T) {
 		log, d, rss := timedDTR(t, nil, nil, "install", "--ucp-node", node, "--replica-http-port", "31080", "--replica-https-port", "31443")
 		install, installRSS = append(install, d), append(installRSS, rss)
 		first := replicaID(t, log)
-		{
-			// Footprint, every run: idle, then under 32 clients pulling a 1 MiB blob.
-			time.Sleep(20 * time.Second)
-			rss, _ := containerRSS(t, "dtr-registry-"+first)
-			idleRSS = append(idleRSS, rss)
-			reg := remote(t, 31443)
-			tok := reg.Token(t, "admin", adminPassword, "repository:admin/load:push,pull")
-			d, code := reg.PushBlob(t, tok, "admin/load", randomBlob(1<<20))
-			if code != 201 {
-				t.Fatalf("push: %d", code)
-			}
-			reg.Client.Transport.(*http.Transport).MaxIdleConnsPerHost = 32
-			var wg sync.WaitGroup
-			stop := time.Now().Add(15 * time.Second)
-			for c := 0; c < 32; c++ {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					for time.Now().Before(stop) {
-						req, _ := http.NewRequest("GET", reg.URL+"/v2/admin/load/blobs/"+d, nil)
-						req.Header.Set("Authorization", "Bearer "+tok)
-						resp, err := reg.Client.Do(req)
-						if err != nil {
-							continue
-						}
-						io.Copy(io.Discard, resp.Body)
-						resp.Body.Close()
-					}
-				}()
-			}
-			wg.Wait()
-			_, hwm := containerRSS(t, "dtr-registry-"+first)
-			loadRSS = append(loadRSS, hwm)
-		}
+		idle, peak := footprint(t, first)
+		idleRSS, loadRSS = append(idleRSS, idle), append(loadRSS, peak)
 		log, d, rss = timedDTR(t, nil, nil, "join", "--ucp-node", node, "--existing-replica-id", first, "--replica-http-port", "32080", "--replica-https-port", "32443")
 		join1, joinRSS = append(join1, d), append(joinRSS, rss)
 		second := replicaID(t, log)
@@ -156,6 +124,42 @@ func TestOpsBench(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Log("\n" + b.String())
+}
+
+// footprint is the replica's RSS 20 s after install, and its peak RSS while
+// 32 clients pull a 1 MiB blob for 15 s, in KiB.
+func footprint(t *testing.T, replica string) (idle, peak int64) {
+	t.Helper()
+	time.Sleep(20 * time.Second)
+	idle, _ = containerRSS(t, "dtr-registry-"+replica)
+	reg := remote(t, 31443)
+	tok := reg.Token(t, "admin", adminPassword, "repository:admin/load:push,pull")
+	d, code := reg.PushBlob(t, tok, "admin/load", randomBlob(1<<20))
+	if code != 201 {
+		t.Fatalf("push: %d", code)
+	}
+	reg.Client.Transport.(*http.Transport).MaxIdleConnsPerHost = 32
+	var wg sync.WaitGroup
+	stop := time.Now().Add(15 * time.Second)
+	for c := 0; c < 32; c++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for time.Now().Before(stop) {
+				req, _ := http.NewRequest("GET", reg.URL+"/v2/admin/load/blobs/"+d, nil)
+				req.Header.Set("Authorization", "Bearer "+tok)
+				resp, err := reg.Client.Do(req)
+				if err != nil {
+					continue
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+		}()
+	}
+	wg.Wait()
+	_, peak = containerRSS(t, "dtr-registry-"+replica)
+	return idle, peak
 }
 
 func randomBlob(n int) []byte {

@@ -104,6 +104,16 @@ func (l *lab) client(t *testing.T, url string) *registrytest.Replica {
 		Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: "dtr-replica"}, MaxIdleConnsPerHost: 4}}}
 }
 
+// useS3 switches the cluster's storage to the lab's S3 bucket through c.
+func (l *lab) useS3(t *testing.T, c *registrytest.Replica) {
+	t.Helper()
+	s3 := map[string]any{"type": "s3", "s3": map[string]any{"region": "us-east-1", "bucket": "dtr", "regionEndpoint": "http://" + l.net + ".1:7070",
+		"accessKey": l.s3Access, "secretKey": l.s3Secret, "forcePathStyle": true, "secure": false}}
+	if st := c.API(t, "admin", adminPassword, "PATCH", "/api/v0/meta/settings", map[string]any{"storage": s3}, nil); st != 200 {
+		t.Fatalf("switching to S3: %d", st)
+	}
+}
+
 // haproxyStatus reads each lab server's status from HAProxy's admin socket.
 func (l *lab) haproxyStatus(t *testing.T) map[string]string {
 	t.Helper()
@@ -346,11 +356,7 @@ func TestHA(t *testing.T) {
 	report["install"] = time.Since(start).Round(100 * time.Millisecond).String()
 	lb := l.client(t, l.lb)
 	l.waitLB(t, "node1", "UP", 30*time.Second)
-	s3 := map[string]any{"type": "s3", "s3": map[string]any{"region": "us-east-1", "bucket": "dtr", "regionEndpoint": "http://" + l.net + ".1:7070",
-		"accessKey": l.s3Access, "secretKey": l.s3Secret, "forcePathStyle": true, "secure": false}}
-	if st := lb.API(t, "admin", adminPassword, "PATCH", "/api/v0/meta/settings", map[string]any{"storage": s3}, nil); st != 200 {
-		t.Fatalf("switching to S3: %d", st)
-	}
+	l.useS3(t, lb)
 	first := l.replicas(t)[1]
 	for _, n := range []string{"node2", "node3"} {
 		start = time.Now()
@@ -546,11 +552,7 @@ func TestHABench(t *testing.T) {
 	first := l.replicas(t)[1]
 	lb := l.client(t, l.lb)
 	l.waitLB(t, "node1", "UP", 30*time.Second)
-	s3 := map[string]any{"type": "s3", "s3": map[string]any{"region": "us-east-1", "bucket": "dtr", "regionEndpoint": "http://" + l.net + ".1:7070",
-		"accessKey": l.s3Access, "secretKey": l.s3Secret, "forcePathStyle": true, "secure": false}}
-	if st := lb.API(t, "admin", adminPassword, "PATCH", "/api/v0/meta/settings", map[string]any{"storage": s3}, nil); st != 200 {
-		t.Fatalf("switching to S3: %d", st)
-	}
+	l.useS3(t, lb)
 	for _, n := range []string{"node2", "node3"} {
 		l.mustDTR(t, "join", "--ucp-node", n, "--existing-replica-id", first, "--replica-http-port", "80", "--replica-https-port", "443")
 		l.waitLB(t, n, "UP", 30*time.Second)

@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
-	"crypto/tls"
 	"flag"
 	"fmt"
 	"io"
@@ -54,7 +53,8 @@ func (tg *target) do(method, path, repo string, body []byte, hdr map[string]stri
 	return tg.client.Do(req)
 }
 
-func (tg *target) pushBlob(repo string, b []byte) (string, error) {
+// startUpload starts a blob upload in repo and returns its location path.
+func (tg *target) startUpload(repo string) (string, error) {
 	resp, err := tg.do("POST", "/v2/"+repo+"/blobs/uploads/", repo, nil, nil)
 	if err != nil {
 		return "", err
@@ -65,36 +65,50 @@ func (tg *target) pushBlob(repo string, b []byte) (string, error) {
 		return "", fmt.Errorf("POST upload: %s", resp.Status)
 	}
 	loc := resp.Header.Get("Location")
-	loc = loc[strings.Index(loc, "/v2/"):]
-	d := registrytest.Digest(b)
-	resp, err = tg.do("PUT", loc+"&digest="+d, repo, b, map[string]string{"Content-Type": "application/octet-stream"})
+	return loc[strings.Index(loc, "/v2/"):], nil
+}
+
+// finishUpload PUTs the digest of the blob uploaded at loc, with the last
+// (or, for a monolithic upload, the only) part of its body.
+func (tg *target) finishUpload(repo, loc, d string, body []byte) error {
+	sep := "?"
+	if strings.Contains(loc, "?") {
+		sep = "&"
+	}
+	var hdr map[string]string
+	if body != nil {
+		hdr = map[string]string{"Content-Type": "application/octet-stream"}
+	}
+	resp, err := tg.do("PUT", loc+sep+"digest="+d, repo, body, hdr)
 	if err != nil {
-		return "", err
+		return err
 	}
 	io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
 	if resp.StatusCode != 201 {
-		return "", fmt.Errorf("PUT upload: %s", resp.Status)
+		return fmt.Errorf("PUT upload: %s", resp.Status)
 	}
-	return d, nil
+	return nil
+}
+
+func (tg *target) pushBlob(repo string, b []byte) (string, error) {
+	loc, err := tg.startUpload(repo)
+	if err != nil {
+		return "", err
+	}
+	d := registrytest.Digest(b)
+	return d, tg.finishUpload(repo, loc, d, b)
 }
 
 // pushChunked uploads b in PATCH chunks of chunk bytes, then PUTs the digest.
 func (tg *target) pushChunked(repo string, b []byte, chunk int) (string, error) {
-	resp, err := tg.do("POST", "/v2/"+repo+"/blobs/uploads/", repo, nil, nil)
+	loc, err := tg.startUpload(repo)
 	if err != nil {
 		return "", err
 	}
-	io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != 202 {
-		return "", fmt.Errorf("POST upload: %s", resp.Status)
-	}
-	loc := resp.Header.Get("Location")
 	for off := 0; off < len(b); off += chunk {
 		end := min(off+chunk, len(b))
-		loc = loc[strings.Index(loc, "/v2/"):]
-		resp, err = tg.do("PATCH", loc, repo, b[off:end], map[string]string{"Content-Type": "application/octet-stream",
+		resp, err := tg.do("PATCH", loc, repo, b[off:end], map[string]string{"Content-Type": "application/octet-stream",
 			"Content-Range": fmt.Sprintf("%d-%d", off, end-1)})
 		if err != nil {
 			return "", err
@@ -105,23 +119,10 @@ func (tg *target) pushChunked(repo string, b []byte, chunk int) (string, error) 
 			return "", fmt.Errorf("PATCH upload: %s", resp.Status)
 		}
 		loc = resp.Header.Get("Location")
-	}
-	loc = loc[strings.Index(loc, "/v2/"):]
-	sep := "?"
-	if strings.Contains(loc, "?") {
-		sep = "&"
+		loc = loc[strings.Index(loc, "/v2/"):]
 	}
 	d := registrytest.Digest(b)
-	resp, err = tg.do("PUT", loc+sep+"digest="+d, repo, nil, nil)
-	if err != nil {
-		return "", err
-	}
-	io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != 201 {
-		return "", fmt.Errorf("PUT upload: %s", resp.Status)
-	}
-	return d, nil
+	return d, tg.finishUpload(repo, loc, d, nil)
 }
 
 func (tg *target) get(path, repo string, hdr map[string]string) (int64, error) {
@@ -179,7 +180,7 @@ func deployedReplica(t testing.TB) *registrytest.Replica {
 
 // dtrTarget is a replica with auth and metadata; the client caches one token
 // per repository, as docker does for its lifetime.
-func dtrTarget(t *testing.T) (*target, *registrytest.Replica) {
+func dtrTarget(t *testing.T) *target {
 	r := deployedReplica(t)
 	var mu sync.Mutex
 	tokens := map[string]string{}
@@ -194,7 +195,7 @@ func dtrTarget(t *testing.T) (*target, *registrytest.Replica) {
 		tok := r.Token(t, admin, adminPW, "repository:"+repo+":push,pull")
 		tokens[repo] = tok
 		return tok
-	}}, r
+	}}
 }
 
 type measurement struct {
@@ -312,7 +313,7 @@ func TestBenchReport(t *testing.T) {
 		t.Skip("benchmark report: run make bench")
 	}
 	bare := bareDistribution(t)
-	dtr, replica := dtrTarget(t)
+	dtr := dtrTarget(t)
 	type row struct {
 		name        string
 		bare, dtr   measurement
@@ -431,8 +432,6 @@ func TestBenchReport(t *testing.T) {
 		}
 	}
 	b.WriteString(gap)
-	_ = replica
-	_ = tls.VersionTLS12
 	fmt.Print(b.String())
 	if err := os.WriteFile(*benchReport, []byte(b.String()), 0o644); err != nil {
 		t.Fatal(err)

@@ -222,17 +222,15 @@ func Start(ctx context.Context, o Options) (*Replica, error) {
 		}
 	}
 	r.log.Info("starting the metadata member")
-	var m *member.Member
+	stopWaiting := func() {}
 	if hasEtcdData(etcdDir) {
 		// A restarted member serves only once a quorum answers, which may
 		// be long after a node outage: answer meanwhile, and wait.
 		mcfg.StartTimeout = restartTimeout
-		stop := r.serveWhileStarting(ca, hosts)
-		m, err = r.startMember(ctx, mcfg)
-		stop()
-	} else {
-		m, err = r.startMember(ctx, mcfg)
+		stopWaiting = r.serveWhileStarting(ca, hosts)
 	}
+	m, err := r.startMember(ctx, mcfg)
+	stopWaiting()
 	if err != nil {
 		return nil, err
 	}
