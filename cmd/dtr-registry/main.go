@@ -98,7 +98,7 @@ func serve(ctx context.Context, args []string) int {
 	fs.StringVar(&o.CAKeyFile, "ca-key-file", env("CA_KEY_FILE", ""), "the cluster CA key handed over by the installer ($DTR_CA_KEY_FILE)")
 	fs.StringVar(&o.PeerListen, "peer-listen", env("PEER_LISTEN", ""), "metadata peer listen URL (default https://0.0.0.0:12380)")
 	fs.StringVar(&o.PeerAdvertise, "peer-advertise", env("PEER_ADVERTISE", ""), "metadata peer URL others use (default https://dtr-registry-<id>:12380)")
-	fs.StringVar(&o.ClientListen, "client-listen", env("CLIENT_LISTEN", ""), "metadata client URL, loopback only (default http://127.0.0.1:12379)")
+	fs.StringVar(&o.ClientSocket, "client-socket", env("CLIENT_SOCKET", ""), "the metadata store's unix socket for local clients, mode 0600 in a 0700 directory; default <data-dir>/etcd-client/etcd.sock ($DTR_CLIENT_SOCKET)")
 	fs.StringVar(&o.InitialCluster, "initial-cluster", env("INITIAL_CLUSTER", ""), "when joining: id=peerURL,… of the cluster")
 	fs.BoolVar(&o.Join, "join", envBool("JOIN"), "join an existing cluster (added as a learner by the installer)")
 	fs.BoolVar(&o.InsecurePeers, "insecure-peers", envBool("INSECURE_PEERS"), "plain-HTTP metadata peers: single-host tests only")

@@ -83,7 +83,7 @@ type Config struct {
 	Dir             string        // etcd data dir (Dir/member/wal …); absolute
 	PeerListen      string        // URL to listen on for peers, e.g. "https://0.0.0.0:12380"
 	PeerAdvertise   string        // URL peers reach this member at, e.g. "https://dtr-registry-<id>:12380"
-	ClientListen    string        // loopback http client URL, e.g. "http://127.0.0.1:12379"
+	ClientSocket    string        // local clients' unix socket, made 0600 in a 0700 dir, e.g. ClientSocketIn("/var/lib/dtr")
 	InitialCluster  string        // "name=peerURL,..."; empty means just this member
 	Join            bool          // join an existing cluster as the learner AddLearner added
 	ClusterToken    string        // InitialClusterToken; required unless Join
@@ -182,16 +182,8 @@ func (c Config) normalized() (Config, error) {
 			return c, fmt.Errorf("etcd member config: %s %q must be https when PeerTLS is set", u.field, u.value)
 		}
 	}
-	cu, err := parseURL("ClientListen", c.ClientListen)
-	if err != nil {
+	if err := validateClientSocket(c.ClientSocket, c.Dir); err != nil {
 		return c, err
-	}
-	// The client endpoint has neither TLS nor auth, so it must not leave the
-	// host; dtr itself talks to etcd in-process. etcd also needs a client
-	// URL to advertise: it is how a restarted member with a wiped dir is
-	// recognised as "already bootstrapped" instead of forking the cluster.
-	if ip := net.ParseIP(cu.Hostname()); cu.Scheme != "http" || (cu.Hostname() != "localhost" && (ip == nil || !ip.IsLoopback())) {
-		return c, fmt.Errorf("etcd member config: ClientListen %q must be http on a loopback address (e.g. http://127.0.0.1:12379): it has no TLS or auth", c.ClientListen)
 	}
 
 	if c.InitialCluster == "" {
@@ -261,8 +253,10 @@ func (c Config) embedConfig(lg *zap.Logger) *embed.Config {
 	ec.Dir = c.Dir
 	ec.ListenPeerUrls = []url.URL{must(c.PeerListen)}
 	ec.AdvertisePeerUrls = []url.URL{must(c.PeerAdvertise)}
-	ec.ListenClientUrls = []url.URL{must(c.ClientListen)}
-	ec.AdvertiseClientUrls = []url.URL{must(c.ClientListen)}
+	// etcd binds "unix://" + Host + Path; the empty Host keeps Path whole.
+	sock := url.URL{Scheme: "unix", Path: c.ClientSocket}
+	ec.ListenClientUrls = []url.URL{sock}
+	ec.AdvertiseClientUrls = []url.URL{sock}
 	ec.InitialCluster = c.InitialCluster
 	ec.InitialClusterToken = c.ClusterToken
 	ec.ClusterState = embed.ClusterStateFlagNew
@@ -312,6 +306,9 @@ func Start(ctx context.Context, cfg Config) (*Member, error) {
 		return nil, err
 	}
 	lg = lg.With(zap.String("dtr-member", cfg.Name))
+	if err := prepareClientSocket(cfg.ClientSocket, lg); err != nil {
+		return nil, fmt.Errorf("etcd member %s: %w", cfg.Name, err)
+	}
 
 	timer := time.NewTimer(cfg.StartTimeout)
 	defer timer.Stop()
@@ -345,6 +342,10 @@ func Start(ctx context.Context, cfg Config) (*Member, error) {
 		select {
 		case r := <-ch:
 			if r.err == nil {
+				if err := secureClientSocket(cfg.ClientSocket); err != nil {
+					r.e.Close()
+					return nil, fmt.Errorf("etcd member %s: %w", cfg.Name, err)
+				}
 				e = r.e
 				continue
 			}
@@ -440,8 +441,8 @@ func startError(cfg Config, restart bool, err error, watch *logWatch) error {
 	case watch.removed():
 		return removedError(cfg, watch.removal())
 	case strings.Contains(msg, "address already in use"):
-		return fmt.Errorf("etcd member %s: %w: another process (or an earlier member in this process) holds %s or %s; stop it first",
-			cfg.Name, err, cfg.PeerListen, cfg.ClientListen)
+		return fmt.Errorf("etcd member %s: %w: another process (or an earlier member in this process) holds %s; stop it first",
+			cfg.Name, err, cfg.PeerListen)
 	case cfg.Join && !restart:
 		return fmt.Errorf("etcd member %s: joining via %s: %w: the member must first be added with AddLearner on a healthy member, "+
 			"be started with exactly the InitialCluster it returned, and reach those peers (network, peer certificates from the cluster CA)",
@@ -523,7 +524,8 @@ func (m *Member) forwardErrors() {
 	}
 }
 
-// Client is the in-process client: no sockets, no TLS, same auth as the server.
+// Client is the in-process client: it does not use the client socket, so
+// the replica's metadata access does not depend on the socket's file.
 func (m *Member) Client() *clientv3.Client { return m.cli }
 
 // ID is this member's etcd member ID.

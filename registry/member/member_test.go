@@ -54,10 +54,23 @@ func testConfig(t *testing.T, name, token string) Config {
 		Dir:           filepath.Join(t.TempDir(), name),
 		PeerListen:    peer,
 		PeerAdvertise: peer,
-		ClientListen:  freeURL(t, "http"),
+		ClientSocket:  socketPath(t),
 		ClusterToken:  token,
 		StartTimeout:  20 * time.Second,
 	}
+}
+
+// socketPath returns a client socket path in a fresh private directory
+// under the system temp dir: t.TempDir's paths, named after the test, can
+// pass the 107 bytes Linux allows a unix socket path.
+func socketPath(t *testing.T) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "dtr-member-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return filepath.Join(dir, "etcd.sock")
 }
 
 func testContext(t *testing.T) context.Context {
@@ -205,7 +218,7 @@ func TestConfigValidate(t *testing.T) {
 	good := Config{
 		Name: "r1", Dir: filepath.Join(dir, "etcd"), ClusterToken: "dtr-test",
 		PeerListen: "http://127.0.0.1:12380", PeerAdvertise: "http://127.0.0.1:12380",
-		ClientListen: "http://127.0.0.1:12379",
+		ClientSocket: ClientSocketIn(dir),
 	}
 	tests := []struct {
 		name    string
@@ -227,8 +240,15 @@ func TestConfigValidate(t *testing.T) {
 		{"TLS files missing", func(c *Config) {
 			c.PeerTLS = &TLSFiles{CertFile: filepath.Join(dir, "no.pem"), KeyFile: "k", CAFile: "ca"}
 		}, "PeerTLS.CertFile"},
-		{"client URL not loopback", func(c *Config) { c.ClientListen = "http://0.0.0.0:12379" }, "loopback"},
-		{"client URL https", func(c *Config) { c.ClientListen = "https://127.0.0.1:12379" }, "loopback"},
+		{"no client socket", func(c *Config) { c.ClientSocket = "" }, "ClientSocket is empty"},
+		{"client URL on loopback", func(c *Config) { c.ClientSocket = "http://127.0.0.1:12379" }, "only on a unix socket"},
+		{"client URL on all addresses", func(c *Config) { c.ClientSocket = "http://0.0.0.0:12379" }, "only on a unix socket"},
+		{"client URL with TLS", func(c *Config) { c.ClientSocket = "https://127.0.0.1:12379" }, "only on a unix socket"},
+		{"client socket as a URL", func(c *Config) { c.ClientSocket = "unix:///run/etcd.sock" }, "is a URL"},
+		{"client socket relative", func(c *Config) { c.ClientSocket = "etcd.sock" }, "clean absolute path"},
+		{"client socket unclean", func(c *Config) { c.ClientSocket = "/run/../run/etcd.sock" }, "clean absolute path"},
+		{"client socket too long", func(c *Config) { c.ClientSocket = "/" + strings.Repeat("s", MaxClientSocketPath) }, "at most 107"},
+		{"client socket in the data dir", func(c *Config) { c.ClientSocket = filepath.Join(c.Dir, "etcd.sock") }, "inside Dir"},
 		{"join without initial cluster", func(c *Config) { c.Join = true }, "use the one AddLearner returned"},
 		{"initial cluster without self", func(c *Config) { c.InitialCluster = "r0=http://10.0.0.1:12380" }, "does not list this member"},
 		{"initial cluster other URL", func(c *Config) { c.InitialCluster = "r1=http://10.0.0.1:12380" }, "but PeerAdvertise is"},
@@ -256,6 +276,9 @@ func TestConfigValidate(t *testing.T) {
 				}
 				if _, err := os.Stat(cfg.Dir); !errors.Is(err, os.ErrNotExist) && filepath.IsAbs(cfg.Dir) {
 					t.Fatalf("Start created %s for an invalid config", cfg.Dir)
+				}
+				if _, err := os.Stat(filepath.Dir(ClientSocketIn(dir))); !errors.Is(err, os.ErrNotExist) {
+					t.Fatalf("Start created the client socket directory for an invalid config")
 				}
 			}
 		})
