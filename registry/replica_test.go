@@ -251,6 +251,7 @@ func TestAdminAPIErrors(t *testing.T) {
 	setupAccounts(t, r)
 	raw := func(user, pw, method, path, body string) int {
 		req, _ := http.NewRequest(method, r.URL+path, strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
 		if user != "" {
 			req.SetBasicAuth(user, pw)
 		}

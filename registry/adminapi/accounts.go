@@ -9,18 +9,31 @@ import (
 	"github.com/dtr-registry/dtr/registry/meta"
 )
 
-// accountView is an account as the API shows it: never the password hash.
+// accountView is an account as the API shows it: never the password hash,
+// and the admin and active flags only to system administrators and to the
+// account itself, as in DTR: which accounts hold the keys to everything is
+// not for every user to map out.
 type accountView struct {
 	Name      string    `json:"name"`
 	IsOrg     bool      `json:"isOrg"`
-	IsAdmin   bool      `json:"isAdmin"`
-	IsActive  bool      `json:"isActive"`
+	IsAdmin   *bool     `json:"isAdmin,omitempty"`
+	IsActive  *bool     `json:"isActive,omitempty"`
 	FullName  string    `json:"fullName,omitempty"`
 	CreatedAt time.Time `json:"createdAt"`
 }
 
+// view shows a in full.
 func view(a meta.Account) accountView {
-	return accountView{Name: a.Name, IsOrg: a.IsOrg, IsAdmin: a.IsAdmin, IsActive: a.IsActive, FullName: a.FullName, CreatedAt: a.CreatedAt}
+	return accountView{Name: a.Name, IsOrg: a.IsOrg, IsAdmin: &a.IsAdmin, IsActive: &a.IsActive, FullName: a.FullName, CreatedAt: a.CreatedAt}
+}
+
+// viewFor shows a as me may see it.
+func viewFor(me *meta.Account, a meta.Account) accountView {
+	v := view(a)
+	if !me.IsAdmin && me.Name != a.Name {
+		v.IsAdmin, v.IsActive = nil, nil
+	}
+	return v
 }
 
 func requireAdmin(me *meta.Account) error {
@@ -54,14 +67,14 @@ type CreateAccountRequest struct {
 	FullName string `json:"fullName,omitempty"`
 }
 
-func (a *API) listAccounts(w http.ResponseWriter, r *http.Request, _ *meta.Account) error {
+func (a *API) listAccounts(w http.ResponseWriter, r *http.Request, me *meta.Account) error {
 	accs, err := a.cfg.Store.Accounts(r.Context())
 	if err != nil {
 		return err
 	}
 	out := make([]accountView, 0, len(accs))
 	for _, acc := range accs {
-		out = append(out, view(acc))
+		out = append(out, viewFor(me, acc))
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"accounts": out})
 	return nil
@@ -82,6 +95,9 @@ func (a *API) createAccount(w http.ResponseWriter, r *http.Request, me *meta.Acc
 	if err != nil {
 		return err
 	}
+	if err := a.clearNamespace(r.Context(), acc.Name); err != nil {
+		return err
+	}
 	if acc.IsOrg {
 		// The creator manages the new organization, as in DTR.
 		if err := a.cfg.Store.SetOrgMember(r.Context(), acc.Name, me.Name, true); err != nil {
@@ -92,12 +108,12 @@ func (a *API) createAccount(w http.ResponseWriter, r *http.Request, me *meta.Acc
 	return nil
 }
 
-func (a *API) getAccount(w http.ResponseWriter, r *http.Request, _ *meta.Account) error {
+func (a *API) getAccount(w http.ResponseWriter, r *http.Request, me *meta.Account) error {
 	acc, err := a.cfg.Store.Account(r.Context(), r.PathValue("name"))
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, view(acc))
+	writeJSON(w, http.StatusOK, viewFor(me, acc))
 	return nil
 }
 
@@ -148,6 +164,34 @@ func (a *API) patchAccount(w http.ResponseWriter, r *http.Request, me *meta.Acco
 	return nil
 }
 
+// clearNamespace removes whatever storage still holds under a new
+// account's namespace before anyone but the creating admin can use it.
+// A fresh name has no repository records, so anything there is left over:
+// images of an account deleted before dtr removed them, or a push that
+// raced a deletion with a token issued before it. The account is created
+// first, so that a concurrent creation of the same name can never have its
+// images swept by the request that lost; if storage cannot be cleared the
+// account is removed again, since it would inherit what is left.
+func (a *API) clearNamespace(ctx context.Context, name string) error {
+	if a.cfg.DeleteNamespaceContent == nil {
+		return nil
+	}
+	err := a.cfg.DeleteNamespaceContent(ctx, name)
+	if err == nil {
+		return nil
+	}
+	if derr := a.cfg.Store.DeleteAccount(context.WithoutCancel(ctx), name); derr != nil && a.cfg.Log != nil {
+		a.cfg.Log.WithError(derr).Errorf("removing account %s again after its namespace could not be cleared", name)
+	}
+	if a.cfg.Log != nil {
+		a.cfg.Log.WithError(err).Errorf("clearing leftover images of namespace %s", name)
+	}
+	return errorf(http.StatusServiceUnavailable, "STORAGE_UNAVAILABLE",
+		"account %s not created: storage could not be cleared of the images of an earlier account of that name (%v); check /_ping and the storage settings, then try again", name, err)
+}
+
+// deleteAccount refuses while the account's namespace holds repositories
+// (409 naming them): see meta.Store.DeleteAccount for why.
 func (a *API) deleteAccount(w http.ResponseWriter, r *http.Request, me *meta.Account) error {
 	if err := requireAdmin(me); err != nil {
 		return err
@@ -156,6 +200,9 @@ func (a *API) deleteAccount(w http.ResponseWriter, r *http.Request, me *meta.Acc
 		return errorf(http.StatusBadRequest, "INVALID", "you cannot delete your own account")
 	}
 	if err := a.cfg.Store.DeleteAccount(r.Context(), r.PathValue("name")); err != nil {
+		if errors.Is(err, meta.ErrHasRepositories) {
+			return errorf(http.StatusConflict, "HAS_REPOSITORIES", "%v", err)
+		}
 		return err
 	}
 	w.WriteHeader(http.StatusNoContent)
@@ -188,15 +235,25 @@ func (a *API) changePassword(w http.ResponseWriter, r *http.Request, me *meta.Ac
 	return nil
 }
 
+// orgMember allows system admins and the organization's members: an
+// organization's members, teams and team members are its own business.
+// Others get 403, not 404: that the organization exists is public (GET
+// /api/v0/accounts), only its inside is not.
+func (a *API) orgMember(ctx context.Context, me *meta.Account, org string) error {
+	if me.IsAdmin {
+		return nil
+	}
+	_, err := a.cfg.Store.OrgMember(ctx, org, me.Name)
+	if errors.Is(err, meta.ErrNotFound) {
+		return errorf(http.StatusForbidden, "FORBIDDEN", "only members of organization %s and system administrators may see its members and teams", org)
+	}
+	return err
+}
+
 func (a *API) listOrgMembers(w http.ResponseWriter, r *http.Request, me *meta.Account) error {
 	org := r.PathValue("org")
-	if !me.IsAdmin {
-		if _, err := a.cfg.Store.OrgMember(r.Context(), org, me.Name); err != nil {
-			if errors.Is(err, meta.ErrNotFound) {
-				return errorf(http.StatusForbidden, "FORBIDDEN", "only members of %s may list its members", org)
-			}
-			return err
-		}
+	if err := a.orgMember(r.Context(), me, org); err != nil {
+		return err
 	}
 	ms, err := a.cfg.Store.OrgMembers(r.Context(), org)
 	if err != nil {
@@ -241,8 +298,11 @@ func (a *API) deleteOrgMember(w http.ResponseWriter, r *http.Request, me *meta.A
 	return nil
 }
 
-func (a *API) listTeams(w http.ResponseWriter, r *http.Request, _ *meta.Account) error {
+func (a *API) listTeams(w http.ResponseWriter, r *http.Request, me *meta.Account) error {
 	if _, err := a.cfg.Store.Account(r.Context(), r.PathValue("org")); err != nil {
+		return err
+	}
+	if err := a.orgMember(r.Context(), me, r.PathValue("org")); err != nil {
 		return err
 	}
 	ts, err := a.cfg.Store.Teams(r.Context(), r.PathValue("org"))
@@ -276,7 +336,10 @@ func (a *API) createTeam(w http.ResponseWriter, r *http.Request, me *meta.Accoun
 	return nil
 }
 
-func (a *API) getTeam(w http.ResponseWriter, r *http.Request, _ *meta.Account) error {
+func (a *API) getTeam(w http.ResponseWriter, r *http.Request, me *meta.Account) error {
+	if err := a.orgMember(r.Context(), me, r.PathValue("org")); err != nil {
+		return err
+	}
 	t, err := a.cfg.Store.Team(r.Context(), r.PathValue("org"), r.PathValue("team"))
 	if err != nil {
 		return err
@@ -297,7 +360,10 @@ func (a *API) deleteTeam(w http.ResponseWriter, r *http.Request, me *meta.Accoun
 	return nil
 }
 
-func (a *API) listTeamMembers(w http.ResponseWriter, r *http.Request, _ *meta.Account) error {
+func (a *API) listTeamMembers(w http.ResponseWriter, r *http.Request, me *meta.Account) error {
+	if err := a.orgMember(r.Context(), me, r.PathValue("org")); err != nil {
+		return err
+	}
 	if _, err := a.cfg.Store.Team(r.Context(), r.PathValue("org"), r.PathValue("team")); err != nil {
 		return err
 	}

@@ -89,10 +89,14 @@ func (a *API) createRepository(w http.ResponseWriter, r *http.Request, me *meta.
 	if err != nil {
 		return err
 	}
-	if acc.Exists {
+	// A repository the caller cannot see answers as one that does not
+	// exist: 409 would tell them the private name. Whoever may create in a
+	// namespace sees every repository in it (meta.AccessFor), so a hidden
+	// one always ends in the 403 below.
+	if acc.Exists && acc.Level >= meta.Read {
 		return errorf(http.StatusConflict, "ALREADY_EXISTS", "repository %s/%s already exists", ns, req.Name)
 	}
-	if !acc.CanCreate {
+	if acc.Exists || !acc.CanCreate {
 		return errorf(http.StatusForbidden, "FORBIDDEN", "you may not create repositories in namespace %s", ns)
 	}
 	rec, err := a.cfg.Store.CreateRepository(r.Context(), meta.Repository{
@@ -150,13 +154,42 @@ func (a *API) patchRepository(w http.ResponseWriter, r *http.Request, me *meta.A
 	return nil
 }
 
+// deleteRepository removes a repository's content from storage, then its
+// record, then its content again. Content goes first so that no moment
+// exists in which the name is free while the old images are reachable: a
+// crash or a storage error between the two leaves the record (the name
+// stays taken, the request can be repeated) and never a free name over old
+// tags. The second pass removes what a push that raced the deletion (with a
+// token issued before it) wrote between the two; a push after it recreates
+// the repository as its pusher's, which the pusher's token allowed anyway.
+// Blob data shared with other repositories stays for garbage collection;
+// without the repository's layer links it can no longer be pulled through
+// this name.
 func (a *API) deleteRepository(w http.ResponseWriter, r *http.Request, me *meta.Account) error {
 	ns, repo := r.PathValue("ns"), r.PathValue("repo")
 	if _, err := a.repoAccess(r.Context(), me, ns, repo, meta.Admin); err != nil {
 		return err
 	}
+	full := ns + "/" + repo
+	if a.cfg.DeleteRepositoryContent != nil {
+		if err := a.cfg.DeleteRepositoryContent(r.Context(), full); err != nil {
+			if a.cfg.Log != nil {
+				a.cfg.Log.WithError(err).Errorf("deleting the content of repository %s", full)
+			}
+			return errorf(http.StatusServiceUnavailable, "STORAGE_UNAVAILABLE",
+				"repository %s not deleted: removing its images from storage failed (%v); check /_ping and the storage settings, then try again", full, err)
+		}
+	}
 	if err := a.cfg.Store.DeleteRepository(r.Context(), ns, repo); err != nil {
 		return err
+	}
+	if a.cfg.DeleteRepositoryContent != nil {
+		if err := a.cfg.DeleteRepositoryContent(context.WithoutCancel(r.Context()), full); err != nil && a.cfg.Log != nil {
+			a.cfg.Log.WithError(err).Warnf("repository %s deleted, but a second pass over its storage failed: a push that raced the deletion may have left tags there", full)
+		}
+	}
+	if a.cfg.Log != nil {
+		a.cfg.Log.WithFields(map[string]any{"repository": full, "user": me.Name}).Info("repository deleted with its tags and manifests")
 	}
 	w.WriteHeader(http.StatusNoContent)
 	return nil

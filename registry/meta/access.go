@@ -166,6 +166,9 @@ func (s *Store) AccessFor(ctx context.Context, user *Account, namespace, repo st
 		}
 		return a, nil
 	}
+	// Namespace-wide access covers existing repositories too: whoever may
+	// create in a namespace sees all of it, so a repository hidden from a
+	// caller is always in a namespace where the caller may not create.
 	a.Level = max(a.Level, nsLevel)
 	if a.Level == Admin {
 		return a, nil

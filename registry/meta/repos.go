@@ -2,6 +2,7 @@ package meta
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"regexp"
 	"strings"
@@ -54,12 +55,28 @@ func (s *Store) CreateRepository(ctx context.Context, r Repository) (Repository,
 	if r.Visibility != Public && r.Visibility != Private {
 		return r, fmt.Errorf("%w visibility %q: use public or private", ErrInvalid, r.Visibility)
 	}
-	if _, err := s.Account(ctx, r.Namespace); err != nil {
-		return r, fmt.Errorf("namespace %s: %w", r.Namespace, err)
-	}
 	r.CreatedAt = time.Now().UTC()
-	if err := s.create(ctx, key("repos", r.Namespace, r.Name), r); err != nil {
-		return r, fmt.Errorf("repository %s: %w", r.FullName(), err)
+	b, err := json.Marshal(r)
+	if err != nil {
+		return r, err
+	}
+	// The namespace's account must exist in the same transaction: checked
+	// before, an account deleted in between would leave a repository record
+	// (and later its pushed images) for the next owner of the name.
+	rk, ak := key("repos", r.Namespace, r.Name), key("accounts", r.Namespace)
+	resp, err := s.KV.Txn(ctx).
+		If(clientv3.Compare(clientv3.CreateRevision(rk), "=", 0), clientv3.Compare(clientv3.CreateRevision(ak), ">", 0)).
+		Then(clientv3.OpPut(rk, string(b))).
+		Else(clientv3.OpGet(ak, clientv3.WithKeysOnly())).
+		Commit()
+	if err != nil {
+		return r, fmt.Errorf("creating repository %s: %w", r.FullName(), err)
+	}
+	if !resp.Succeeded {
+		if len(resp.Responses[0].GetResponseRange().Kvs) == 0 {
+			return r, fmt.Errorf("namespace %s: account %s: %w", r.Namespace, r.Namespace, ErrNotFound)
+		}
+		return r, fmt.Errorf("repository %s: %w", r.FullName(), ErrExists)
 	}
 	return r, nil
 }
@@ -119,7 +136,9 @@ func (s *Store) UpdateRepository(ctx context.Context, namespace, name string, fn
 }
 
 // DeleteRepository removes a repository's record, grants and referrers index.
-// Image data in storage is left for garbage collection.
+// Its tags, manifests and layer links in storage are the caller's to remove
+// (the admin API does, before and after this); blob data shared with other
+// repositories is left for garbage collection.
 func (s *Store) DeleteRepository(ctx context.Context, namespace, name string) error {
 	full := namespace + "/" + name
 	resp, err := s.KV.Txn(ctx).Then(

@@ -1,0 +1,61 @@
+package registry
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path"
+
+	"github.com/distribution/distribution/v3/registry/storage/driver"
+
+	"github.com/dtr-registry/dtr/registry/meta"
+)
+
+// repositoriesRoot is where Distribution keeps each repository's tags
+// (_manifests/tags), manifest links (_manifests/revisions), layer links
+// (_layers) and uploads (_uploads), under <namespace>/<name>. Blob data lives
+// apart, under /docker/registry/v2/blobs, shared by every repository.
+const repositoriesRoot = "/docker/registry/v2/repositories"
+
+// deleteRepositoryContent removes repo's directory from storage in one
+// driver call: its tags, manifest links and layer links at once, so that no
+// replica (they share the storage) serves the old manifests or layers through
+// this name any more. Blob data stays for garbage collection. A repository
+// with nothing in storage is success, so a deletion can be repeated.
+//
+// repo must be a dtr repository name, exactly <namespace>/<name>
+// (meta.SplitRepository): that refuses "..", empty and absolute components,
+// and deleting "acme/app" never touches "acme/app2" (drivers delete a path
+// and its children, not a prefix). A deeper name such as "acme/app/sub"
+// lives inside acme/app's directory and goes with it; dtr grants no access
+// to such names (the token server splits every repository scope with
+// meta.SplitRepository), so anything there is unreachable leftover.
+func (r *Replica) deleteRepositoryContent(ctx context.Context, repo string) error {
+	ns, name, err := meta.SplitRepository(repo)
+	if err != nil {
+		return err
+	}
+	return r.deleteStoragePath(ctx, path.Join(repositoriesRoot, ns, name))
+}
+
+// deleteNamespaceContent removes every repository under namespace from
+// storage, the way deleteRepositoryContent removes one.
+func (r *Replica) deleteNamespaceContent(ctx context.Context, namespace string) error {
+	if err := meta.ValidateAccountName(namespace); err != nil {
+		return err
+	}
+	return r.deleteStoragePath(ctx, path.Join(repositoriesRoot, namespace))
+}
+
+func (r *Replica) deleteStoragePath(ctx context.Context, p string) error {
+	b := r.driver.Load()
+	if b == nil {
+		return errors.New("the registry storage is not configured yet")
+	}
+	err := b.d.Delete(ctx, p)
+	var nf driver.PathNotFoundError
+	if err != nil && !errors.As(err, &nf) {
+		return fmt.Errorf("deleting %s from %s storage: %w", p, b.d.Name(), err)
+	}
+	return nil
+}
