@@ -36,13 +36,21 @@ new replicas. If only a minority is unhealthy, use 'remove' and 'join' instead.`
 	f := newFlags(cmd)
 	addUCPFlags(f, &o.ucp)
 	addExistingReplicaFlag(f, &o.existingReplica, "The ID of the surviving replica to keep")
-	addOverlayFlag(f, &o.replica)
+	// Accepted so that DTR's scripts parse, and refused when given: the
+	// repair restarts one replica on the network it has.
+	f.String(&o.replica.overlaySubnet, "overlay-subnet", defaultOverlaySubnet, "Not supported by emergency-repair: the repair keeps the dtr-ol network and its subnet", "DTR_OVERLAY_SUBNET")
 	f.Bool(&o.prune, "prune", false, "Also remove the other replicas' volumes", "PRUNE")
 	f.BoolP(&o.yes, "yes", "y", false, "Answer yes to the confirmation prompt", "YES")
 	return cmd
 }
 
 func runEmergencyRepair(ctx context.Context, cli *Cli, cmd *cobra.Command, o *emergencyRepairOptions) error {
+	if changed(cmd, "overlay-subnet") {
+		// Changing it would mean detaching the survivor, recreating dtr-ol
+		// and re-attaching it: a second risky change during a repair, for
+		// a setting the repair does not need.
+		return usageErrorf("--overlay-subnet is not supported by emergency-repair in this version of dtr: the repair keeps network %s with its subnet; leave it out (nothing was changed)", orchestrator.NetworkName)
+	}
 	if err := o.replica.validate(cmd); err != nil {
 		return err
 	}

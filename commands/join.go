@@ -39,7 +39,7 @@ a majority must stay healthy for the registry to accept writes.
 	addReplicaIDFlag(f, &o.replica, "Assign a 12-hex-character ID to the new replica (default: random)", "DTR_INSTALL_REPLICA_ID", "MSR_INSTALL_REPLICA_ID")
 	addPortFlags(f, &o.replica)
 	addRethinkFlag(f, &o.replica)
-	f.Bool(&o.skipNetworkTest, "skip-network-test", false, "Skip the overlay network test between the new and the existing replica (not for production)", "DTR_SKIP_NETWORK_TEST")
+	f.Bool(&o.skipNetworkTest, "skip-network-test", false, "Skip the test join runs first: a container on the new node reaching the existing replica over the dtr-ol overlay (not for production)", "DTR_SKIP_NETWORK_TEST")
 	f.Bool(&o.unsafeJoin, "unsafe-join", false, "Join even if the cluster is unhealthy, risking split-brain and data loss", "DTR_UNSAFE_JOIN")
 	addApplyFlags(f, &o.apply)
 	return cmd
@@ -117,7 +117,10 @@ func runJoin(ctx context.Context, cli *Cli, cmd *cobra.Command, o *joinOptions) 
 			cfg.NoProxy = v
 		}
 	}
-	in := &orchestrator.Join{Replica: cfg, Existing: existing, API: api, HealthTimeout: healthTimeout}
+	in := &orchestrator.Join{Replica: cfg, Existing: existing, API: api, HealthTimeout: healthTimeout, SkipNetworkTest: o.skipNetworkTest}
+	if o.skipNetworkTest {
+		cli.Log.Warnf("Skipping the overlay network test between node %s and replica %s (--skip-network-test): if the overlay is blocked, the new replica's metadata member cannot catch up", node.Hostname, existing.ID)
+	}
 	objs := orchestrator.Objects{C: cluster, Warn: warner(cli)}
 	plan, err := objs.PlanJoin(ctx, in)
 	if err != nil {

@@ -3,6 +3,7 @@ package commands
 import (
 	"context"
 	"fmt"
+	"os"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -29,8 +30,36 @@ func newNodeJobCommand(cli *Cli) *cobra.Command {
 		},
 	}
 	rm.Flags().StringVar(&service, "service", "", "wait until this service's containers are gone from this node first")
-	cmd.AddCommand(rm)
+	var caFile string
+	nt := &cobra.Command{
+		Use:  "network-test URL",
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runNetworkTest(cmd.Context(), cli, caFile, args[0])
+		},
+	}
+	nt.Flags().StringVar(&caFile, "ca", "", "PEM file of the cluster CA, which issued the replica's certificate")
+	cmd.AddCommand(rm, nt)
 	return cmd
+}
+
+// networkTestWithin bounds the overlay test: a node new to dtr-ol learns the
+// other tasks' names within seconds; 30 s of failures is a blocked overlay.
+var networkTestWithin = 30 * time.Second
+
+// runNetworkTest runs in a job attached to dtr-ol on the joining node: it
+// reaches an existing replica over the overlay, as the new member will.
+func runNetworkTest(ctx context.Context, cli *Cli, caFile, url string) error {
+	ca, err := os.ReadFile(caFile)
+	if err != nil {
+		return fmt.Errorf("reading the cluster CA: %w", err)
+	}
+	took, err := orchestrator.ProbeLive(ctx, ca, url, networkTestWithin)
+	if err != nil {
+		return fmt.Errorf("no answer from %s over the overlay within %v: %w", url, networkTestWithin, err)
+	}
+	fmt.Fprintf(cli.Out, "reached %s over the overlay in %v\n", url, took.Round(time.Millisecond))
+	return nil
 }
 
 func runRemoveVolumes(ctx context.Context, cli *Cli, service string, names []string) error {

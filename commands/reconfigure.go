@@ -3,6 +3,8 @@ package commands
 import (
 	"context"
 	"fmt"
+	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -14,6 +16,7 @@ type reconfigureOptions struct {
 	replica         replicaOptions
 	existingReplica string
 	storageMigrated bool
+	rotateTokenKey  bool
 	apply           applyOptions
 }
 
@@ -24,7 +27,13 @@ func newReconfigureCommand(cli *Cli) *cobra.Command {
 		Short: "Change the configuration of every replica, one at a time",
 		Long: `Change settings of the whole cluster. Replicas restart one at a time, each healthy
 before the next; with one replica the registry is briefly unavailable. Only the
-flags given change; the others keep their current values.`,
+flags given change; the others keep their current values. When a replica does
+not come back healthy, every replica gets its old settings back (unless
+--keep-on-failure).
+
+--rotate-token-key makes the replicas sign tokens with a new key, restarting
+nothing: tokens signed with the old key stay valid until they expire. Rotate
+after a backup file or a replica's volume may have been exposed.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return runReconfigure(cmd.Context(), cli, cmd, &o) },
 	}
@@ -44,6 +53,7 @@ flags given change; the others keep their current values.`,
 	addClientCertFlags(f, &o.replica)
 	addCABundleFlag(f, &o.replica)
 	f.Bool(&o.storageMigrated, "storage-migrated", false, "The new storage already holds the images (you copied them); keep tags and metadata", "STORAGE_MIGRATED")
+	f.Bool(&o.rotateTokenKey, "rotate-token-key", false, "Sign tokens with a new key from now on; tokens signed with the old key stay valid until they expire (restarts nothing)", "DTR_ROTATE_TOKEN_KEY")
 	addApplyFlags(f, &o.apply)
 	return cmd
 }
@@ -75,8 +85,8 @@ func runReconfigure(ctx context.Context, cli *Cli, cmd *cobra.Command, o *reconf
 	if err != nil {
 		return err
 	}
-	if ch.Describe() == "" {
-		return usageErrorf("nothing to change: give at least one setting, e.g. --dtr-external-url or --replica-https-port")
+	if ch.Describe() == "" && !o.rotateTokenKey {
+		return usageErrorf("nothing to change: give at least one setting, e.g. --dtr-external-url, --replica-https-port or --rotate-token-key")
 	}
 	if ch.HTTPPort != nil || ch.HTTPSPort != nil {
 		nodes := map[string]string{}
@@ -118,6 +128,20 @@ func runReconfigure(ctx context.Context, cli *Cli, cmd *cobra.Command, o *reconf
 	if ch.ExternalURL != nil {
 		u := *ch.ExternalURL
 		in.Settings = func(ctx context.Context) error { return api.PatchSettings(ctx, map[string]any{"externalURL": u}) }
+		if old := envValue(existing, "DTR_EXTERNAL_URL"); old != "" {
+			in.UndoSettings = func(ctx context.Context) error { return api.PatchSettings(ctx, map[string]any{"externalURL": old}) }
+		}
+	}
+	if o.rotateTokenKey {
+		in.RotateThrough = existing.ID
+		in.RotateTokenKey = func(ctx context.Context) error {
+			r, err := api.RotateTokenKey(ctx)
+			if err != nil {
+				return err
+			}
+			cli.Log.Infof("Token signing key rotated: new key %s; tokens signed with the old key stay valid until %s", r.KeyID, r.PreviousValidUntil.UTC().Format(time.RFC3339))
+			return nil
+		}
 	}
 	if ch.Storage != nil {
 		cli.Log.Info("The `--storage-migrated` flag is set. Not erasing tags.")
@@ -127,11 +151,24 @@ func runReconfigure(ctx context.Context, cli *Cli, cmd *cobra.Command, o *reconf
 		plan.Print(cli.Out)
 		return nil
 	}
-	if err := plan.Apply(ctx, cli.Log, true); err != nil {
-		return fmt.Errorf("%w; the replicas before the failing one run the new settings, the others the old ones: fix the cause and run reconfigure again", err)
+	if err := plan.Apply(ctx, cli.Log, o.apply.keepOnFailure); err != nil {
+		if o.apply.keepOnFailure {
+			return fmt.Errorf("%w; the replicas before the failing one run the new settings, the others the old ones: fix the cause and run reconfigure again", err)
+		}
+		return fmt.Errorf("%w; every replica runs its old settings again: fix the cause and run reconfigure again", err)
 	}
 	cli.Log.Info("Reconfiguration is complete")
 	return nil
+}
+
+// envValue is a variable of a replica's service environment.
+func envValue(r orchestrator.Replica, key string) string {
+	for _, kv := range r.Spec.TaskTemplate.ContainerSpec.Env {
+		if k, v, _ := strings.Cut(kv, "="); k == key {
+			return v
+		}
+	}
+	return ""
 }
 
 // change collects the settings given on the command line. Settings this

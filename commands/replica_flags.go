@@ -61,7 +61,7 @@ func addCertFlags(f flags, o *replicaOptions) {
 }
 
 func addStorageVolumeFlag(f flags, o *replicaOptions) {
-	f.String(&o.storageVolume, "dtr-storage-volume", "", "Volume name or absolute host path for image storage (default: volume dtr-registry-<replica-id>); must be shared storage for more than one replica", "DTR_STORAGE_VOLUME")
+	f.String(&o.storageVolume, "dtr-storage-volume", "", "Volume name or absolute host path for image storage (default: volume dtr-registry-<replica-id>); a host path must be writable by uid 10001, the replica's user (chown 10001:10001 <path>), or the command fails and undoes itself; must be shared storage for more than one replica", "DTR_STORAGE_VOLUME")
 }
 
 func addNFSFlags(f flags, o *replicaOptions) {

@@ -1,5 +1,5 @@
 // Package orchestrator places dtr replicas on the cluster as Swarm objects
-// and finds them again by label (DESIGN.md §3). Work is observe → plan →
+// and finds them again by label (docs/architecture.md §3). Work is observe → plan →
 // apply: read what exists, compute the steps as data (printed by --dry-run,
 // tested without an engine), then apply them one by one.
 package orchestrator

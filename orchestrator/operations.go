@@ -176,7 +176,9 @@ func (o Objects) PlanInstall(ctx context.Context, in *Install) (*Plan, error) {
 	p.Add(Step{
 		Description: fmt.Sprintf("wait until replica %s answers healthy at %s/_ping", c.ID, url),
 		Apply: func(ctx context.Context) error {
-			return o.WaitHealthy(ctx, in.ClientFor(caPEM), url, ServiceName(c.ID), in.HealthTimeout)
+			// The replica's storage probe writes at start: an unwritable
+			// storage fails here, and the plan undoes the install.
+			return StorageFix(o.WaitHealthy(ctx, in.ClientFor(caPEM), url, ServiceName(c.ID), in.HealthTimeout), *c)
 		},
 	})
 	return p, nil
@@ -234,6 +236,8 @@ type Join struct {
 	Existing      Replica
 	API           ReplicaAPI
 	HealthTimeout time.Duration
+	// SkipNetworkTest leaves out the overlay test before the member is added.
+	SkipNetworkTest bool
 }
 
 // PlanJoin computes the steps of a join.
@@ -262,6 +266,9 @@ func (o Objects) PlanJoin(ctx context.Context, in *Join) (*Plan, error) {
 		if len(cf.ConfigName) > 13 && cf.ConfigName[:13] == "dtr-tls-cert-" {
 			c.TLSCertConfig, tlsCertID = cf.ConfigName, cf.ConfigID
 		}
+	}
+	if !in.SkipNetworkTest {
+		p.Add(o.networkTestStep(c, in.Existing, caCertID))
 	}
 	p.Add(Step{
 		Description: fmt.Sprintf("add replica %s's metadata member as a learner, through replica %s", c.ID, in.Existing.ID),
@@ -293,10 +300,47 @@ func (o Objects) PlanJoin(ctx context.Context, in *Join) (*Plan, error) {
 	p.Add(Step{
 		Description: fmt.Sprintf("wait until replica %s answers healthy at %s/_ping", c.ID, ReplicaURL(c.NodeAddr, c.HTTPSPort)),
 		Apply: func(ctx context.Context) error {
-			return o.WaitHealthy(ctx, in.API.Client, ReplicaURL(c.NodeAddr, c.HTTPSPort), ServiceName(c.ID), in.HealthTimeout)
+			return StorageFix(o.WaitHealthy(ctx, in.API.Client, ReplicaURL(c.NodeAddr, c.HTTPSPort), ServiceName(c.ID), in.HealthTimeout), *c)
 		},
 	})
 	return p, nil
+}
+
+// networkTestStep is DTR's pre-join network test: before the cluster gets a
+// member it might not reach, a job on the new replica's node joins dtr-ol and
+// asks the existing replica's /_live over it, through Swarm's DNS name, as
+// the new member's etcd peer traffic will. A TLS handshake (certificates of a
+// few KiB) also shows an overlay whose MTU drops large packets. It changes
+// nothing, so there is nothing to undo.
+func (o Objects) networkTestStep(c *ReplicaConfig, existing Replica, caCertID string) Step {
+	url := OverlayLiveURL(existing.ID)
+	return Step{
+		Description: fmt.Sprintf("test the overlay network %s: a job on node %s reaches replica %s at %s", NetworkName, c.Node, existing.ID, url),
+		Apply: func(ctx context.Context) error {
+			const fix = "check that the nodes reach each other on 4789/udp (overlay data) and 7946/tcp and udp (gossip), that no firewall drops VXLAN traffic and that the overlay MTU fits the hosts' network; or skip this test with --skip-network-test (not for production)"
+			if c.NodeJobImage() == "" {
+				return fmt.Errorf("the overlay network test runs the dtr image on node %s, and it is not loaded on this manager: load this version's images on every node, or %s", c.Node, fix)
+			}
+			const caFile = "/run/dtr/ca.pem"
+			_, err := o.RunJob(ctx, NodeJob{
+				Node: c.Node, ImageID: c.NodeJobImage(), Version: c.Version,
+				Args:     []string{"node-job", "network-test", "--ca", caFile, url},
+				Networks: []string{NetworkName},
+				Configs: []*swarm.ConfigReference{{ConfigID: caCertID, ConfigName: CACertConfig,
+					File: &swarm.ConfigReferenceFileTarget{Name: caFile, UID: "0", GID: "0", Mode: 0o444}}},
+			})
+			if err != nil {
+				return fmt.Errorf("overlay network test: a container on node %s attached to network %s could not reach replica %s at %s (%w); %s", c.Node, NetworkName, existing.ID, url, err, fix)
+			}
+			return nil
+		},
+	}
+}
+
+// OverlayLiveURL is a replica's /_live as another container on dtr-ol
+// reaches it: its service's DNS name and its container HTTPS port.
+func OverlayLiveURL(replicaID string) string {
+	return fmt.Sprintf("https://%s:%d/_live", ServiceName(replicaID), containerHTTPSPort)
 }
 
 func joinErr(errs ...error) error {

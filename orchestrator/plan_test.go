@@ -101,6 +101,16 @@ func TestJoinPlan(t *testing.T) {
 	p.Print(&b)
 	golden(t, "join.plan", b.Bytes())
 
+	// --skip-network-test leaves out the overlay test, and nothing else.
+	in.SkipNetworkTest = true
+	if p, err = objs.PlanJoin(context.Background(), in); err != nil {
+		t.Fatal(err)
+	}
+	b.Reset()
+	p.Print(&b)
+	golden(t, "join-skip-network-test.plan", b.Bytes())
+	in.SkipNetworkTest = false
+
 	// Without the cluster CA there is nothing to join.
 	e.Secrets = nil
 	if _, err := objs.PlanJoin(context.Background(), in); err == nil {

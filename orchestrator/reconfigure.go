@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -160,6 +161,15 @@ func updatedSpec(r Replica, ch Change, tlsCertConfig, tlsKeySecret, tlsCertID, t
 	return spec
 }
 
+// replicaAfter is r's configuration once the change applies (for messages).
+func replicaAfter(r Replica, ch Change) ReplicaConfig {
+	c := ReplicaConfig{ID: r.ID, Node: r.Node, Version: r.Version, Storage: r.Storage}
+	if ch.Storage != nil {
+		c.Storage = *ch.Storage
+	}
+	return c
+}
+
 // Reconfigure is what a rolling reconfiguration needs.
 type Reconfigure struct {
 	Replicas []Replica
@@ -167,18 +177,40 @@ type Reconfigure struct {
 	Change   Change
 	Client   *http.Client
 	Timeout  time.Duration
-	// Settings applies cluster-wide settings through a replica's admin API.
-	Settings func(ctx context.Context) error
+	// Settings applies cluster-wide settings through a replica's admin API;
+	// UndoSettings puts the old ones back when a later step fails.
+	Settings, UndoSettings func(ctx context.Context) error
+	// RotateTokenKey, when set, rotates the token signing key through a
+	// replica's admin API, after the replicas run their new settings. It
+	// restarts nothing: with no Change it is the whole plan.
+	RotateTokenKey func(ctx context.Context) error
+	// RotateThrough is the replica whose admin API rotates the key (plans).
+	RotateThrough string
 }
 
 // PlanReconfigure updates the replicas one at a time, each healthy before
 // the next.
 func (o Objects) PlanReconfigure(in *Reconfigure) *Plan {
-	p := &Plan{Title: fmt.Sprintf("Reconfigure %d replica(s): %s", len(in.Replicas), in.Change.Describe())}
+	what := in.Change.Describe()
+	if in.RotateTokenKey != nil {
+		what = strings.TrimPrefix(what+", token signing key rotation", ", ")
+	}
+	p := &Plan{Title: fmt.Sprintf("Reconfigure %d replica(s): %s", len(in.Replicas), what)}
+	defer func() {
+		if in.RotateTokenKey != nil {
+			// Last: a rotation cannot be taken back, so it waits until every
+			// step that can fail has passed.
+			p.Add(Step{Description: fmt.Sprintf("rotate the token signing key through the admin API of replica %s (no restart)", in.RotateThrough), Apply: in.RotateTokenKey})
+		}
+	}()
+	if in.Change.Describe() == "" {
+		return p
+	}
 	if in.Settings != nil {
-		p.Add(Step{Description: "store the cluster settings (external URL) through the admin API", Apply: in.Settings})
+		p.Add(Step{Description: "store the cluster settings (external URL) through the admin API", Apply: in.Settings, Undo: in.UndoSettings})
 	}
 	var tlsCertConfig, tlsKeySecret, tlsCertID, tlsKeyID string
+	var createdCert, createdKey bool
 	if in.Change.TLSCert != "" {
 		tlsCertConfig, tlsKeySecret = tlsNames(in.Change.TLSCert)
 		p.Add(Step{
@@ -188,14 +220,27 @@ func (o Objects) PlanReconfigure(in *Reconfigure) *Plan {
 				var err error
 				if tlsCertID, err = o.ConfigID(ctx, tlsCertConfig); err == nil && tlsCertID == "" {
 					tlsCertID, err = o.CreateConfig(ctx, tlsCertConfig, []byte(in.Change.TLSCert), lbl)
+					createdCert = err == nil
 				}
 				if err != nil {
 					return err
 				}
 				if tlsKeyID, err = o.SecretID(ctx, tlsKeySecret); err == nil && tlsKeyID == "" {
 					tlsKeyID, err = o.CreateSecret(ctx, tlsKeySecret, []byte(in.Change.TLSKey), lbl)
+					createdKey = err == nil
 				}
 				return err
+			},
+			// Only what this run created: an existing pair may be in use.
+			Undo: func(ctx context.Context) error {
+				var errs []error
+				if createdKey {
+					errs = append(errs, o.RemoveSecret(ctx, tlsKeySecret))
+				}
+				if createdCert {
+					errs = append(errs, o.RemoveConfig(ctx, tlsCertConfig))
+				}
+				return errors.Join(errs...)
 			},
 		})
 	}
@@ -222,7 +267,22 @@ func (o Objects) PlanReconfigure(in *Reconfigure) *Plan {
 				if err := o.WaitUpdated(ctx, r.ServiceID, in.Timeout); err != nil {
 					return err
 				}
-				return o.WaitHealthy(ctx, in.Client, url, ServiceName(r.ID), in.Timeout)
+				return StorageFix(o.WaitHealthy(ctx, in.Client, url, ServiceName(r.ID), in.Timeout), replicaAfter(r, in.Change))
+			},
+			// Back to the spec it had: a replica that cannot run the new
+			// settings (say, a storage it cannot write) serves with the old.
+			Undo: func(ctx context.Context) error {
+				s, _, err := o.C.Engine.ServiceInspectWithRaw(ctx, r.ServiceID, swarm.ServiceInspectOptions{})
+				if err != nil {
+					return err
+				}
+				if s.Spec.Labels[LabelConfigHash] == r.Spec.Labels[LabelConfigHash] {
+					return nil // never updated
+				}
+				if _, err := o.C.Engine.ServiceUpdate(ctx, r.ServiceID, s.Version, r.Spec, swarm.ServiceUpdateOptions{}); err != nil {
+					return fmt.Errorf("putting back the settings of %s: %w", ServiceName(r.ID), err)
+				}
+				return o.WaitUpdated(ctx, r.ServiceID, in.Timeout)
 			},
 		})
 	}

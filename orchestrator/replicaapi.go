@@ -20,10 +20,16 @@ type ReplicaAPI struct {
 	Client   *http.Client
 }
 
+// call sends one admin API request; a body is always JSON and says so (the
+// admin API refuses other content types on mutations, against cross-site
+// requests), and no Origin header is sent.
 func (a ReplicaAPI) call(ctx context.Context, method, path string, in, out any) error {
 	var body io.Reader
 	if in != nil {
-		b, _ := json.Marshal(in)
+		b, err := json.Marshal(in)
+		if err != nil {
+			return fmt.Errorf("%s %s: %w", method, path, err)
+		}
 		body = bytes.NewReader(b)
 	}
 	req, err := http.NewRequestWithContext(ctx, method, a.URL+path, body)
@@ -31,6 +37,9 @@ func (a ReplicaAPI) call(ctx context.Context, method, path string, in, out any) 
 		return err
 	}
 	req.SetBasicAuth(a.User, a.Password)
+	req.Header.Set("Accept", "application/json")
+	// Also on bodiless POSTs and DELETEs: harmless, and safe if the replica
+	// ever checks every mutation.
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := a.Client.Do(req)
 	if err != nil {
@@ -115,6 +124,28 @@ func (a ReplicaAPI) RemoveReplica(ctx context.Context, id string) error {
 // PatchSettings changes cluster settings (PATCH /api/v0/meta/settings).
 func (a ReplicaAPI) PatchSettings(ctx context.Context, settings map[string]any) error {
 	return a.call(ctx, http.MethodPatch, "/api/v0/meta/settings", settings, nil)
+}
+
+// TokenKeyRotation is the answer of POST /api/v0/meta/token_key/rotate.
+type TokenKeyRotation struct {
+	KeyID          string   `json:"keyID"`
+	PreviousKeyIDs []string `json:"previousKeyIDs"`
+	// PreviousValidUntil is when the last token signed with a previous key
+	// expires; until then the replicas still verify those keys.
+	PreviousValidUntil time.Time `json:"previousValidUntil"`
+}
+
+// RotateTokenKey makes the cluster sign tokens with a new key; tokens signed
+// with the old one stay valid until they expire, so no client fails.
+func (a ReplicaAPI) RotateTokenKey(ctx context.Context) (TokenKeyRotation, error) {
+	var out TokenKeyRotation
+	// An empty JSON object, not an empty body: the admin API takes mutations
+	// only as application/json.
+	err := a.call(ctx, http.MethodPost, "/api/v0/meta/token_key/rotate", struct{}{}, &out)
+	if err == nil && out.KeyID == "" {
+		err = fmt.Errorf("POST /api/v0/meta/token_key/rotate: the replica answered without a key ID; is it older than this installer?")
+	}
+	return out, err
 }
 
 // apiMessage is the first error message of an admin API error body.

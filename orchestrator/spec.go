@@ -83,6 +83,10 @@ func healthcheck() *container.HealthConfig {
 	}
 }
 
+// containerHTTPSPort is the replica's HTTPS port inside its container (the
+// published port may differ per replica).
+const containerHTTPSPort = 8443
+
 // Paths inside the replica container.
 const (
 	dataDir      = "/var/lib/dtr/data"
@@ -134,7 +138,7 @@ func storageMount(c ReplicaConfig) mount.Mount {
 	return m
 }
 
-// ServiceSpec is the Swarm service of a replica (DESIGN.md §3).
+// ServiceSpec is the Swarm service of a replica (docs/architecture.md §3).
 func ServiceSpec(c ReplicaConfig, caKeySecretID, caCertConfigID, adminSecretID, tlsKeySecretID, tlsCertConfigID string) swarm.ServiceSpec {
 	one := uint64(1)
 	env := map[string]string{

@@ -5,10 +5,12 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/docker/docker/api/types/filters"
@@ -41,9 +43,62 @@ func (o Objects) WaitLive(ctx context.Context, client *http.Client, url, service
 }
 
 // WaitHealthy polls a replica's /_ping until 200, watching its service's task
-// so that a task Swarm rejects fails at once with Swarm's reason.
+// so that a task Swarm rejects fails at once with Swarm's reason. A replica
+// that keeps reporting that it cannot write to its storage fails the wait
+// with a *StorageError within storageGrace instead of the whole timeout: that
+// needs the operator, not time.
 func (o Objects) WaitHealthy(ctx context.Context, client *http.Client, url, service string, within time.Duration) error {
 	return o.waitFor(ctx, client, url, "/_ping", service, within, "no 200 from /_ping", func(status int, _ answer) bool { return status == http.StatusOK })
+}
+
+// StorageUnwritable is what a replica's /_ping says when its storage probe
+// cannot write (the registry package's storageProbe; its test checks that
+// the replica's message contains this, so the two cannot drift apart).
+//
+// Why install, join, restore and reconfigure catch an unwritable storage
+// through the replica's /_ping rather than by checking a host path with a
+// node job first: the probe is the real thing (the replica's uid, its mount,
+// read-only binds, SELinux labels, root-squashing NFS, bucket policies)
+// where a job could only predict it from mode bits, it covers every kind of
+// storage and every command that starts a replica (all of them wait for
+// /_ping already), it keeps watching after the install, and it costs no job.
+// The price is a started replica to undo, which each command's plan does.
+const StorageUnwritable = "cannot write to the registry storage"
+
+// storageGrace is how long a replica may report an unwritable storage
+// before the installer gives up: the replica retries the write every 2 s,
+// so this is two failed writes, and an S3 hiccup clears within it.
+var storageGrace = 5 * time.Second
+
+// StorageError is a replica's report that it cannot write to its storage.
+type StorageError struct {
+	URL    string
+	Report string // the replica's /_ping error
+}
+
+func (e *StorageError) Error() string {
+	return fmt.Sprintf("replica at %s cannot write to its image storage: %s", e.URL, e.Report)
+}
+
+// StorageFix turns a *StorageError from waiting on replica c into one that
+// names the fix for c's kind of storage; other errors pass unchanged.
+func StorageFix(err error, c ReplicaConfig) error {
+	var se *StorageError
+	if !errors.As(err, &se) {
+		return err
+	}
+	var fix string
+	switch s := c.Storage; {
+	case s.IsHostPath():
+		fix = fmt.Sprintf("the host directory %[1]s on node %[2]s is not writable by uid 10001, the replica's user: run chown -R 10001:10001 %[1]s on node %[2]s, then run the command again", s.Volume, c.Node)
+	case s.NFSURL != "":
+		fix = fmt.Sprintf("the NFS export %s is not writable by uid 10001, the replica's user: chown -R 10001:10001 the exported directory on the NFS server (or map the export's squash user to 10001), then run the command again", s.NFSURL)
+	case s.Volume != "":
+		fix = fmt.Sprintf("volume %s on node %s is not writable by uid 10001, the replica's user: chown -R 10001:10001 its directory (docker volume inspect %s shows it) on that node, then run the command again", s.Volume, c.Node, s.Volume)
+	default:
+		fix = "give uid 10001, the replica's user, write access to the storage, then run the command again"
+	}
+	return fmt.Errorf("replica %s cannot write to its image storage (%s): %s", c.ID, se.Report, fix)
 }
 
 // WaitRestoreReady polls a new replica's /_live until it says it waits for
@@ -81,6 +136,7 @@ func get(ctx context.Context, client *http.Client, url string) (int, answer, err
 func (o Objects) waitFor(ctx context.Context, client *http.Client, url, path, service string, within time.Duration, what string, done func(int, answer) bool) error {
 	deadline := time.Now().Add(within)
 	last := "no answer yet"
+	var unwritableSince time.Time
 	for {
 		if service != "" {
 			if err := o.taskFailure(ctx, service); err != nil {
@@ -93,6 +149,16 @@ func (o Objects) waitFor(ctx context.Context, client *http.Client, url, path, se
 			return nil
 		case status != 0:
 			last = fmt.Sprintf("%d %s", status, a.Error)
+			if path == "/_ping" && strings.Contains(a.Error, StorageUnwritable) {
+				if unwritableSince.IsZero() {
+					unwritableSince = time.Now()
+				}
+				if time.Since(unwritableSince) >= storageGrace {
+					return &StorageError{URL: url, Report: a.Error}
+				}
+				break
+			}
+			unwritableSince = time.Time{}
 		default:
 			last = err.Error()
 		}

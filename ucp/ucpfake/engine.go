@@ -33,6 +33,12 @@ type Engine struct {
 	Images map[string]string
 	// Err, when set, is returned by every call.
 	Err error
+	// Job, when set, says how a job service (a node job) would end, since
+	// the fake runs nothing: ok or failed, and what it printed. Unset, every
+	// job completes and prints nothing.
+	Job func(spec swarm.ServiceSpec) (ok bool, logs string)
+	// Jobs records the spec of every job service created, in order.
+	Jobs []swarm.ServiceSpec
 }
 
 var _ ucp.Engine = (*Engine)(nil)

@@ -1,6 +1,7 @@
 package ucpfake
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -13,6 +14,7 @@ import (
 	"github.com/docker/docker/api/types/swarm"
 	"github.com/docker/docker/api/types/volume"
 	"github.com/docker/docker/client"
+	"github.com/docker/docker/pkg/stdcopy"
 )
 
 // The fake keeps services, networks, secrets, configs and volumes in memory:
@@ -46,6 +48,9 @@ func (e *Engine) ServiceCreate(_ context.Context, spec swarm.ServiceSpec, _ swar
 	}
 	id := fmt.Sprintf("svc%d", len(e.Services)+1)
 	e.Services = append(e.Services, swarm.Service{ID: id, Spec: spec})
+	if spec.Mode.ReplicatedJob != nil {
+		e.Jobs = append(e.Jobs, spec)
+	}
 	return swarm.ServiceCreateResponse{ID: id}, e.Err
 }
 
@@ -61,13 +66,15 @@ func (e *Engine) ServiceInspectWithRaw(_ context.Context, id string, _ swarm.Ser
 	return swarm.Service{}, nil, notFoundError{"service " + id}
 }
 
-// ServiceUpdate implements ucp.Engine.
+// ServiceUpdate implements ucp.Engine: the update completes at once.
 func (e *Engine) ServiceUpdate(_ context.Context, id string, _ swarm.Version, spec swarm.ServiceSpec, _ swarm.ServiceUpdateOptions) (swarm.ServiceUpdateResponse, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	for i, s := range e.Services {
 		if s.ID == id || s.Spec.Name == id {
 			e.Services[i].Spec = spec
+			e.Services[i].Version.Index++
+			e.Services[i].UpdateStatus = &swarm.UpdateStatus{State: swarm.UpdateStateCompleted}
 			return swarm.ServiceUpdateResponse{}, nil
 		}
 	}
@@ -87,8 +94,20 @@ func (e *Engine) ServiceRemove(_ context.Context, id string) error {
 	return notFoundError{"service " + id}
 }
 
-// ServiceLogs implements ucp.Engine.
-func (e *Engine) ServiceLogs(context.Context, string, container.LogsOptions) (io.ReadCloser, error) {
+// ServiceLogs implements ucp.Engine: a job's output as Job says, in the
+// engine's multiplexed format (stdout); nothing for other services.
+func (e *Engine) ServiceLogs(_ context.Context, id string, _ container.LogsOptions) (io.ReadCloser, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, s := range e.Services {
+		if (s.ID == id || s.Spec.Name == id) && s.Spec.Mode.ReplicatedJob != nil && e.Job != nil {
+			_, logs := e.Job(s.Spec)
+			var b bytes.Buffer
+			w := stdcopy.NewStdWriter(&b, stdcopy.Stdout)
+			_, _ = w.Write([]byte(logs))
+			return io.NopCloser(&b), nil
+		}
+	}
 	return io.NopCloser(strings.NewReader("")), nil
 }
 
@@ -103,7 +122,13 @@ func (e *Engine) TaskList(_ context.Context, o swarm.TaskListOptions) ([]swarm.T
 			continue
 		}
 		if s.Spec.Mode.ReplicatedJob != nil {
-			out = append(out, swarm.Task{ServiceID: s.ID, Status: swarm.TaskStatus{State: swarm.TaskStateComplete}})
+			st := swarm.TaskStatus{State: swarm.TaskStateComplete}
+			if e.Job != nil {
+				if ok, _ := e.Job(s.Spec); !ok {
+					st = swarm.TaskStatus{State: swarm.TaskStateFailed, Err: "task: non-zero exit (1)"}
+				}
+			}
+			out = append(out, swarm.Task{ServiceID: s.ID, Status: st})
 		}
 	}
 	return out, e.Err
