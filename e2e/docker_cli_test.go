@@ -9,11 +9,13 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/dtr-registry/dtr/images"
+	"github.com/dtr-registry/dtr/registry/registrytest"
 )
 
 // replicaContainer is a dtr-registry container on the local engine, reached
@@ -35,10 +37,14 @@ func startReplicaContainer(t *testing.T, adminPassword string) *replicaContainer
 	if err := os.Chmod(secrets, 0o755); err != nil {
 		t.Fatal(err)
 	}
+	// The external URL is where the token realm points, as an installer
+	// sets it: the replica never builds it from the client's Host header.
+	port := strconv.Itoa(registrytest.FreePort(t))
 	MustDocker(t, "run", "-d", "--name", name, "--hostname", name,
-		"-p", "127.0.0.1::8443", "-p", "127.0.0.1::8080",
+		"-p", "127.0.0.1:"+port+":8443", "-p", "127.0.0.1::8080",
 		"-v", secrets+":/run/secrets:ro",
 		"-e", "DTR_REPLICA_ID="+id, "-e", "DTR_ADMIN_USERNAME=admin", "-e", "DTR_ADMIN_PASSWORD_FILE=/run/secrets/admin-password",
+		"-e", "DTR_EXTERNAL_URL=https://127.0.0.1:"+port,
 		images.Registry())
 	t.Cleanup(func() {
 		if t.Failed() {
@@ -47,7 +53,6 @@ func startReplicaContainer(t *testing.T, adminPassword string) *replicaContainer
 		}
 		_, _ = Docker(t, nil, "rm", "-f", "-v", name)
 	})
-	port := strings.TrimPrefix(MustDocker(t, "port", name, "8443/tcp"), "127.0.0.1:")
 	rc := &replicaContainer{name: name, host: "127.0.0.1:" + port}
 
 	// Trust the replica's CA as an operator would: /etc/docker/certs.d.
@@ -96,6 +101,7 @@ func (rc *replicaContainer) api(t *testing.T, method, path, body string) {
 	t.Helper()
 	req, _ := http.NewRequest(method, "https://"+rc.host+path, bytes.NewBufferString(body))
 	req.SetBasicAuth("admin", "Admin-passw0rd")
+	req.Header.Set("Content-Type", "application/json")
 	resp, err := rc.client.Do(req)
 	if err != nil {
 		t.Fatal(err)

@@ -73,7 +73,7 @@ func newDriver(ctx context.Context, st meta.Storage, filesystemRoot string) (dri
 
 // distributionConfig builds Distribution's configuration in code, with the
 // defaults configuration.Parse would have applied.
-func distributionConfig(cluster meta.Cluster, st meta.Storage, filesystemRoot string, verifier *auth.Verifier, logLevel string) (*configuration.Configuration, error) {
+func distributionConfig(cluster meta.Cluster, st meta.Storage, filesystemRoot string, verifier *auth.Verifier, realm func(*http.Request) string, logLevel string) (*configuration.Configuration, error) {
 	name, params, err := storageParams(st, filesystemRoot)
 	if err != nil {
 		return nil, err
@@ -93,9 +93,9 @@ func distributionConfig(cluster meta.Cluster, st meta.Storage, filesystemRoot st
 		}},
 	}
 	// dtr's own access controller: Distribution's token checks, with the
-	// cluster's verifier (which caches verified tokens) and a realm that
-	// follows the host the client used (a replica or the load balancer).
-	cfg.Auth = configuration.Auth{auth.ControllerName: configuration.Parameters{"verifier": verifier}}
+	// cluster's verifier (which caches verified tokens and checks account
+	// epochs) and a realm at the configured external URL.
+	cfg.Auth = configuration.Auth{auth.ControllerName: configuration.Parameters{"verifier": verifier, "realm": realm}}
 	// Non-distributable (foreign) layers carry URLs; accept http(s) ones.
 	cfg.Validation.Manifests.URLs.Allow = []string{`^https?://`}
 	return cfg, nil

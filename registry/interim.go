@@ -92,7 +92,7 @@ func (r *Replica) serveWhileStarting(ca *pki.CA, hosts []string) func() {
 	var srv *interim
 	cert, err := interimCert(ca, hosts)
 	if err == nil {
-		srv, err = r.startInterim(accessLog(r.log, mux), &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}})
+		srv, err = r.startInterim(accessLog(r.log, mux), &tls.Config{MinVersion: tls.VersionTLS12, CipherSuites: aeadSuites, Certificates: []tls.Certificate{cert}})
 	}
 	if err != nil {
 		r.log.WithError(err).Warn("not answering on the replica's ports until the metadata member starts")

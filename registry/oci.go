@@ -14,6 +14,7 @@ import (
 	"regexp"
 	"strings"
 
+	distauth "github.com/distribution/distribution/v3/registry/auth"
 	"github.com/distribution/distribution/v3/registry/auth/token"
 	"github.com/distribution/distribution/v3/registry/storage/driver"
 	"github.com/opencontainers/go-digest"
@@ -30,6 +31,7 @@ type ociExtensions struct {
 	next   http.Handler
 	store  *meta.Store
 	verify *auth.Verifier
+	realm  func(*http.Request) string // the token endpoint for 401s
 	log    logrus.FieldLogger
 	// driver is the registry's storage, for the revision links of manifests
 	// pushed by a non-sha256 digest.
@@ -184,11 +186,8 @@ func registryError(w http.ResponseWriter, status int, code, msg string) {
 // for its own routes, and answers the challenge itself when it fails.
 func (o *ociExtensions) authorize(w http.ResponseWriter, r *http.Request, repo, action string) (*token.ClaimSet, bool) {
 	challenge := func(errCode string) {
-		v := fmt.Sprintf(`Bearer realm="https://%s/auth/token",service=%q,scope="repository:%s:%s"`, r.Host, auth.Service, repo, action)
-		if errCode != "" {
-			v += fmt.Sprintf(`,error=%q`, errCode)
-		}
-		w.Header().Set("WWW-Authenticate", v)
+		ch := &auth.Challenge{Realm: o.realm(r), Err: errCode, Access: []distauth.Access{{Resource: distauth.Resource{Type: "repository", Name: repo}, Action: action}}}
+		ch.SetHeaders(r, w)
 		registryError(w, http.StatusUnauthorized, "UNAUTHORIZED", "authentication required")
 	}
 	raw, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
@@ -292,6 +291,12 @@ func (s *statusRecorder) Write(b []byte) (int, error) {
 }
 
 func (o *ociExtensions) putManifest(w http.ResponseWriter, r *http.Request, repo, ref string) {
+	// Authorize before reading the body: an anonymous client must get its
+	// 401 without the replica reading and hashing up to 4 MiB first.
+	// Distribution checks again, with the same token.
+	if _, ok := o.authorize(w, r, repo, "push"); !ok {
+		return
+	}
 	body, err := io.ReadAll(io.LimitReader(r.Body, maxManifest+1))
 	if err != nil {
 		registryError(w, http.StatusBadRequest, "MANIFEST_INVALID", "reading the manifest: "+err.Error())

@@ -16,7 +16,6 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -54,7 +53,7 @@ type Options struct {
 	// Metadata member.
 	PeerListen     string // default https://0.0.0.0:12380
 	PeerAdvertise  string // default https://dtr-registry-<id>:12380
-	ClientListen   string // default http://127.0.0.1:12379
+	ClientSocket   string // unix socket, mode 0600 in a 0700 dir; default DataDir/etcd-client/etcd.sock
 	InitialCluster string // "id=peerURL,..." when joining
 	Join           bool   // join an existing cluster (the member was added as a learner)
 	InsecurePeers  bool   // plain-http peers: single-host tests only
@@ -113,7 +112,7 @@ func (o *Options) defaults() error {
 	}
 	def(&o.PeerListen, scheme+"://0.0.0.0:12380")
 	def(&o.PeerAdvertise, scheme+"://dtr-registry-"+o.ReplicaID+":12380")
-	def(&o.ClientListen, "http://127.0.0.1:12379")
+	def(&o.ClientSocket, member.ClientSocketIn(o.DataDir))
 	def(&o.LogLevel, "info")
 	if o.PublicHTTPSPort == 0 {
 		o.PublicHTTPSPort = 443
@@ -135,19 +134,28 @@ func (o *Options) defaults() error {
 
 // Replica is a running replica.
 type Replica struct {
-	opts    Options
-	log     *logrus.Entry
-	member  *member.Member
-	store   *meta.Store
-	cluster meta.Cluster
-	ca      *pki.CA
-	signer  atomic.Pointer[auth.Signer]
-	verify  *auth.Verifier
-	app     swappable
-	driver  atomic.Pointer[driverBox]
-	health  *healthChecker
-	tls     *tls.Config
-	handler http.Handler
+	opts     Options
+	log      *logrus.Entry
+	member   *member.Member
+	store    *meta.Store
+	cluster  meta.Cluster
+	ca       *pki.CA
+	keys     atomic.Pointer[auth.Keyring]
+	verify   *auth.Verifier
+	accounts *auth.Accounts
+	logins   *auth.Logins
+	// externalURL is the settings' external URL ("" when unset), kept by
+	// watchSettings: realms and redirects come from it, never from the
+	// request's Host.
+	externalURL atomic.Pointer[string]
+	// ownNames are the names and addresses in the replica's certificate:
+	// without an external URL, a Host naming one of them may be the realm.
+	ownNames map[string]bool
+	app      swappable
+	driver   atomic.Pointer[driverBox]
+	health   *healthChecker
+	tls      *tls.Config
+	handler  http.Handler
 
 	mu       sync.Mutex
 	storage  meta.Storage
@@ -171,7 +179,8 @@ func Start(ctx context.Context, o Options) (*Replica, error) {
 		return nil, err
 	}
 	r := &Replica{opts: o, log: o.Log.WithField("replica", o.ReplicaID)}
-	r.verify = &auth.Verifier{Signer: r.signer.Load}
+	r.accounts = &auth.Accounts{}
+	r.verify = &auth.Verifier{Keys: r.keys.Load, Accounts: r.accounts}
 	for _, d := range []string{o.DataDir, filepath.Join(o.DataDir, "tls")} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return nil, fmt.Errorf("data directory: %w", err)
@@ -198,7 +207,7 @@ func Start(ctx context.Context, o Options) (*Replica, error) {
 
 	mcfg := member.Config{
 		Name: o.ReplicaID, Dir: etcdDir,
-		PeerListen: o.PeerListen, PeerAdvertise: o.PeerAdvertise, ClientListen: o.ClientListen,
+		PeerListen: o.PeerListen, PeerAdvertise: o.PeerAdvertise, ClientSocket: o.ClientSocket,
 		InitialCluster: o.InitialCluster, Join: o.Join,
 		ClusterToken: "dtr-" + o.ReplicaID, LogLevel: "error",
 	}
@@ -236,6 +245,7 @@ func Start(ctx context.Context, o Options) (*Replica, error) {
 	}
 	r.member = m
 	r.store = meta.New(m.Client())
+	r.logins = &auth.Logins{Store: r.store, Log: r.log}
 	if err := r.loadCluster(ctx, newCluster, ca); err != nil {
 		m.Close()
 		return nil, err
@@ -252,6 +262,10 @@ func Start(ctx context.Context, o Options) (*Replica, error) {
 		if u, err := url.Parse(st.ExternalURL); err == nil && u.Hostname() != "" {
 			hosts = append(hosts, u.Hostname())
 		}
+	}
+	r.ownNames = map[string]bool{}
+	for _, h := range hosts {
+		r.ownNames[strings.ToLower(h)] = true
 	}
 	certFile, keyFile, err := issueFiles(ca, filepath.Join(o.DataDir, "tls"), "server", hosts)
 	if err != nil {
@@ -297,19 +311,26 @@ func Start(ctx context.Context, o Options) (*Replica, error) {
 			return nil
 		}},
 		check{"auth", func(context.Context) error {
-			if r.signer.Load() == nil {
+			if r.keys.Load() == nil {
 				return errors.New("token signing key not loaded")
 			}
 			return nil
 		}},
 	)
 	r.health.onResult = r.reportHealth()
+	accountsRev, err := r.loadAccounts(ctx)
+	if err != nil {
+		m.Close()
+		return nil, err
+	}
 	r.handler = r.routes()
 	bg, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	r.cancel = cancel
-	r.done.Add(2)
+	r.done.Add(4)
 	go func() { defer r.done.Done(); r.health.run(bg) }()
 	go func() { defer r.done.Done(); r.watchSettings(bg) }()
+	go func() { defer r.done.Done(); r.watchAccounts(bg, accountsRev) }()
+	go func() { defer r.done.Done(); r.watchTokenKeys(bg) }()
 	r.log.WithField("cluster", r.cluster.ID).Info("replica started")
 	return r, nil
 }
@@ -408,19 +429,14 @@ func (r *Replica) loadCluster(ctx context.Context, newCluster bool, ca *pki.CA) 
 		return fmt.Errorf("reading the cluster's identity: %w", err)
 	}
 	r.cluster = c
-	tk, err := r.store.TokenKey(cctx)
-	if err != nil {
-		return fmt.Errorf("reading the token key: %w", err)
-	}
-	signer, err := auth.NewSigner([]byte(tk.CertPEM), []byte(tk.KeyPEM))
-	if err != nil {
+	if err := r.loadKeyring(cctx); err != nil {
 		return err
 	}
-	r.signer.Store(signer)
 	st, _, err := r.store.Settings(cctx)
 	if err != nil {
 		return fmt.Errorf("reading the settings: %w", err)
 	}
+	r.externalURL.Store(&st.ExternalURL)
 	return r.applyStorage(ctx, st)
 }
 
@@ -442,7 +458,7 @@ func (r *Replica) applyStorage(ctx context.Context, st meta.Settings) error {
 		level = r.opts.LogLevel
 	}
 	quietDistribution(level)
-	cfg, err := distributionConfig(r.cluster, st.Storage, r.opts.StorageRoot, r.verify, level)
+	cfg, err := distributionConfig(r.cluster, st.Storage, r.opts.StorageRoot, r.verify, r.realm, level)
 	if err != nil {
 		return err
 	}
@@ -487,6 +503,7 @@ func (r *Replica) watchSettings(ctx context.Context) {
 				r.log.WithError(err).Warn("reading changed settings")
 				continue
 			}
+			r.externalURL.Store(&st.ExternalURL)
 			if err := r.applyStorage(ctx, st); err != nil {
 				r.log.WithError(err).Error("applying changed storage settings; keeping the previous storage")
 			}
@@ -535,25 +552,29 @@ func (r *Replica) TLSConfig() *tls.Config { return r.tls.Clone() }
 func (r *Replica) CACertPEM() []byte { return r.ca.CertPEM() }
 
 func (r *Replica) routes() http.Handler {
-	tokens := &auth.Server{Store: r.store, Signer: r.signer.Load, Log: r.log}
+	tokens := &auth.Server{Store: r.store, Keys: r.keys.Load, Logins: r.logins, Log: r.log}
 	api := adminapi.New(adminapi.Config{
-		Store:     r.store,
-		Verifier:  r.verify,
-		ReplicaID: r.opts.ReplicaID,
-		Cluster:   r.member,
-		Log:       r.log,
+		Store:          r.store,
+		Verifier:       r.verify,
+		Logins:         r.logins,
+		RotateTokenKey: r.rotateTokenKey,
+		ReplicaID:      r.opts.ReplicaID,
+		Cluster:        r.member,
+		Log:            r.log,
 		Backup: func(ctx context.Context, w io.Writer) error {
 			_, err := r.WriteBackup(ctx, w)
 			return err
 		},
+		DeleteRepositoryContent: r.deleteRepositoryContent,
+		DeleteNamespaceContent:  r.deleteNamespaceContent,
 	})
 	mux := http.NewServeMux()
 	mux.Handle("/_ping", r.health)
 	mux.Handle("/health", r.health)
 	mux.HandleFunc("/_live", live)
-	mux.Handle("/auth/token", tokens)
-	mux.Handle("/api/v0/", api)
-	mux.Handle("/v2/", &ociExtensions{next: &r.app, store: r.store, verify: r.verify, log: r.log, driver: func() driver.StorageDriver {
+	mux.Handle("/auth/token", smallBodies(tokens))
+	mux.Handle("/api/v0/", smallBodies(api))
+	mux.Handle("/v2/", &ociExtensions{next: &r.app, store: r.store, verify: r.verify, realm: r.realm, log: r.log, driver: func() driver.StorageDriver {
 		if b := r.driver.Load(); b != nil {
 			return b.d
 		}
@@ -567,7 +588,7 @@ func (r *Replica) routes() http.Handler {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		fmt.Fprintf(w, "dtr %s, replica %s\nRegistry API: /v2/  Admin API: /api/v0/  Health: /_ping\n", images.Version, r.opts.ReplicaID)
 	})
-	return accessLog(r.log, mux)
+	return accessLog(r.log, strictTransport(mux))
 }
 
 // httpHandler serves the plain HTTP port: health for load balancers, and a
@@ -582,14 +603,7 @@ func (r *Replica) httpHandler() http.Handler {
 			live(w, req)
 			return
 		}
-		host := req.Host
-		if h, _, err := net.SplitHostPort(host); err == nil {
-			host = h
-		}
-		if r.opts.PublicHTTPSPort != 443 {
-			host = net.JoinHostPort(host, strconv.Itoa(r.opts.PublicHTTPSPort))
-		}
-		http.Redirect(w, req, "https://"+host+req.URL.RequestURI(), http.StatusMovedPermanently)
+		http.Redirect(w, req, r.publicBase(req)+req.URL.RequestURI(), http.StatusMovedPermanently)
 	}))
 }
 
@@ -613,8 +627,8 @@ func (r *Replica) ServeListeners(ctx context.Context, httpLn, httpsLn net.Listen
 	stdlog := r.log.WriterLevel(logrus.DebugLevel)
 	defer stdlog.Close()
 	servers := []*http.Server{
-		{Handler: r.handler, TLSConfig: r.TLSConfig(), ReadHeaderTimeout: 30 * time.Second, IdleTimeout: 10 * time.Minute},
-		{Handler: r.httpHandler(), ReadHeaderTimeout: 10 * time.Second},
+		{Handler: r.handler, TLSConfig: r.TLSConfig(), ReadHeaderTimeout: 30 * time.Second, IdleTimeout: 10 * time.Minute, MaxHeaderBytes: maxHeaderBytes},
+		{Handler: r.httpHandler(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 10 * time.Second, MaxHeaderBytes: maxHeaderBytes},
 	}
 	errc := make(chan error, 2)
 	go func() { errc <- servers[0].ServeTLS(httpsLn, "", "") }()

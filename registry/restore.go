@@ -33,7 +33,7 @@ func (r *Replica) awaitBackup(ctx context.Context, ca *pki.CA, hosts []string) e
 	}
 	pool := x509.NewCertPool()
 	pool.AddCert(ca.Cert)
-	tlsCfg := &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert},
+	tlsCfg := &tls.Config{MinVersion: tls.VersionTLS12, CipherSuites: aeadSuites, Certificates: []tls.Certificate{cert},
 		ClientCAs: pool, ClientAuth: tls.VerifyClientCertIfGiven}
 
 	done := make(chan struct{})

@@ -104,11 +104,23 @@ func newTokenKey() (certPEM, keyPEM []byte, err error) {
 	return ca.CertPEM(), keyPEM, err
 }
 
+// aeadSuites are the TLS 1.2 suites the replica offers: forward-secret key
+// exchange and AEAD ciphers only, no CBC (Lucky13-style padding oracles).
+// TLS 1.3's suites are not configurable and all AEAD.
+var aeadSuites = []uint16{
+	tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+	tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+	tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+	tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+	tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+	tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+}
+
 // serverTLS is the HTTPS configuration from certificate/key file pairs; Go
 // picks the first one whose names match the name the client asks for (SNI),
 // else the first.
 func serverTLS(pairs ...[2]string) (*tls.Config, error) {
-	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12, CipherSuites: aeadSuites}
 	for _, p := range pairs {
 		cert, err := tls.LoadX509KeyPair(p[0], p[1])
 		if err != nil {

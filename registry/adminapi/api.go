@@ -33,11 +33,21 @@ type ClusterInfo interface {
 type Config struct {
 	Store     *meta.Store
 	Verifier  *auth.Verifier
+	Logins    *auth.Logins // Basic auth: throttled, bounded password checks
 	ReplicaID string
 	Cluster   ClusterInfo
 	Log       logrus.FieldLogger
 	// Backup streams a backup of the cluster (GET /api/v0/meta/backup).
 	Backup func(ctx context.Context, w io.Writer) error
+	// DeleteRepositoryContent removes a repository's tags, manifests and
+	// layer links ("namespace/name") from storage; a repository that has
+	// none is not an error. DeleteNamespaceContent does the same for every
+	// repository under a namespace. nil: the replica has no storage to clear.
+	DeleteRepositoryContent func(ctx context.Context, repo string) error
+	DeleteNamespaceContent  func(ctx context.Context, namespace string) error
+	// RotateTokenKey makes a new token-signing key current (POST
+	// /api/v0/meta/token_key/rotate).
+	RotateTokenKey func(ctx context.Context) (TokenKeyRotation, error)
 }
 
 // API is the admin API handler.
@@ -94,6 +104,7 @@ func New(cfg Config) *API {
 	h("DELETE /api/v0/meta/replicas/{id}", a.removeReplica)
 	h("POST /api/v0/meta/replicas/{id}/drain", a.drainReplica)
 	h("GET /api/v0/meta/backup", a.backup)
+	h("POST /api/v0/meta/token_key/rotate", a.rotateTokenKey)
 	a.mux.HandleFunc("/api/v0/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, &Error{http.StatusNotFound, "NOT_FOUND", "no such API endpoint: " + r.Method + " " + r.URL.Path})
 	})
@@ -159,7 +170,12 @@ func classify(err error) *Error {
 func (a *API) wrap(fn func(w http.ResponseWriter, r *http.Request, me *meta.Account) error) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		r.Body = http.MaxBytesReader(w, r.Body, MaxBody)
-		me, err := a.authenticate(r)
+		// Before authentication: a forged request costs no password check.
+		err := a.checkMutation(r)
+		var me *meta.Account
+		if err == nil {
+			me, err = a.authenticate(r)
+		}
 		if err == nil {
 			err = fn(w, r, me)
 		}
@@ -173,30 +189,44 @@ func (a *API) wrap(fn func(w http.ResponseWriter, r *http.Request, me *meta.Acco
 	}
 }
 
-var errUnauthenticated = errorf(http.StatusUnauthorized, "UNAUTHORIZED", "authentication required: use Basic auth or a bearer token from /auth/token")
+var errUnauthenticated = errorf(http.StatusUnauthorized, "UNAUTHORIZED", "authentication required: use Basic auth, or a bearer token from /auth/token with scope "+auth.AdminAPIScope)
 
+// authenticate finds the caller: Basic credentials (checked by Logins:
+// throttled, bounded, timing-safe), or a bearer token issued for the admin
+// API's own scope (auth.AdminAPIScope) whose account epoch still stands. A
+// token for registry scopes is not an admin API credential: a pull token
+// handed to a CI job must not download backups or create admins.
 func (a *API) authenticate(r *http.Request) (*meta.Account, error) {
 	ctx := r.Context()
 	if name, pw, ok := r.BasicAuth(); ok {
-		acc, err := a.cfg.Store.Account(ctx, name)
+		acc, err := a.cfg.Logins.Check(ctx, r.RemoteAddr, name, pw)
+		var te *auth.ThrottledError
+		switch {
+		case errors.Is(err, auth.ErrBadCredentials):
+			return nil, errUnauthenticated
+		case errors.As(err, &te):
+			return nil, errorf(http.StatusTooManyRequests, "TOO_MANY_REQUESTS", "%v", te)
+		case errors.Is(err, auth.ErrBusy):
+			return nil, errorf(http.StatusServiceUnavailable, "UNAVAILABLE", "%v", err)
+		case err != nil:
+			return nil, err
+		}
+		return acc, nil
+	}
+	if raw, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok {
+		claims, err := a.cfg.Verifier.Verify(raw)
+		if err != nil || !auth.AllowsAdminAPI(claims) {
+			return nil, errorf(http.StatusUnauthorized, "UNAUTHORIZED", "the bearer token is not valid for the admin API: request one with scope %q, or use Basic auth", auth.AdminAPIScope)
+		}
+		acc, err := a.cfg.Store.Account(ctx, claims.Subject)
 		if errors.Is(err, meta.ErrNotFound) {
 			return nil, errUnauthenticated
 		}
 		if err != nil {
 			return nil, err
 		}
-		if !acc.CheckPassword(pw) {
-			return nil, errUnauthenticated
-		}
-		return &acc, nil
-	}
-	if raw, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok {
-		claims, err := a.cfg.Verifier.Verify(raw)
-		if err != nil || claims.Subject == "" {
-			return nil, errUnauthenticated
-		}
-		acc, err := a.cfg.Store.Account(ctx, claims.Subject)
-		if err != nil || !acc.IsActive {
+		if !acc.IsActive || acc.Epoch != tokenEpoch(claims.JWTID) {
+			// The replica's watch may lag this read by moments.
 			return nil, errUnauthenticated
 		}
 		return &acc, nil
@@ -204,20 +234,11 @@ func (a *API) authenticate(r *http.Request) (*meta.Account, error) {
 	return nil, errUnauthenticated
 }
 
-// decode reads a JSON body strictly: unknown fields and trailing data are
-// errors, so typos do not silently change nothing.
-func decode(r io.Reader, v any) error {
-	dec := json.NewDecoder(r)
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return err
-		}
-		return errorf(http.StatusBadRequest, "INVALID_JSON", "malformed request body: %v", err)
+// tokenEpoch is the account epoch a token was issued in ("<epoch>.<nonce>").
+func tokenEpoch(jti string) string {
+	epoch, _, found := strings.Cut(jti, ".")
+	if !found {
+		return ""
 	}
-	if dec.More() {
-		return errorf(http.StatusBadRequest, "INVALID_JSON", "malformed request body: data after the JSON object")
-	}
-	return nil
+	return epoch
 }

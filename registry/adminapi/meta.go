@@ -33,9 +33,10 @@ func (a *API) getSettings(w http.ResponseWriter, r *http.Request, me *meta.Accou
 // PatchSettingsRequest is the body of PATCH /api/v0/meta/settings; absent
 // fields keep their values. A storage change applies on every replica.
 type PatchSettingsRequest struct {
-	ExternalURL *string       `json:"externalURL,omitempty"`
-	Storage     *meta.Storage `json:"storage,omitempty"`
-	LogLevel    *string       `json:"logLevel,omitempty"`
+	ExternalURL        *string       `json:"externalURL,omitempty"`
+	Storage            *meta.Storage `json:"storage,omitempty"`
+	LogLevel           *string       `json:"logLevel,omitempty"`
+	RefreshTokenMaxAge *string       `json:"refreshTokenMaxAge,omitempty"`
 }
 
 func (a *API) patchSettings(w http.ResponseWriter, r *http.Request, me *meta.Account) error {
@@ -57,6 +58,14 @@ func (a *API) patchSettings(w http.ResponseWriter, r *http.Request, me *meta.Acc
 				return errorf(http.StatusBadRequest, "INVALID", "logLevel %q: use debug, info, warn, error or fatal", *req.LogLevel)
 			}
 			st.LogLevel = *req.LogLevel
+		}
+		if req.RefreshTokenMaxAge != nil {
+			if *req.RefreshTokenMaxAge != "" {
+				if err := meta.ValidateRefreshTokenMaxAge(*req.RefreshTokenMaxAge); err != nil {
+					return err
+				}
+			}
+			st.RefreshTokenMaxAge = *req.RefreshTokenMaxAge
 		}
 		if req.Storage != nil {
 			next := *req.Storage
@@ -152,6 +161,39 @@ func (a *API) backup(w http.ResponseWriter, r *http.Request, me *meta.Account) e
 		a.cfg.Log.WithError(err).Error("backup cut short")
 	}
 	panic(http.ErrAbortHandler)
+}
+
+// TokenKeyRotation is the answer of POST /api/v0/meta/token_key/rotate.
+type TokenKeyRotation struct {
+	KeyID              string    `json:"keyID"`
+	PreviousKeyIDs     []string  `json:"previousKeyIDs"`
+	PreviousValidUntil time.Time `json:"previousValidUntil"`
+}
+
+// rotateTokenKey makes a new token-signing key current. Tokens signed with
+// the old key keep working until they expire; no request fails.
+func (a *API) rotateTokenKey(w http.ResponseWriter, r *http.Request, me *meta.Account) error {
+	if err := requireAdmin(me); err != nil {
+		return err
+	}
+	if r.ContentLength > 0 {
+		var req struct{}
+		if err := decode(r.Body, &req); err != nil {
+			return err
+		}
+	}
+	if a.cfg.RotateTokenKey == nil {
+		return errorf(http.StatusNotImplemented, "NOT_IMPLEMENTED", "this replica cannot rotate the token key")
+	}
+	res, err := a.cfg.RotateTokenKey(r.Context())
+	if err != nil {
+		return err
+	}
+	if a.cfg.Log != nil {
+		a.cfg.Log.WithFields(map[string]any{"user": me.Name, "key": res.KeyID}).Info("token signing key rotated")
+	}
+	writeJSON(w, http.StatusOK, res)
+	return nil
 }
 
 type countingWriter struct {

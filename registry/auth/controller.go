@@ -17,40 +17,63 @@ import (
 // Verifier checks access tokens this cluster signed and remembers the ones
 // it verified until they expire: a client sends the same token with every
 // request of a push or pull, and an ECDSA verification per request cost a
-// third of the manifest GET path (docs/benchmarks.md).
+// third of the manifest GET path (docs/benchmarks.md). Every use, cached or
+// not, also checks the subject's account epoch, so revocation is immediate.
 type Verifier struct {
-	Signer func() *Signer
-	Now    func() time.Time
+	Keys     func() *Keyring
+	Accounts *Accounts // nil: no revocation check (tests of the token format only)
+	Now      func() time.Time
 
-	mu    sync.Mutex
-	cache map[[32]byte]*token.ClaimSet
+	mu        sync.Mutex
+	cache     map[[32]byte]cached
+	bytes     int
+	lastSweep time.Time
 }
 
-// maxCached bounds the cache; past it, expired entries go, then all.
-const maxCached = 20000
+type cached struct {
+	claims *token.ClaimSet
+	size   int
+}
+
+// maxCachedBytes bounds the verified-token cache by what its entries hold,
+// not by their count: a token's claims grow with its scopes (capped by
+// MaxScopes), and a cache bounded by count alone let 40 anonymous tokens
+// with 19,000 scopes each take 140 MB.
+const maxCachedBytes = 8 << 20
+
+// sweepEvery is how often expired entries leave the cache.
+const sweepEvery = 30 * time.Second
 
 // leeway is Distribution's allowance for clock skew between replicas.
 const leeway = 60 * time.Second
 
 var errExpired = errors.New("token expired or not yet valid")
 
+// ErrRevoked means the token's account was deleted or deactivated, or its
+// password changed, after the token was issued.
+var ErrRevoked = errors.New("token revoked: the account changed since it was issued")
+
+func (v *Verifier) now() time.Time {
+	if v.Now != nil {
+		return v.Now()
+	}
+	return time.Now()
+}
+
 // Verify returns the claims of a valid token.
 func (v *Verifier) Verify(raw string) (*token.ClaimSet, error) {
-	now := time.Now()
-	if v.Now != nil {
-		now = v.Now()
+	if len(raw) > MaxTokenSize {
+		return nil, errors.New("token too large")
 	}
+	now := v.now()
 	key := sha256.Sum256([]byte(raw))
 	v.mu.Lock()
-	c, ok := v.cache[key]
+	e, ok := v.cache[key]
 	v.mu.Unlock()
+	c := e.claims
 	if !ok {
-		s := v.Signer()
-		if s == nil {
-			return nil, errors.New("token key not loaded")
-		}
 		var err error
-		if c, err = s.Verify(raw); err != nil {
+		if c, err = v.Keys().Verify(raw); err != nil {
 			return nil, err
 		}
 		v.remember(key, c, now)
@@ -58,26 +81,63 @@ func (v *Verifier) Verify(raw string) (*token.ClaimSet, error) {
 	if now.Unix() > c.Expiration+int64(leeway.Seconds()) || now.Unix() < c.NotBefore-int64(leeway.Seconds()) {
 		return nil, errExpired
 	}
+	if c.Subject != "" && v.Accounts != nil && !v.Accounts.Valid(c.Subject, c.JWTID) {
+		return nil, ErrRevoked
+	}
 	return c, nil
 }
 
+// claimsSize estimates the memory one cached entry holds.
+func claimsSize(c *token.ClaimSet) int {
+	n := 256 + len(c.Subject) + len(c.JWTID)
+	for _, ra := range c.Access {
+		n += 64 + len(ra.Type) + len(ra.Class) + len(ra.Name)
+		for _, a := range ra.Actions {
+			n += 16 + len(a)
+		}
+	}
+	return n
+}
+
 func (v *Verifier) remember(key [32]byte, c *token.ClaimSet, now time.Time) {
+	size := claimsSize(c)
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if v.cache == nil {
-		v.cache = map[[32]byte]*token.ClaimSet{}
+		v.cache = map[[32]byte]cached{}
 	}
-	if len(v.cache) >= maxCached {
-		for k, old := range v.cache {
-			if now.Unix() > old.Expiration+int64(leeway.Seconds()) {
-				delete(v.cache, k)
-			}
-		}
-		if len(v.cache) >= maxCached {
-			clear(v.cache)
+	if now.Sub(v.lastSweep) > sweepEvery || v.bytes+size > maxCachedBytes {
+		v.sweep(now)
+	}
+	if v.bytes+size > maxCachedBytes {
+		// Full of live tokens: start over rather than grow; the ones in use
+		// come back at one verification each.
+		clear(v.cache)
+		v.bytes = 0
+	}
+	if old, ok := v.cache[key]; ok {
+		v.bytes -= old.size
+	}
+	v.cache[key] = cached{claims: c, size: size}
+	v.bytes += size
+}
+
+// sweep drops expired entries; v.mu is held.
+func (v *Verifier) sweep(now time.Time) {
+	v.lastSweep = now
+	for k, e := range v.cache {
+		if now.Unix() > e.claims.Expiration+int64(leeway.Seconds()) {
+			delete(v.cache, k)
+			v.bytes -= e.size
 		}
 	}
-	v.cache[key] = c
+}
+
+// CachedBytes is the cache's estimated size, for tests and metrics.
+func (v *Verifier) CachedBytes() int {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.bytes
 }
 
 // Allows reports whether the claims grant action on a resource.
@@ -102,20 +162,27 @@ func init() {
 // accessController is Distribution's token check with dtr's Verifier.
 type accessController struct {
 	verifier *Verifier
-	path     string
+	realm    func(*http.Request) string
 }
+
+// TokenPath is the token server's path on every replica.
+const TokenPath = "/auth/token"
 
 func newController(options map[string]any) (distauth.AccessController, error) {
 	v, ok := options["verifier"].(*Verifier)
 	if !ok || v == nil {
 		return nil, errors.New("dtr access controller: option verifier missing")
 	}
-	return &accessController{verifier: v, path: "/auth/token"}, nil
+	realm, ok := options["realm"].(func(*http.Request) string)
+	if !ok || realm == nil {
+		return nil, errors.New("dtr access controller: option realm missing")
+	}
+	return &accessController{verifier: v, realm: realm}, nil
 }
 
 // Authorized implements distauth.AccessController.
 func (ac *accessController) Authorized(r *http.Request, items ...distauth.Access) (*distauth.Grant, error) {
-	ch := &Challenge{Path: ac.path, Access: items}
+	ch := &Challenge{Realm: ac.realm(r), Access: items}
 	prefix, raw, ok := strings.Cut(r.Header.Get("Authorization"), " ")
 	if !ok || raw == "" || !strings.EqualFold(prefix, "bearer") {
 		return nil, ch
@@ -138,10 +205,12 @@ func (ac *accessController) Authorized(r *http.Request, items ...distauth.Access
 	return &distauth.Grant{User: distauth.UserInfo{Name: c.Subject}, Resources: res}, nil
 }
 
-// Challenge is a 401's WWW-Authenticate: the realm is the token endpoint on
-// the host the client used (a replica or the load balancer).
+// Challenge is a 401's WWW-Authenticate. The realm is the token endpoint at
+// the registry's configured external URL, never one built from the request's
+// Host or X-Forwarded-Proto: those are the client's to choose, and a realm
+// they pick would send the user's password where they say.
 type Challenge struct {
-	Path   string
+	Realm  string // e.g. https://dtr.example.com/auth/token
 	Access []distauth.Access
 	Err    string // "", "invalid_token" or "insufficient_scope"
 }
@@ -155,11 +224,7 @@ func (c *Challenge) Error() string {
 
 // SetHeaders implements distauth.Challenge.
 func (c *Challenge) SetHeaders(r *http.Request, w http.ResponseWriter) {
-	scheme := "https"
-	if p := r.Header.Get("X-Forwarded-Proto"); p != "" {
-		scheme = p
-	}
-	v := fmt.Sprintf("Bearer realm=%q,service=%q", scheme+"://"+r.Host+c.Path, Service)
+	v := fmt.Sprintf("Bearer realm=%q,service=%q", c.Realm, Service)
 	if s := scopeParam(c.Access); s != "" {
 		v += fmt.Sprintf(",scope=%q", s)
 	}

@@ -8,6 +8,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/distribution/distribution/v3/registry/auth/token"
@@ -73,12 +74,47 @@ func NewSigner(certPEM, keyPEM []byte) (*Signer, error) {
 	return &Signer{signer: sig, cert: cert, pub: cert.PublicKey, kid: kid, alg: alg}, nil
 }
 
-// Issue signs an access token for subject (empty for anonymous) granting access.
-func (s *Signer) Issue(subject string, access []*token.ResourceActions, now time.Time) (string, error) {
-	jti := make([]byte, 16)
-	if _, err := rand.Read(jti); err != nil {
+// NewVerifyingKey loads a retired token key's certificate: it verifies the
+// tokens it signed, and signs nothing.
+func NewVerifyingKey(certPEM []byte) (*Signer, error) {
+	cb, _ := pem.Decode(certPEM)
+	if cb == nil {
+		return nil, errors.New("token certificate: no PEM data")
+	}
+	cert, err := x509.ParseCertificate(cb.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("token certificate: %w", err)
+	}
+	var alg jose.SignatureAlgorithm
+	switch cert.PublicKeyAlgorithm {
+	case x509.ECDSA:
+		alg = jose.ES256
+	case x509.RSA:
+		alg = jose.RS256
+	case x509.Ed25519:
+		alg = jose.EdDSA
+	default:
+		return nil, fmt.Errorf("token key: unsupported algorithm %s", cert.PublicKeyAlgorithm)
+	}
+	return &Signer{cert: cert, pub: cert.PublicKey, kid: token.GetJWKThumbprint(cert.PublicKey), alg: alg}, nil
+}
+
+// KeyID is the key's JWK thumbprint, the "kid" of the tokens it signs.
+func (s *Signer) KeyID() string { return s.kid }
+
+// Issue signs an access token for subject (empty for anonymous) granting
+// access. epoch is the account's token epoch (see Accounts): it is carried
+// in the token ID, so that a password change, deactivation or deletion ends
+// the token on every replica at once.
+func (s *Signer) Issue(subject, epoch string, access []*token.ResourceActions, now time.Time) (string, error) {
+	if s.signer == nil {
+		return "", errors.New("a retired token key signs nothing")
+	}
+	nonce := make([]byte, 16)
+	if _, err := rand.Read(nonce); err != nil {
 		return "", err
 	}
+	jti := epoch + "." + hex.EncodeToString(nonce)
 	if access == nil {
 		access = []*token.ResourceActions{}
 	}
@@ -89,24 +125,48 @@ func (s *Signer) Issue(subject string, access []*token.ResourceActions, now time
 		Expiration: now.Add(TokenTTL).Unix(),
 		NotBefore:  now.Add(-time.Second).Unix(),
 		IssuedAt:   now.Unix(),
-		JWTID:      hex.EncodeToString(jti),
+		JWTID:      jti,
 		Access:     access,
 	}
 	return jwt.Signed(s.signer).Claims(claims).Serialize()
 }
 
-// Verify checks a token this cluster signed and returns its claims.
+// Verify checks a token this key signed and returns its claims.
 func (s *Signer) Verify(raw string) (*token.ClaimSet, error) {
-	t, err := token.NewToken(raw, []jose.SignatureAlgorithm{s.alg})
+	return (&Keyring{Current: s}).Verify(raw)
+}
+
+// Keyring is the cluster's token keys: the current one signs, and it and
+// the keys it replaced verify, each until the tokens it signed expired.
+// Rotation therefore fails no request (docs/security.md).
+type Keyring struct {
+	Current  *Signer
+	Previous []*Signer
+}
+
+// Verify checks a token signed by any key of the ring.
+func (k *Keyring) Verify(raw string) (*token.ClaimSet, error) {
+	if k == nil || k.Current == nil {
+		return nil, errors.New("token key not loaded")
+	}
+	pool := x509.NewCertPool()
+	keys := map[string]crypto.PublicKey{}
+	algs := []jose.SignatureAlgorithm{}
+	for _, s := range append([]*Signer{k.Current}, k.Previous...) {
+		pool.AddCert(s.cert)
+		keys[s.kid] = s.pub
+		if !slices.Contains(algs, s.alg) {
+			algs = append(algs, s.alg)
+		}
+	}
+	t, err := token.NewToken(raw, algs)
 	if err != nil {
 		return nil, err
 	}
-	pool := x509.NewCertPool()
-	pool.AddCert(s.cert)
 	return t.Verify(token.VerifyOptions{
 		TrustedIssuers:    []string{Issuer},
 		AcceptedAudiences: []string{Service},
 		Roots:             pool,
-		TrustedKeys:       map[string]crypto.PublicKey{s.kid: s.pub},
+		TrustedKeys:       keys,
 	})
 }

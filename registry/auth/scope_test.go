@@ -33,7 +33,7 @@ func TestParseScope(t *testing.T) {
 			t.Errorf("ParseScope(%q) = %+v, %v; want %+v", tt.in, got, err, tt.want)
 		}
 	}
-	if got := ParseScopes([]string{"repository:a/b:pull repository:c/d:push", "bogus"}); len(got) != 2 {
+	if got, err := ParseScopes([]string{"repository:a/b:pull repository:c/d:push", "bogus"}); err != nil || len(got) != 2 {
 		t.Errorf("ParseScopes: %+v", got)
 	}
 }
@@ -53,6 +53,6 @@ func FuzzParseScope(f *testing.F) {
 		if err != nil || !reflect.DeepEqual(sc, again) {
 			t.Fatalf("ParseScope(%q) = %+v renders as %q, which parses as %+v, %v", s, sc, sc.String(), again, err)
 		}
-		_ = ParseScopes([]string{s, s + " " + s})
+		_, _ = ParseScopes([]string{s, s + " " + s})
 	})
 }

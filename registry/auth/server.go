@@ -4,8 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -18,9 +20,26 @@ import (
 // Server answers /auth/token for docker and OCI clients.
 type Server struct {
 	Store  *meta.Store
-	Signer func() *Signer // the current signer (keys come from the metadata store)
+	Keys   func() *Keyring // the cluster's token keys (from the metadata store)
+	Logins *Logins
 	Log    logrus.FieldLogger
 	Now    func() time.Time
+}
+
+// AdminAPIScope is the scope of a token for the admin API (/api/v0/): any
+// active account may get one, and the API then allows what the account may
+// do. Tokens for registry scopes are not admin API credentials.
+const AdminAPIScope = "api:v0:*"
+
+// Resource type and name of AdminAPIScope.
+const (
+	adminAPIType = "api"
+	adminAPIName = "v0"
+)
+
+// AllowsAdminAPI reports whether a token was issued for the admin API.
+func AllowsAdminAPI(c *token.ClaimSet) bool {
+	return c.Subject != "" && Allows(c, adminAPIType, adminAPIName, "*")
 }
 
 // maxForm bounds a token request's form body.
@@ -78,28 +97,60 @@ func (s *Server) get(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusBadRequest, map[string]string{"details": "unknown service " + svc})
 		return
 	}
+	scopes, err := ParseScopes(q["scope"])
+	if err != nil {
+		writeJSON(w, http.StatusBadRequest, map[string]string{"details": err.Error()})
+		return
+	}
 	var user *meta.Account
 	if name, pw, ok := r.BasicAuth(); ok {
-		a, err := s.Authenticate(r.Context(), name, pw)
+		a, err := s.Logins.Check(r.Context(), r.RemoteAddr, name, pw)
 		if err != nil {
-			s.logf(r, name, "login refused: %v", err)
-			unauthorized(w, "incorrect username or password")
+			s.loginFailed(w, r, name, err)
 			return
 		}
 		user = a
 	}
-	resp, err := s.grant(r.Context(), user, ParseScopes(q["scope"]))
+	resp, _, err := s.grant(r.Context(), user, scopes)
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
 	if user != nil && q.Get("offline_token") == "true" {
-		if resp.RefreshToken, err = s.Store.IssueRefreshToken(r.Context(), user.Name, q.Get("client_id")); err != nil {
+		if resp.RefreshToken, err = s.issueRefreshToken(r.Context(), user.Name, q.Get("client_id")); err != nil {
 			s.fail(w, r, err)
 			return
 		}
 	}
 	writeJSON(w, http.StatusOK, resp)
+}
+
+// loginFailed answers a refused login: 401 for wrong credentials, 429 when
+// throttled, 503 when the replica cannot check them now. The log names the
+// user and the client, never the password.
+func (s *Server) loginFailed(w http.ResponseWriter, r *http.Request, name string, err error) {
+	var te *ThrottledError
+	switch {
+	case errors.Is(err, ErrBadCredentials):
+		s.logf(r, name, "login refused: %v", err)
+		unauthorized(w, "incorrect username or password")
+	case errors.As(err, &te):
+		// Logins logged the lock once, at warning level; a flood's
+		// further attempts would only fill the log.
+		if s.Log != nil {
+			s.Log.WithFields(logrus.Fields{"remote": r.RemoteAddr, "user": name}).Debugf("login refused: %v", err)
+		}
+		w.Header().Set("Retry-After", strconv.Itoa(int(te.RetryAfter.Seconds())+1))
+		writeJSON(w, http.StatusTooManyRequests, map[string]any{
+			"errors":  []map[string]string{{"code": "TOOMANYREQUESTS", "message": te.Error()}},
+			"details": te.Error(),
+		})
+	case errors.Is(err, ErrBusy):
+		w.Header().Set("Retry-After", "2")
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"details": err.Error()})
+	default:
+		s.fail(w, r, err)
+	}
 }
 
 func (s *Server) post(w http.ResponseWriter, r *http.Request) {
@@ -113,40 +164,45 @@ func (s *Server) post(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusBadRequest, map[string]string{"details": "unknown service " + svc})
 		return
 	}
+	scopes, err := ParseScopes([]string{f.Get("scope")})
+	if err != nil {
+		writeJSON(w, http.StatusBadRequest, map[string]string{"details": err.Error()})
+		return
+	}
 	var user *meta.Account
-	var err error
 	switch f.Get("grant_type") {
 	case "refresh_token":
 		user, err = s.refresh(r.Context(), f.Get("refresh_token"))
-		if err != nil {
+		if errors.Is(err, ErrBadCredentials) || errors.Is(err, meta.ErrNotFound) {
 			s.logf(r, "", "refresh token refused: %v", err)
-			unauthorized(w, "invalid or revoked refresh token; run docker login again")
+			unauthorized(w, "invalid, expired or revoked refresh token; run docker login again")
+			return
+		} else if err != nil {
+			s.fail(w, r, err)
 			return
 		}
 	case "password":
-		user, err = s.Authenticate(r.Context(), f.Get("username"), f.Get("password"))
+		user, err = s.Logins.Check(r.Context(), r.RemoteAddr, f.Get("username"), f.Get("password"))
 		if err != nil {
-			s.logf(r, f.Get("username"), "login refused: %v", err)
-			unauthorized(w, "incorrect username or password")
+			s.loginFailed(w, r, f.Get("username"), err)
 			return
 		}
 	default:
 		writeJSON(w, http.StatusBadRequest, map[string]string{"details": "grant_type must be password or refresh_token"})
 		return
 	}
-	scopes := ParseScopes([]string{f.Get("scope")})
-	resp, err := s.grant(r.Context(), user, scopes)
+	resp, access, err := s.grant(r.Context(), user, scopes)
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
 	var granted []string
-	for _, sc := range scopes {
-		granted = append(granted, sc.String())
+	for _, ra := range access {
+		granted = append(granted, Scope{Type: ra.Type, Class: ra.Class, Name: ra.Name, Actions: ra.Actions}.String())
 	}
 	resp.Scope = strings.Join(granted, " ")
 	if f.Get("grant_type") == "password" && f.Get("access_type") == "offline" {
-		if resp.RefreshToken, err = s.Store.IssueRefreshToken(r.Context(), user.Name, f.Get("client_id")); err != nil {
+		if resp.RefreshToken, err = s.issueRefreshToken(r.Context(), user.Name, f.Get("client_id")); err != nil {
 			s.fail(w, r, err)
 			return
 		}
@@ -171,26 +227,21 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 // cannot log in.
 var ErrBadCredentials = errors.New("incorrect username or password")
 
-// Authenticate checks a username and password.
-func (s *Server) Authenticate(ctx context.Context, name, pw string) (*meta.Account, error) {
-	a, err := s.Store.Account(ctx, name)
-	if errors.Is(err, meta.ErrNotFound) {
-		return nil, ErrBadCredentials
-	}
+// issueRefreshToken stores a refresh token that lives as long as the
+// settings say (refreshTokenMaxAge).
+func (s *Server) issueRefreshToken(ctx context.Context, user, clientID string) (string, error) {
+	st, _, err := s.Store.Settings(ctx)
 	if err != nil {
-		return nil, err
+		return "", err
 	}
-	if !a.CheckPassword(pw) {
-		return nil, ErrBadCredentials
-	}
-	return &a, nil
+	return s.Store.IssueRefreshToken(ctx, user, clientID, st.RefreshTokenLifetime())
 }
 
 func (s *Server) refresh(ctx context.Context, tok string) (*meta.Account, error) {
 	if tok == "" {
 		return nil, ErrBadCredentials
 	}
-	rt, err := s.Store.LookupRefreshToken(ctx, tok)
+	rt, err := s.Store.LookupRefreshToken(ctx, tok, s.now())
 	if err != nil {
 		return nil, err
 	}
@@ -198,32 +249,36 @@ func (s *Server) refresh(ctx context.Context, tok string) (*meta.Account, error)
 	if err != nil {
 		return nil, err
 	}
-	if !a.IsActive {
+	if !a.IsActive || a.IsOrg {
 		return nil, ErrBadCredentials
 	}
 	return &a, nil
 }
 
 // grant computes the access each scope gets and signs the token.
-func (s *Server) grant(ctx context.Context, user *meta.Account, scopes []Scope) (tokenResponse, error) {
+func (s *Server) grant(ctx context.Context, user *meta.Account, scopes []Scope) (tokenResponse, []*token.ResourceActions, error) {
 	access, err := Grant(ctx, s.Store, user, scopes)
 	if err != nil {
-		return tokenResponse{}, err
+		return tokenResponse{}, nil, err
 	}
-	sub := ""
+	sub, epoch := "", ""
 	if user != nil {
-		sub = user.Name
+		sub, epoch = user.Name, user.Epoch
 	}
 	now := s.now()
-	signer := s.Signer()
-	if signer == nil {
-		return tokenResponse{}, errors.New("token key not loaded")
+	keys := s.Keys()
+	if keys == nil || keys.Current == nil {
+		return tokenResponse{}, nil, errors.New("token key not loaded")
 	}
-	tok, err := signer.Issue(sub, access, now)
+	tok, err := keys.Current.Issue(sub, epoch, access, now)
 	if err != nil {
-		return tokenResponse{}, err
+		return tokenResponse{}, nil, err
 	}
-	return tokenResponse{Token: tok, AccessToken: tok, ExpiresIn: int(TokenTTL.Seconds()), IssuedAt: now.UTC().Format(time.RFC3339)}, nil
+	if len(tok) > MaxTokenSize {
+		// MaxScopes and the name limits keep tokens far below this.
+		return tokenResponse{}, nil, fmt.Errorf("token of %d bytes exceeds %d", len(tok), MaxTokenSize)
+	}
+	return tokenResponse{Token: tok, AccessToken: tok, ExpiresIn: int(TokenTTL.Seconds()), IssuedAt: now.UTC().Format(time.RFC3339)}, access, nil
 }
 
 // actionsFor lists the registry actions an access level allows.
@@ -242,13 +297,13 @@ func actionsFor(a meta.Access) []string {
 }
 
 // Grant intersects the requested scopes with what user may do. Scopes are
-// never an error: an account without access gets empty actions and the
-// registry answers "denied".
+// never an error, but only granted actions go into the token: unknown
+// resource types and scopes that grant nothing are left out, so a token's
+// size follows what its holder may do, not what it asked for.
 func Grant(ctx context.Context, store *meta.Store, user *meta.Account, scopes []Scope) ([]*token.ResourceActions, error) {
 	out := []*token.ResourceActions{}
 	for _, sc := range scopes {
 		ra := &token.ResourceActions{Type: sc.Type, Class: sc.Class, Name: sc.Name, Actions: []string{}}
-		out = append(out, ra)
 		var allowed []string
 		switch sc.Type {
 		case "repository":
@@ -265,11 +320,18 @@ func Grant(ctx context.Context, store *meta.Store, user *meta.Account, scopes []
 			if sc.Name == "catalog" && user != nil && user.IsAdmin {
 				allowed = []string{"*"}
 			}
+		case adminAPIType:
+			if sc.Name == adminAPIName && user != nil && user.IsActive {
+				allowed = []string{"*"}
+			}
 		}
 		for _, act := range sc.Actions {
 			if slices.Contains(allowed, act) && !slices.Contains(ra.Actions, act) {
 				ra.Actions = append(ra.Actions, act)
 			}
+		}
+		if len(ra.Actions) > 0 {
+			out = append(out, ra)
 		}
 	}
 	return out, nil

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/url"
 	"regexp"
+	"strings"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -20,7 +22,15 @@ type Account struct {
 	FullName     string    `json:"fullName,omitempty"`
 	PasswordHash string    `json:"passwordHash,omitempty"` // bcrypt; users only
 	CreatedAt    time.Time `json:"createdAt"`
+	// Epoch changes whenever the account's tokens must end: at creation (so
+	// a new account with an old name never inherits tokens), password
+	// change, deactivation and a change of the admin flag. Tokens carry the
+	// epoch they were issued in (registry/auth.Accounts).
+	Epoch string `json:"epoch,omitempty"`
 }
+
+// NewEpoch returns a fresh token epoch.
+func NewEpoch() string { return randomHex(8) }
 
 // Membership is a user's membership of an organization.
 type Membership struct {
@@ -95,6 +105,7 @@ func (s *Store) CreateAccount(ctx context.Context, a Account, password string) (
 	}
 	a.IsActive = true
 	a.CreatedAt = time.Now().UTC()
+	a.Epoch = NewEpoch()
 	if a.IsOrg {
 		a.IsAdmin, a.PasswordHash = false, ""
 	} else {
@@ -125,9 +136,19 @@ func (s *Store) Accounts(ctx context.Context) ([]Account, error) {
 	return list[Account](ctx, s, dir("accounts"))
 }
 
-// UpdateAccount changes an account with fn (retried on concurrent change).
+// UpdateAccount changes an account with fn (retried on concurrent change). A
+// change of password, active or admin flag starts a new token epoch.
 func (s *Store) UpdateAccount(ctx context.Context, name string, fn func(*Account) error) (Account, error) {
-	a, err := mutate(ctx, s, key("accounts", name), fn)
+	a, err := mutate(ctx, s, key("accounts", name), func(a *Account) error {
+		before := *a
+		if err := fn(a); err != nil {
+			return err
+		}
+		if a.PasswordHash != before.PasswordHash || a.IsActive != before.IsActive || a.IsAdmin != before.IsAdmin {
+			a.Epoch = NewEpoch()
+		}
+		return nil
+	})
 	if err != nil {
 		return a, fmt.Errorf("account %s: %w", name, err)
 	}
@@ -152,25 +173,131 @@ func (s *Store) SetPassword(ctx context.Context, name, password string) error {
 	return s.RevokeRefreshTokens(ctx, name)
 }
 
-// DeleteAccount removes an account with its memberships, teams, its
-// repositories' records and permissions, and its refresh tokens. Image data
-// in storage is left for garbage collection.
+// ErrHasRepositories refuses to delete an account whose namespace still
+// holds repositories.
+var ErrHasRepositories = errors.New("the account's namespace still holds repositories")
+
+// maxDeleteOps keeps a deletion within etcd's default limit of 128
+// operations per transaction.
+const maxDeleteOps = 100
+
+// DeleteAccount removes an account together with everything that names it:
+// its memberships of every organization, its entries in every team, its user
+// grants on every repository, and its own namespace's records (an
+// organization's members, teams and namespace grants). The account record
+// goes in the same transaction as the last of them, guarded so that a
+// membership or grant added meanwhile makes it start over: a new account
+// with the same name starts with nothing. (Only an account with more than
+// about a hundred memberships and grants needs more than one transaction;
+// the earlier ones remove only memberships and grants while the account
+// still exists, so the name can never be taken over half-cleaned.)
+//
+// An account whose namespace holds repositories is refused with
+// ErrHasRepositories naming them: deleting a repository removes its images
+// from storage, which cannot be undone and may break everyone who pulls
+// them, so it must be asked for repository by repository, and the
+// repositories' content is never left behind for a new owner of the name.
+// The account's refresh tokens are revoked.
 func (s *Store) DeleteAccount(ctx context.Context, name string) error {
+	for {
+		done, err := s.deleteAccountOnce(ctx, name)
+		if err != nil || done {
+			if err == nil {
+				err = s.RevokeRefreshTokens(ctx, name)
+			}
+			return err
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+	}
+}
+
+// deleteAccountOnce reads everything that names the account at one revision
+// and deletes it; false means something changed meanwhile (or only a first
+// batch was deleted) and the caller goes again.
+func (s *Store) deleteAccountOnce(ctx context.Context, name string) (bool, error) {
+	acc, err := s.KV.Get(ctx, key("accounts", name))
+	if err != nil {
+		return false, fmt.Errorf("deleting account %s: %w", name, err)
+	}
+	if len(acc.Kvs) == 0 {
+		return false, fmt.Errorf("account %s: %w", name, ErrNotFound)
+	}
+	rev := acc.Header.Revision
+	refs, err := s.accountReferences(ctx, name, rev)
+	if err != nil {
+		return false, err
+	}
+	if len(refs) > maxDeleteOps {
+		ops := make([]clientv3.Op, 0, maxDeleteOps)
+		for _, k := range refs[:maxDeleteOps] {
+			ops = append(ops, clientv3.OpDelete(k))
+		}
+		if _, err := s.KV.Txn(ctx).Then(ops...).Commit(); err != nil {
+			return false, fmt.Errorf("deleting account %s's memberships and grants: %w", name, err)
+		}
+		return false, nil
+	}
 	ops := []clientv3.Op{
 		clientv3.OpDelete(key("accounts", name)),
 		clientv3.OpDelete(dir("orgs", name), clientv3.WithPrefix()),
-		clientv3.OpDelete(dir("repos", name), clientv3.WithPrefix()),
 		clientv3.OpDelete(dir("access", name), clientv3.WithPrefix()),
 		clientv3.OpDelete(dir("nsaccess", name), clientv3.WithPrefix()),
 	}
-	resp, err := s.KV.Txn(ctx).Then(ops...).Commit()
+	for _, k := range refs {
+		ops = append(ops, clientv3.OpDelete(k))
+	}
+	resp, err := s.KV.Txn(ctx).If(
+		clientv3.Compare(clientv3.CreateRevision(key("accounts", name)), "=", acc.Kvs[0].CreateRevision),
+		clientv3.Compare(clientv3.CreateRevision(dir("repos", name)), "=", 0).WithPrefix(),
+		clientv3.Compare(clientv3.ModRevision(dir("orgs")), "<", rev+1).WithPrefix(),
+		clientv3.Compare(clientv3.ModRevision(dir("access")), "<", rev+1).WithPrefix(),
+	).Then(ops...).Commit()
 	if err != nil {
-		return fmt.Errorf("deleting account %s: %w", name, err)
+		return false, fmt.Errorf("deleting account %s: %w", name, err)
 	}
-	if resp.Responses[0].GetResponseDeleteRange().Deleted == 0 {
-		return fmt.Errorf("account %s: %w", name, ErrNotFound)
+	if resp.Succeeded {
+		return true, nil
 	}
-	return s.RevokeRefreshTokens(ctx, name)
+	repos, err := s.Repositories(ctx, name)
+	if err != nil {
+		return false, err
+	}
+	if len(repos) > 0 {
+		names := make([]string, len(repos))
+		for i, r := range repos {
+			names[i] = r.FullName()
+		}
+		return false, fmt.Errorf("%w: %s owns %s; delete each repository first (DELETE /api/v0/repositories/<namespace>/<name>), which also removes its images", ErrHasRepositories, name, strings.Join(names, ", "))
+	}
+	return false, nil // the account or a membership changed meanwhile
+}
+
+// accountReferences lists, at revision rev, the keys in other namespaces
+// that name user: orgs/<org>/members/<user>,
+// orgs/<org>/teams/<team>/members/<user> and
+// access/<namespace>/<repo>/users/<user>. Keys are compared component by
+// component, escaped as key() escapes them, so "al" never matches "alice".
+func (s *Store) accountReferences(ctx context.Context, user string, rev int64) ([]string, error) {
+	esc := url.PathEscape(user)
+	var out []string
+	for _, p := range []string{dir("orgs"), dir("access")} {
+		resp, err := s.KV.Get(ctx, p, clientv3.WithPrefix(), clientv3.WithKeysOnly(), clientv3.WithRev(rev))
+		if err != nil {
+			return nil, fmt.Errorf("listing %s: %w", p, err)
+		}
+		for _, kv := range resp.Kvs {
+			parts := strings.Split(strings.TrimPrefix(string(kv.Key), p), "/")
+			switch {
+			case p == dir("orgs") && len(parts) == 3 && parts[1] == "members" && parts[2] == esc,
+				p == dir("orgs") && len(parts) == 5 && parts[1] == "teams" && parts[3] == "members" && parts[4] == esc,
+				p == dir("access") && len(parts) == 4 && parts[2] == "users" && parts[3] == esc:
+				out = append(out, string(kv.Key))
+			}
+		}
+	}
+	return out, nil
 }
 
 func (s *Store) org(ctx context.Context, name string) (Account, error) {

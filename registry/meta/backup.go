@@ -11,13 +11,14 @@ import (
 	"github.com/dtr-registry/dtr/backup"
 )
 
-// Where the cluster's own records go in a backup (DESIGN.md §5); every other
+// Where the cluster's own records go in a backup (docs/architecture.md §5); every other
 // record goes under meta/<kind>/….
 var backupPaths = map[string]string{
-	key("cluster"):       "config/cluster.json",
-	key("settings"):      "config/settings.json",
-	key("ca"):            "certs/ca.json",
-	key("keys", "token"): "certs/token-key.json",
+	key("cluster"):               "config/cluster.json",
+	key("settings"):              "config/settings.json",
+	key("ca"):                    "certs/ca.json",
+	key("keys", "token"):         "certs/token-key.json",
+	key("keys", "token-retired"): "certs/token-keys-retired.json",
 }
 
 // BackupPath is the archive path of key k. Replica health reports and

@@ -5,8 +5,10 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"sort"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -31,6 +33,31 @@ type Settings struct {
 	ExternalURL string  `json:"externalURL,omitempty"`
 	Storage     Storage `json:"storage"`
 	LogLevel    string  `json:"logLevel,omitempty"`
+	// RefreshTokenMaxAge is how long a refresh token (what `docker login`
+	// keeps instead of the password) lives, as a Go duration ("720h");
+	// empty means DefaultRefreshTokenMaxAge.
+	RefreshTokenMaxAge string `json:"refreshTokenMaxAge,omitempty"`
+}
+
+// DefaultRefreshTokenMaxAge: a month, after which docker asks for the
+// password again.
+const DefaultRefreshTokenMaxAge = 30 * 24 * time.Hour
+
+// RefreshTokenLifetime is RefreshTokenMaxAge as a duration.
+func (st Settings) RefreshTokenLifetime() time.Duration {
+	if d, err := time.ParseDuration(st.RefreshTokenMaxAge); err == nil && d > 0 {
+		return d
+	}
+	return DefaultRefreshTokenMaxAge
+}
+
+// ValidateRefreshTokenMaxAge checks a refreshTokenMaxAge setting.
+func ValidateRefreshTokenMaxAge(v string) error {
+	d, err := time.ParseDuration(v)
+	if err != nil || d < time.Minute || d > 365*24*time.Hour {
+		return fmt.Errorf("%w refreshTokenMaxAge %q: give a duration between 1m and 8760h, such as 720h", ErrInvalid, v)
+	}
+	return nil
 }
 
 // Storage is where image blobs live.
@@ -108,7 +135,7 @@ func (s *Store) Bootstrap(ctx context.Context, b Bootstrap) (Cluster, error) {
 		return Cluster{}, fmt.Errorf("admin password: %w", err)
 	}
 	c := Cluster{ID: randomHex(16), HTTPSecret: randomHex(32), CreatedAt: time.Now().UTC(), Version: b.Version}
-	admin := Account{Name: b.AdminUsername, IsAdmin: true, IsActive: true, PasswordHash: hash, CreatedAt: c.CreatedAt}
+	admin := Account{Name: b.AdminUsername, IsAdmin: true, IsActive: true, PasswordHash: hash, CreatedAt: c.CreatedAt, Epoch: NewEpoch()}
 	var ops []clientv3.Op
 	for k, v := range map[string]any{
 		key("cluster"): c, key("ca"): b.CA, key("keys", "token"): b.TokenKey,
@@ -185,6 +212,20 @@ type RefreshToken struct {
 	User      string    `json:"user"`
 	ClientID  string    `json:"clientID,omitempty"`
 	CreatedAt time.Time `json:"createdAt"`
+	ExpiresAt time.Time `json:"expiresAt,omitempty"` // zero: issued before expiry existed; counts from CreatedAt
+}
+
+// MaxRefreshTokensPerUser bounds a user's refresh tokens: each docker login
+// makes one, and a CI job that logs in on every run would otherwise grow
+// the metadata without end. Past it the oldest goes.
+const MaxRefreshTokensPerUser = 50
+
+func (rt RefreshToken) expired(now time.Time) bool {
+	exp := rt.ExpiresAt
+	if exp.IsZero() {
+		exp = rt.CreatedAt.Add(DefaultRefreshTokenMaxAge)
+	}
+	return !now.Before(exp)
 }
 
 func tokenHash(tok string) string {
@@ -192,11 +233,15 @@ func tokenHash(tok string) string {
 	return hex.EncodeToString(h[:])
 }
 
-// IssueRefreshToken creates and stores a refresh token for user.
-func (s *Store) IssueRefreshToken(ctx context.Context, user, clientID string) (string, error) {
+// IssueRefreshToken creates and stores a refresh token for user that lives
+// for lifetime, dropping the user's expired tokens and, past
+// MaxRefreshTokensPerUser, the oldest. The write is conditional on the
+// user's tokens being as read, so concurrent logins cannot pass the cap.
+func (s *Store) IssueRefreshToken(ctx context.Context, user, clientID string, lifetime time.Duration) (string, error) {
 	tok := "rt-" + randomHex(32)
 	h := tokenHash(tok)
-	rt := RefreshToken{User: user, ClientID: clientID, CreatedAt: time.Now().UTC()}
+	now := time.Now().UTC()
+	rt := RefreshToken{User: user, ClientID: clientID, CreatedAt: now, ExpiresAt: now.Add(lifetime)}
 	a, err := putOp(key("tokens", h), rt)
 	if err != nil {
 		return "", err
@@ -205,17 +250,66 @@ func (s *Store) IssueRefreshToken(ctx context.Context, user, clientID string) (s
 	if err != nil {
 		return "", err
 	}
-	if _, err := s.KV.Txn(ctx).Then(a, b).Commit(); err != nil {
-		return "", fmt.Errorf("storing a refresh token: %w", err)
+	prefix := dir("usertokens", user)
+	for {
+		resp, err := s.KV.Get(ctx, prefix, clientv3.WithPrefix())
+		if err != nil {
+			return "", fmt.Errorf("reading %s's refresh tokens: %w", user, err)
+		}
+		ops := []clientv3.Op{a, b}
+		type held struct {
+			hash string
+			rt   RefreshToken
+		}
+		var live []held
+		for _, kv := range resp.Kvs {
+			var old RefreshToken
+			oh := string(kv.Key)[len(prefix):]
+			if json.Unmarshal(kv.Value, &old) != nil || old.expired(now) {
+				ops = append(ops, clientv3.OpDelete(string(kv.Key)), clientv3.OpDelete(Prefix+"tokens/"+oh))
+				continue
+			}
+			live = append(live, held{oh, old})
+		}
+		sort.Slice(live, func(i, j int) bool { return live[i].rt.CreatedAt.Before(live[j].rt.CreatedAt) })
+		for len(live) >= MaxRefreshTokensPerUser {
+			ops = append(ops, clientv3.OpDelete(prefix+live[0].hash), clientv3.OpDelete(Prefix+"tokens/"+live[0].hash))
+			live = live[1:]
+		}
+		t, err := s.KV.Txn(ctx).
+			If(clientv3.Compare(clientv3.ModRevision(prefix), "<", resp.Header.Revision+1).WithPrefix()).
+			Then(ops...).Commit()
+		if err != nil {
+			return "", fmt.Errorf("storing a refresh token: %w", err)
+		}
+		if t.Succeeded {
+			return tok, nil
+		}
+		if ctx.Err() != nil {
+			return "", ctx.Err()
+		}
 	}
-	return tok, nil
 }
 
-// LookupRefreshToken returns the token's record.
-func (s *Store) LookupRefreshToken(ctx context.Context, tok string) (RefreshToken, error) {
+// LookupRefreshToken returns the record of a token that has not expired.
+func (s *Store) LookupRefreshToken(ctx context.Context, tok string, now time.Time) (RefreshToken, error) {
 	var rt RefreshToken
-	_, err := s.get(ctx, key("tokens", tokenHash(tok)), &rt)
-	return rt, err
+	if _, err := s.get(ctx, key("tokens", tokenHash(tok)), &rt); err != nil {
+		return rt, err
+	}
+	if rt.expired(now) {
+		return rt, fmt.Errorf("refresh token expired at %s: %w", rt.ExpiresAt.Format(time.RFC3339), ErrNotFound)
+	}
+	return rt, nil
+}
+
+// RefreshTokenCount is how many refresh tokens user holds.
+func (s *Store) RefreshTokenCount(ctx context.Context, user string) (int64, error) {
+	resp, err := s.KV.Get(ctx, dir("usertokens", user), clientv3.WithPrefix(), clientv3.WithCountOnly())
+	if err != nil {
+		return 0, err
+	}
+	return resp.Count, nil
 }
 
 // RevokeRefreshTokens removes every refresh token of user.

@@ -10,6 +10,8 @@ import (
 
 func jsonMarshal(v any) ([]byte, error) { return json.Marshal(v) }
 
+func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }
+
 // Descriptor is an OCI content descriptor of a manifest that refers to
 // another one through its subject.
 type Descriptor struct {

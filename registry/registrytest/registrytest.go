@@ -19,6 +19,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/dtr-registry/dtr/registry"
+	"github.com/dtr-registry/dtr/registry/member"
 	"github.com/dtr-registry/dtr/registry/meta"
 )
 
@@ -66,7 +67,7 @@ func Options(t testing.TB, dir string) registry.Options {
 		DataDir:        dir,
 		PeerListen:     peer,
 		PeerAdvertise:  peer,
-		ClientListen:   fmt.Sprintf("http://127.0.0.1:%d", FreePort(t)),
+		ClientSocket:   clientSocket(t, dir),
 		InsecurePeers:  true,
 		AdminUsername:  AdminUser,
 		AdminPassword:  AdminPassword,
@@ -76,6 +77,22 @@ func Options(t testing.TB, dir string) registry.Options {
 		HealthInterval: 500 * time.Millisecond,
 		ReportInterval: time.Second,
 	}
+}
+
+// clientSocket leaves the metadata client socket at the replica's default,
+// under dir, when Linux can bind that path, and otherwise puts it in a short
+// private directory: test dirs are named after the test and can be too long.
+func clientSocket(t testing.TB, dir string) string {
+	t.Helper()
+	if abs, err := filepath.Abs(dir); err == nil && len(member.ClientSocketIn(abs)) <= member.MaxClientSocketPath {
+		return "" // the default
+	}
+	short, err := os.MkdirTemp("", "dtr-replica-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(short) })
+	return filepath.Join(short, "etcd.sock")
 }
 
 type testWriter struct{ t testing.TB }
@@ -95,6 +112,10 @@ func Start(t testing.TB, o registry.Options) *Replica {
 	}
 	if o.HTTPSAddr == "" {
 		o.HTTPSAddr = fmt.Sprintf("127.0.0.1:%d", FreePort(t))
+	}
+	if o.ExternalURL == "" {
+		// As an operator's --dtr-external-url: realms and redirects use it.
+		o.ExternalURL = "https://" + o.HTTPSAddr
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
