@@ -4,7 +4,7 @@ GO      ?= go
 GOFLAGS_BUILD := -trimpath -ldflags "-s -w"
 export CGO_ENABLED := 0
 
-.PHONY: all build images test test-unit fuzz bench up down fmt vet clean help lab-up lab-down e2e-ha
+.PHONY: all build images test test-unit security fuzz bench up down fmt vet clean help lab-up lab-down e2e-ha
 FUZZTIME ?= 10s
 
 all: build
@@ -12,7 +12,8 @@ all: build
 help:
 	@echo "make build   static binaries bin/dtr and bin/dtr-registry"
 	@echo "make images  images dtr:$(VERSION) and dtr-registry:$(VERSION), FROM scratch, offline"
-	@echo "make test    vet + unit, pseudo-terminal, real-engine, UCP stand-in, conformance and S3 tests, then fuzzing"
+	@echo "make test    vet + unit, pseudo-terminal, real-engine, UCP stand-in, conformance and S3 tests, then make security and fuzzing"
+	@echo "make security  the attack harness against an in-process replica: one line per probe, held or broke"
 	@echo "make lab-up  a 3-engine swarm in network namespaces, HAProxy on 443, S3 and NFS (root); make lab-down removes it"
 	@echo "make e2e-ha  the high-availability drills against the lab"
 
@@ -32,9 +33,22 @@ images: build
 	@docker image ls --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep -E '^dtr(-registry)?:$(VERSION) '
 
 # The README's test command. Engine tests share one local engine: -p 1.
+# The attack harness runs once, through make security, not in the ./... run.
 test: vet
-	$(GO) test -p 1 -count=1 -timeout 30m ./...
+	$(GO) test -p 1 -count=1 -timeout 30m -skip '^TestAttack' ./...
+	$(MAKE) --no-print-directory security
 	$(MAKE) --no-print-directory fuzz
+
+# The attack harness (registry/security): one line per probe,
+# held or broke, as each ends, then the totals; fails if any probe broke.
+# The full test log is kept in build/security.log, the status beside it
+# (a pipeline's status is its last command's in sh).
+security:
+	@mkdir -p build
+	@{ $(GO) test -count=1 -p 1 -timeout 10m -run '^TestAttack' -v ./registry/security/ 2>&1; echo $$? > build/security.rc; } \
+	  | tee build/security.log | grep -E '^(probe|security|---|FAIL|ok|PASS)'; \
+	  rc=$$(cat build/security.rc); \
+	  if [ "$$rc" != 0 ]; then echo "make security: failed; the full log is build/security.log"; fi; exit $$rc
 
 # Every fuzz target for FUZZTIME each (short in CI; the corpus is committed).
 fuzz:
