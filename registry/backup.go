@@ -14,7 +14,7 @@ import (
 	"github.com/dtr-registry/dtr/registry/meta"
 )
 
-// WriteBackup streams a backup of the cluster to w (DESIGN.md §5): every
+// WriteBackup streams a backup of the cluster to w (docs/architecture.md §5): every
 // record read at one metadata revision while the replica keeps serving, the
 // operator's TLS certificate if there is one, and the manifest last.
 func (r *Replica) WriteBackup(ctx context.Context, w io.Writer) (backup.Manifest, error) {
