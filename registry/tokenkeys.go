@@ -31,7 +31,7 @@ func (r *Replica) loadKeyring(ctx context.Context) error {
 			r.log.WithError(err).Warn("skipping a retired token key that does not load")
 			continue
 		}
-		ring.Previous = append(ring.Previous, v)
+		ring.Retired = append(ring.Retired, auth.RetiredSigner{Signer: v, RetiredAt: k.RetiredAt, ValidUntil: k.ValidUntil})
 	}
 	r.keys.Store(ring)
 	return nil

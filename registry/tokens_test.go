@@ -243,6 +243,17 @@ func TestLoginThrottling(t *testing.T) {
 	if st, _ := getToken(t, r, "alice", "alice-password"); st != http.StatusOK {
 		t.Fatalf("another account during carol's lock: %d", st)
 	}
+	// An attacker's failures lock alice, but her client that logged in
+	// minutes ago (the installer, a CI job) keeps working.
+	for i := range auth.FreeAccountFailures + 1 {
+		getToken(t, r, "alice", fmt.Sprintf("guess-%d", i))
+	}
+	if st, _ := getToken(t, r, "alice", "a-new-guess"); st != http.StatusTooManyRequests {
+		t.Fatalf("alice after %d failures: %d, want 429", auth.FreeAccountFailures+1, st)
+	}
+	if st, _ := getToken(t, r, "alice", "alice-password"); st != http.StatusOK {
+		t.Fatalf("alice's recently verified credentials during her lock: %d, want 200", st)
+	}
 	time.Sleep(1100 * time.Millisecond) // the first lock is 1 s
 	if st, _ := getToken(t, r, "carol", "carol-password"); st != http.StatusOK {
 		t.Fatalf("after the lock: %d", st)
@@ -281,7 +292,7 @@ func medianDuration(ds []time.Duration) time.Duration {
 // Refresh tokens expire and a user holds at most a bounded number.
 func TestRefreshTokenLimits(t *testing.T) {
 	r := registrytest.StartNew(t)
-	var first string
+	var first, last string
 	for i := range 60 {
 		q := url.Values{"service": {"dtr"}, "offline_token": {"true"}, "client_id": {"test"}}
 		req, _ := http.NewRequest(http.MethodGet, r.URL+"/auth/token?"+q.Encode(), nil)
@@ -301,6 +312,7 @@ func TestRefreshTokenLimits(t *testing.T) {
 		if i == 0 {
 			first = out.RefreshToken
 		}
+		last = out.RefreshToken
 	}
 	form := url.Values{"grant_type": {"refresh_token"}, "refresh_token": {first}, "service": {"dtr"}, "client_id": {"test"}}
 	resp, err := r.Client.PostForm(r.URL+"/auth/token", form)
@@ -310,6 +322,20 @@ func TestRefreshTokenLimits(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusUnauthorized {
 		t.Fatalf("the oldest of 60 refresh tokens (cap %d): %d, want 401", 50, resp.StatusCode)
+	}
+	// A refresh token is docker's credential: it gets no admin API token.
+	form = url.Values{"grant_type": {"refresh_token"}, "refresh_token": {last}, "service": {"dtr"}, "client_id": {"test"}, "scope": {auth.AdminAPIScope + " repository:admin/x:pull"}}
+	resp, err = r.Client.PostForm(r.URL+"/auth/token", form)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var granted struct {
+		Token string `json:"token"`
+	}
+	_ = json.NewDecoder(resp.Body).Decode(&granted)
+	resp.Body.Close()
+	if got := fmt.Sprint(tokenAccess(t, granted.Token)); resp.StatusCode != http.StatusOK || strings.Contains(got, "api") || !strings.Contains(got, "admin/x") {
+		t.Fatalf("refresh grant for %s: %d, grants %s", auth.AdminAPIScope, resp.StatusCode, got)
 	}
 	if st := r.API(t, admin, adminPW, "PATCH", "/api/v0/meta/settings", map[string]any{"refreshTokenMaxAge": "1s"}, nil); st != http.StatusBadRequest {
 		t.Fatalf("refreshTokenMaxAge 1s: %d, want 400", st)

@@ -225,8 +225,12 @@ func (a *API) changePassword(w http.ResponseWriter, r *http.Request, me *meta.Ac
 	if me.Name != name && !me.IsAdmin {
 		return errForbidden
 	}
-	if me.Name == name && !me.CheckPassword(req.OldPassword) {
-		return errorf(http.StatusForbidden, "FORBIDDEN", "the old password is wrong")
+	if me.Name == name {
+		// Through Logins like any password check: throttled and bounded,
+		// so a stolen token is no free oracle for the password.
+		if _, err := a.cfg.Logins.Check(r.Context(), r.RemoteAddr, me.Name, req.OldPassword); err != nil {
+			return loginError(err, errorf(http.StatusForbidden, "FORBIDDEN", "the old password is wrong"))
+		}
 	}
 	if err := a.cfg.Store.SetPassword(r.Context(), name, req.NewPassword); err != nil {
 		return err

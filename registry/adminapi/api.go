@@ -200,16 +200,8 @@ func (a *API) authenticate(r *http.Request) (*meta.Account, error) {
 	ctx := r.Context()
 	if name, pw, ok := r.BasicAuth(); ok {
 		acc, err := a.cfg.Logins.Check(ctx, r.RemoteAddr, name, pw)
-		var te *auth.ThrottledError
-		switch {
-		case errors.Is(err, auth.ErrBadCredentials):
-			return nil, errUnauthenticated
-		case errors.As(err, &te):
-			return nil, errorf(http.StatusTooManyRequests, "TOO_MANY_REQUESTS", "%v", te)
-		case errors.Is(err, auth.ErrBusy):
-			return nil, errorf(http.StatusServiceUnavailable, "UNAVAILABLE", "%v", err)
-		case err != nil:
-			return nil, err
+		if err != nil {
+			return nil, loginError(err, errUnauthenticated)
 		}
 		return acc, nil
 	}
@@ -232,6 +224,22 @@ func (a *API) authenticate(r *http.Request) (*meta.Account, error) {
 		return &acc, nil
 	}
 	return nil, errUnauthenticated
+}
+
+// loginError turns a refused password check into the API's answer: bad for
+// wrong credentials, 429 when throttled, 503 when no hasher is free; other
+// errors (metadata) pass on.
+func loginError(err error, bad *Error) error {
+	var te *auth.ThrottledError
+	switch {
+	case errors.Is(err, auth.ErrBadCredentials):
+		return bad
+	case errors.As(err, &te):
+		return errorf(http.StatusTooManyRequests, "TOO_MANY_REQUESTS", "%v", te)
+	case errors.Is(err, auth.ErrBusy):
+		return errorf(http.StatusServiceUnavailable, "UNAVAILABLE", "%v", err)
+	}
+	return err
 }
 
 // tokenEpoch is the account epoch a token was issued in ("<epoch>.<nonce>").

@@ -73,7 +73,7 @@ func (v *Verifier) Verify(raw string) (*token.ClaimSet, error) {
 	c := e.claims
 	if !ok {
 		var err error
-		if c, err = v.Keys().Verify(raw); err != nil {
+		if c, err = v.Keys().Verify(raw, now); err != nil {
 			return nil, err
 		}
 		v.remember(key, c, now)

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/distribution/distribution/v3/registry/auth/token"
+	"github.com/go-jose/go-jose/v4/jwt"
 
 	"github.com/dtr-registry/dtr/pki"
 	"github.com/dtr-registry/dtr/registry/meta"
@@ -87,11 +88,14 @@ func TestVerifierRefusesOversizedTokens(t *testing.T) {
 	}
 }
 
-// After a rotation the retired key still verifies the tokens it signed;
-// without it in the ring they fail.
+// After a rotation the retired key still verifies the tokens it signed
+// before it was retired, until they expire; without it in the ring they
+// fail; it signs nothing; and a token of a lifetime dtr never issues fails
+// whatever key signed it (a leaked key's forgeries end with the rotation).
 func TestKeyringVerifiesRetiredKeys(t *testing.T) {
 	old, next := testSigner(t), testSigner(t)
-	raw, err := old.Issue("alice", "e1", nil, time.Now())
+	now := time.Now()
+	raw, err := old.Issue("alice", "e1", nil, now)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -99,17 +103,33 @@ func TestKeyringVerifiesRetiredKeys(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := (&Keyring{Current: next, Previous: []*Signer{retired}}).Verify(raw); err != nil {
+	ring := &Keyring{Current: next, Retired: []RetiredSigner{{Signer: retired, RetiredAt: now.Add(time.Second), ValidUntil: now.Add(7 * time.Minute)}}}
+	if _, err := ring.Verify(raw, now); err != nil {
 		t.Fatalf("a token of the retired key: %v", err)
 	}
-	if _, err := (&Keyring{Current: next}).Verify(raw); err == nil {
+	if _, err := ring.Verify(raw, now.Add(8*time.Minute)); err == nil {
+		t.Fatal("a retired key still verifies after its ValidUntil")
+	}
+	forged, _ := old.Issue("", "", nil, now.Add(3*time.Second))
+	if _, err := ring.Verify(forged, now); err == nil || !strings.Contains(err.Error(), "after it was retired") {
+		t.Fatalf("a token the retired key signed after its retirement: %v", err)
+	}
+	if _, err := (&Keyring{Current: next}).Verify(raw, now); err == nil {
 		t.Fatal("a token of a key that left the ring still verifies")
 	}
-	if _, err := retired.Issue("alice", "", nil, time.Now()); err == nil {
+	if _, err := retired.Issue("alice", "", nil, now); err == nil {
 		t.Fatal("a retired key signed a token")
 	}
 	if next.KeyID() == old.KeyID() {
 		t.Fatal("two keys share a key ID")
+	}
+	// A year-long token, as a leaked key could sign: dtr never issues one.
+	long, err := jwt.Signed(next.signer).Claims(token.ClaimSet{Issuer: Issuer, Audience: token.AudienceList{Service}, IssuedAt: now.Unix(), NotBefore: now.Unix() - 1, Expiration: now.Add(365 * 24 * time.Hour).Unix(), JWTID: ".x"}).Serialize()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ring.Verify(long, now); err == nil || !strings.Contains(err.Error(), "lifetime") {
+		t.Fatalf("a year-long token: %v", err)
 	}
 }
 

@@ -24,7 +24,9 @@ type hashJob struct {
 }
 
 // extraProcs guards the GOMAXPROCS raise: once per process, however many
-// replicas (tests) it runs.
+// replicas (tests) it runs. Setting GOMAXPROCS stops the runtime following
+// a container CPU limit that changes later; replicas are deployed without
+// one, and the value read at start already counts it.
 var extraProcs sync.Once
 
 func startHashers(n int) *hashers {

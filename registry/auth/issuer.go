@@ -8,7 +8,6 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"slices"
 	"time"
 
 	"github.com/distribution/distribution/v3/registry/auth/token"
@@ -133,40 +132,69 @@ func (s *Signer) Issue(subject, epoch string, access []*token.ResourceActions, n
 
 // Verify checks a token this key signed and returns its claims.
 func (s *Signer) Verify(raw string) (*token.ClaimSet, error) {
-	return (&Keyring{Current: s}).Verify(raw)
+	return s.verify(raw)
 }
 
-// Keyring is the cluster's token keys: the current one signs, and it and
-// the keys it replaced verify, each until the tokens it signed expired.
-// Rotation therefore fails no request (docs/security.md).
-type Keyring struct {
-	Current  *Signer
-	Previous []*Signer
-}
-
-// Verify checks a token signed by any key of the ring.
-func (k *Keyring) Verify(raw string) (*token.ClaimSet, error) {
-	if k == nil || k.Current == nil {
-		return nil, errors.New("token key not loaded")
-	}
-	pool := x509.NewCertPool()
-	keys := map[string]crypto.PublicKey{}
-	algs := []jose.SignatureAlgorithm{}
-	for _, s := range append([]*Signer{k.Current}, k.Previous...) {
-		pool.AddCert(s.cert)
-		keys[s.kid] = s.pub
-		if !slices.Contains(algs, s.alg) {
-			algs = append(algs, s.alg)
-		}
-	}
-	t, err := token.NewToken(raw, algs)
+func (s *Signer) verify(raw string) (*token.ClaimSet, error) {
+	t, err := token.NewToken(raw, []jose.SignatureAlgorithm{s.alg})
 	if err != nil {
 		return nil, err
 	}
-	return t.Verify(token.VerifyOptions{
+	pool := x509.NewCertPool()
+	pool.AddCert(s.cert)
+	c, err := t.Verify(token.VerifyOptions{
 		TrustedIssuers:    []string{Issuer},
 		AcceptedAudiences: []string{Service},
 		Roots:             pool,
-		TrustedKeys:       keys,
+		TrustedKeys:       map[string]crypto.PublicKey{s.kid: s.pub},
 	})
+	if err != nil {
+		return nil, err
+	}
+	// dtr signs tokens for TokenTTL; a longer one was not signed by a
+	// replica (a leaked key signs what it likes: this bounds what it buys).
+	if c.IssuedAt == 0 || c.Expiration-c.IssuedAt > int64(TokenTTL.Seconds()) {
+		return nil, errors.New("token lifetime exceeds what dtr issues")
+	}
+	return c, nil
+}
+
+// Keyring is the cluster's token keys: the current one signs and verifies;
+// each retired one verifies only tokens issued before it was retired, and
+// only until its tokens have expired. Rotation therefore fails no request,
+// and a leaked key is worthless minutes after it was rotated out
+// (docs/security.md).
+type Keyring struct {
+	Current *Signer
+	Retired []RetiredSigner
+}
+
+// RetiredSigner is a retired key with its dates.
+type RetiredSigner struct {
+	*Signer
+	RetiredAt  time.Time
+	ValidUntil time.Time
+}
+
+// Verify checks a token signed by a key of the ring, at time now.
+func (k *Keyring) Verify(raw string, now time.Time) (*token.ClaimSet, error) {
+	if k == nil || k.Current == nil {
+		return nil, errors.New("token key not loaded")
+	}
+	c, err := k.Current.verify(raw)
+	if err == nil {
+		return c, nil
+	}
+	for _, r := range k.Retired {
+		if !now.Before(r.ValidUntil) {
+			continue
+		}
+		if rc, rerr := r.verify(raw); rerr == nil {
+			if rc.IssuedAt > r.RetiredAt.Unix() {
+				return nil, errors.New("token signed by a retired key after it was retired")
+			}
+			return rc, nil
+		}
+	}
+	return nil, err
 }

@@ -139,14 +139,8 @@ func (l *Logins) now() time.Time {
 // *ThrottledError, ErrBusy, or a metadata error (not the client's fault).
 func (l *Logins) Check(ctx context.Context, remote, name, pw string) (*meta.Account, error) {
 	l.init()
-	addr := remote
-	if h, _, err := net.SplitHostPort(remote); err == nil {
-		addr = h
-	}
+	addr := clientKey(remote)
 	now := l.now()
-	if err := l.throttled(name, addr, now); err != nil {
-		return nil, err
-	}
 	a, err := l.Store.Account(ctx, name)
 	known := err == nil
 	if err != nil && !errors.Is(err, meta.ErrNotFound) {
@@ -154,9 +148,15 @@ func (l *Logins) Check(ctx context.Context, remote, name, pw string) (*meta.Acco
 	}
 	usable := known && !a.IsOrg && a.IsActive && a.PasswordHash != ""
 	ck := l.credentialKey(name, pw)
+	// Credentials verified in the last minutes pass even a locked account:
+	// an attacker's failures must not lock out the owner's running
+	// clients (the installer, CI jobs), and a hit proves the password.
 	if usable && l.recentlyVerified(ck, a.PasswordHash, now) {
-		l.succeeded(name, addr)
+		l.succeeded(name)
 		return &a, nil
+	}
+	if err := l.throttled(name, addr, now); err != nil {
+		return nil, err
 	}
 	hash := dummyHash
 	if usable {
@@ -167,7 +167,7 @@ func (l *Logins) Check(ctx context.Context, remote, name, pw string) (*meta.Acco
 		return nil, err
 	}
 	if match && usable {
-		l.succeeded(name, addr)
+		l.succeeded(name)
 		l.remember(ck, a.PasswordHash, now)
 		return &a, nil
 	}
@@ -247,11 +247,26 @@ func (l *Logins) throttled(name, addr string, now time.Time) error {
 	return nil
 }
 
-func (l *Logins) succeeded(name, addr string) {
+// succeeded resets the account's failures. Not the address's: one valid
+// account must not buy its holder unlimited guesses at the others.
+func (l *Logins) succeeded(name string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	delete(l.byAccount, name)
-	delete(l.byAddress, addr)
+}
+
+// clientKey is the throttling key of a client address: the IP, or its /64
+// for IPv6, where one client holds a whole /64.
+func clientKey(remote string) string {
+	host := remote
+	if h, _, err := net.SplitHostPort(remote); err == nil {
+		host = h
+	}
+	ip := net.ParseIP(host)
+	if ip == nil || ip.To4() != nil {
+		return host
+	}
+	return ip.Mask(net.CIDRMask(64, 128)).String() + "/64"
 }
 
 // failed counts a failure; it returns the account's record when this
@@ -269,20 +284,28 @@ func (l *Logins) failed(name, addr string, now time.Time) *failure {
 }
 
 func (fs failures) add(k string, now time.Time, free int, maxLock time.Duration) *failure {
-	if len(fs) >= maxTracked {
+	f := fs[k]
+	if f == nil && len(fs) >= maxTracked {
+		// Full: forget the unlocked first, oldest failures first in effect
+		// (any unlocked one will do); a running lock is never dropped.
 		for k, f := range fs {
-			if now.After(f.until) && now.Sub(f.last) > 15*time.Minute {
+			if !now.Before(f.until) && now.Sub(f.last) > time.Minute {
 				delete(fs, k)
 			}
 		}
 		if len(fs) >= maxTracked {
-			clear(fs)
+			for k, f := range fs {
+				if !now.Before(f.until) {
+					delete(fs, k)
+				}
+			}
 		}
 	}
-	f := fs[k]
 	if f == nil {
 		f = &failure{}
-		fs[k] = f
+		if len(fs) < maxTracked {
+			fs[k] = f
+		}
 	}
 	if now.Sub(f.last) > 15*time.Minute {
 		f.count = 0 // failures long ago do not add up

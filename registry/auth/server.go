@@ -117,7 +117,7 @@ func (s *Server) get(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if user != nil && q.Get("offline_token") == "true" {
-		if resp.RefreshToken, err = s.issueRefreshToken(r.Context(), user.Name, q.Get("client_id")); err != nil {
+		if resp.RefreshToken, err = s.issueRefreshToken(r.Context(), *user, q.Get("client_id")); err != nil {
 			s.fail(w, r, err)
 			return
 		}
@@ -173,6 +173,9 @@ func (s *Server) post(w http.ResponseWriter, r *http.Request) {
 	switch f.Get("grant_type") {
 	case "refresh_token":
 		user, err = s.refresh(r.Context(), f.Get("refresh_token"))
+		// A refresh token is docker's credential for the registry: the
+		// admin API wants the password (or a token got with it).
+		scopes = slices.DeleteFunc(scopes, func(sc Scope) bool { return sc.Type == adminAPIType })
 		if errors.Is(err, ErrBadCredentials) || errors.Is(err, meta.ErrNotFound) {
 			s.logf(r, "", "refresh token refused: %v", err)
 			unauthorized(w, "invalid, expired or revoked refresh token; run docker login again")
@@ -202,7 +205,7 @@ func (s *Server) post(w http.ResponseWriter, r *http.Request) {
 	}
 	resp.Scope = strings.Join(granted, " ")
 	if f.Get("grant_type") == "password" && f.Get("access_type") == "offline" {
-		if resp.RefreshToken, err = s.issueRefreshToken(r.Context(), user.Name, f.Get("client_id")); err != nil {
+		if resp.RefreshToken, err = s.issueRefreshToken(r.Context(), *user, f.Get("client_id")); err != nil {
 			s.fail(w, r, err)
 			return
 		}
@@ -229,7 +232,7 @@ var ErrBadCredentials = errors.New("incorrect username or password")
 
 // issueRefreshToken stores a refresh token that lives as long as the
 // settings say (refreshTokenMaxAge).
-func (s *Server) issueRefreshToken(ctx context.Context, user, clientID string) (string, error) {
+func (s *Server) issueRefreshToken(ctx context.Context, user meta.Account, clientID string) (string, error) {
 	st, _, err := s.Store.Settings(ctx)
 	if err != nil {
 		return "", err
@@ -249,7 +252,7 @@ func (s *Server) refresh(ctx context.Context, tok string) (*meta.Account, error)
 	if err != nil {
 		return nil, err
 	}
-	if !a.IsActive || a.IsOrg {
+	if !a.IsActive || a.IsOrg || rt.Epoch != a.Epoch {
 		return nil, ErrBadCredentials
 	}
 	return &a, nil

@@ -62,7 +62,7 @@ func (s *Store) SetTeamAccess(ctx context.Context, org, repo, team string, l Lev
 	if _, err := s.Team(ctx, org, team); err != nil {
 		return err
 	}
-	return s.put(ctx, key("access", org, repo, "teams", team), Grant{Team: team, Level: l})
+	return s.putWhileExists(ctx, key("access", org, repo, "teams", team), Grant{Team: team, Level: l}, key("repos", org, repo), key("orgs", org, "teams", team))
 }
 
 // SetUserAccess grants a user a level on a repository.
@@ -73,7 +73,7 @@ func (s *Store) SetUserAccess(ctx context.Context, namespace, repo, user string,
 	if _, err := s.user(ctx, user); err != nil {
 		return err
 	}
-	return s.put(ctx, key("access", namespace, repo, "users", user), Grant{User: user, Level: l})
+	return s.putWhileExists(ctx, key("access", namespace, repo, "users", user), Grant{User: user, Level: l}, key("repos", namespace, repo), key("accounts", user))
 }
 
 // SetNamespaceTeamAccess grants a team a level on every repository of its
@@ -83,7 +83,7 @@ func (s *Store) SetNamespaceTeamAccess(ctx context.Context, org, team string, l 
 	if _, err := s.Team(ctx, org, team); err != nil {
 		return err
 	}
-	return s.put(ctx, key("nsaccess", org, team), Grant{Team: team, Level: l})
+	return s.putWhileExists(ctx, key("nsaccess", org, team), Grant{Team: team, Level: l}, key("orgs", org, "teams", team))
 }
 
 // RevokeTeamAccess, RevokeUserAccess and RevokeNamespaceTeamAccess remove grants.

@@ -115,6 +115,9 @@ func (s *Store) CreateAccount(ctx context.Context, a Account, password string) (
 		}
 		a.PasswordHash = h
 	}
+	if err := s.dropStaleReferences(ctx, a.Name); err != nil {
+		return Account{}, err
+	}
 	if err := s.create(ctx, key("accounts", a.Name), a); err != nil {
 		return Account{}, fmt.Errorf("account %s: %w", a.Name, err)
 	}
@@ -300,6 +303,39 @@ func (s *Store) accountReferences(ctx context.Context, user string, rev int64) (
 	return out, nil
 }
 
+// dropStaleReferences removes memberships and grants that name an account
+// that does not exist: versions before account deletion cleaned up left
+// them, and a new account of that name must not inherit them.
+func (s *Store) dropStaleReferences(ctx context.Context, name string) error {
+	resp, err := s.KV.Get(ctx, key("accounts", name), clientv3.WithCountOnly())
+	if err != nil {
+		return fmt.Errorf("account %s: %w", name, err)
+	}
+	if resp.Count > 0 {
+		return nil // exists: create will say so
+	}
+	refs, err := s.accountReferences(ctx, name, resp.Header.Revision)
+	if err != nil {
+		return err
+	}
+	for len(refs) > 0 {
+		n := min(len(refs), 100)
+		ops := make([]clientv3.Op, 0, n)
+		for _, k := range refs[:n] {
+			ops = append(ops, clientv3.OpDelete(k))
+		}
+		t, err := s.KV.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(key("accounts", name)), "=", 0)).Then(ops...).Commit()
+		if err != nil {
+			return fmt.Errorf("removing stale grants of %s: %w", name, err)
+		}
+		if !t.Succeeded {
+			return nil // created meanwhile: create will say so
+		}
+		refs = refs[n:]
+	}
+	return nil
+}
+
 func (s *Store) org(ctx context.Context, name string) (Account, error) {
 	a, err := s.Account(ctx, name)
 	if err != nil {
@@ -330,7 +366,7 @@ func (s *Store) SetOrgMember(ctx context.Context, org, user string, isAdmin bool
 	if _, err := s.user(ctx, user); err != nil {
 		return err
 	}
-	return s.put(ctx, key("orgs", org, "members", user), Membership{User: user, IsAdmin: isAdmin})
+	return s.putWhileExists(ctx, key("orgs", org, "members", user), Membership{User: user, IsAdmin: isAdmin}, key("accounts", org), key("accounts", user))
 }
 
 // OrgMember returns a user's membership of an organization.
@@ -432,7 +468,7 @@ func (s *Store) AddTeamMember(ctx context.Context, org, team, user string) error
 			return err
 		}
 	}
-	return s.put(ctx, key("orgs", org, "teams", team, "members", user), TeamMember{User: user})
+	return s.putWhileExists(ctx, key("orgs", org, "teams", team, "members", user), TeamMember{User: user}, key("orgs", org, "teams", team), key("accounts", user))
 }
 
 // TeamMembers lists a team's members.

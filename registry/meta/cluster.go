@@ -213,7 +213,14 @@ type RefreshToken struct {
 	ClientID  string    `json:"clientID,omitempty"`
 	CreatedAt time.Time `json:"createdAt"`
 	ExpiresAt time.Time `json:"expiresAt,omitempty"` // zero: issued before expiry existed; counts from CreatedAt
+	// Epoch is the account's token epoch at issue: a refresh token ends
+	// with it, like access tokens, even if a revocation write was lost.
+	Epoch string `json:"epoch,omitempty"`
 }
+
+// maxTxnDeletes bounds the deletes of one transaction (etcd allows 128
+// operations per transaction; each token is two keys).
+const maxTxnDeletes = 100
 
 // MaxRefreshTokensPerUser bounds a user's refresh tokens: each docker login
 // makes one, and a CI job that logs in on every run would otherwise grow
@@ -237,26 +244,26 @@ func tokenHash(tok string) string {
 // for lifetime, dropping the user's expired tokens and, past
 // MaxRefreshTokensPerUser, the oldest. The write is conditional on the
 // user's tokens being as read, so concurrent logins cannot pass the cap.
-func (s *Store) IssueRefreshToken(ctx context.Context, user, clientID string, lifetime time.Duration) (string, error) {
+func (s *Store) IssueRefreshToken(ctx context.Context, user Account, clientID string, lifetime time.Duration) (string, error) {
 	tok := "rt-" + randomHex(32)
 	h := tokenHash(tok)
 	now := time.Now().UTC()
-	rt := RefreshToken{User: user, ClientID: clientID, CreatedAt: now, ExpiresAt: now.Add(lifetime)}
+	rt := RefreshToken{User: user.Name, ClientID: clientID, CreatedAt: now, ExpiresAt: now.Add(lifetime), Epoch: user.Epoch}
 	a, err := putOp(key("tokens", h), rt)
 	if err != nil {
 		return "", err
 	}
-	b, err := putOp(key("usertokens", user, h), rt)
+	b, err := putOp(key("usertokens", user.Name, h), rt)
 	if err != nil {
 		return "", err
 	}
-	prefix := dir("usertokens", user)
+	prefix := dir("usertokens", user.Name)
 	for {
 		resp, err := s.KV.Get(ctx, prefix, clientv3.WithPrefix())
 		if err != nil {
-			return "", fmt.Errorf("reading %s's refresh tokens: %w", user, err)
+			return "", fmt.Errorf("reading %s's refresh tokens: %w", user.Name, err)
 		}
-		ops := []clientv3.Op{a, b}
+		var drop []clientv3.Op
 		type held struct {
 			hash string
 			rt   RefreshToken
@@ -266,16 +273,25 @@ func (s *Store) IssueRefreshToken(ctx context.Context, user, clientID string, li
 			var old RefreshToken
 			oh := string(kv.Key)[len(prefix):]
 			if json.Unmarshal(kv.Value, &old) != nil || old.expired(now) {
-				ops = append(ops, clientv3.OpDelete(string(kv.Key)), clientv3.OpDelete(Prefix+"tokens/"+oh))
+				drop = append(drop, clientv3.OpDelete(string(kv.Key)), clientv3.OpDelete(Prefix+"tokens/"+oh))
 				continue
 			}
 			live = append(live, held{oh, old})
 		}
 		sort.Slice(live, func(i, j int) bool { return live[i].rt.CreatedAt.Before(live[j].rt.CreatedAt) })
 		for len(live) >= MaxRefreshTokensPerUser {
-			ops = append(ops, clientv3.OpDelete(prefix+live[0].hash), clientv3.OpDelete(Prefix+"tokens/"+live[0].hash))
+			drop = append(drop, clientv3.OpDelete(prefix+live[0].hash), clientv3.OpDelete(Prefix+"tokens/"+live[0].hash))
 			live = live[1:]
 		}
+		if len(drop) > maxTxnDeletes {
+			// Many tokens to go (a user of a version without the cap):
+			// delete a batch of them (safe on its own), then look again.
+			if _, err := s.KV.Txn(ctx).Then(drop[:maxTxnDeletes]...).Commit(); err != nil {
+				return "", fmt.Errorf("dropping old refresh tokens: %w", err)
+			}
+			continue
+		}
+		ops := append([]clientv3.Op{a, b}, drop...)
 		t, err := s.KV.Txn(ctx).
 			If(clientv3.Compare(clientv3.ModRevision(prefix), "<", resp.Header.Revision+1).WithPrefix()).
 			Then(ops...).Commit()
@@ -312,19 +328,26 @@ func (s *Store) RefreshTokenCount(ctx context.Context, user string) (int64, erro
 	return resp.Count, nil
 }
 
-// RevokeRefreshTokens removes every refresh token of user.
+// RevokeRefreshTokens removes every refresh token of user, in batches that
+// fit a transaction.
 func (s *Store) RevokeRefreshTokens(ctx context.Context, user string) error {
 	resp, err := s.KV.Get(ctx, dir("usertokens", user), clientv3.WithPrefix(), clientv3.WithKeysOnly())
 	if err != nil {
 		return err
 	}
-	ops := []clientv3.Op{clientv3.OpDelete(dir("usertokens", user), clientv3.WithPrefix())}
+	var ops []clientv3.Op
 	for _, kv := range resp.Kvs {
 		h := string(kv.Key)[len(dir("usertokens", user)):]
-		ops = append(ops, clientv3.OpDelete(Prefix+"tokens/"+h))
+		ops = append(ops, clientv3.OpDelete(string(kv.Key)), clientv3.OpDelete(Prefix+"tokens/"+h))
 	}
-	_, err = s.KV.Txn(ctx).Then(ops...).Commit()
-	return err
+	for len(ops) > 0 {
+		n := min(len(ops), maxTxnDeletes)
+		if _, err := s.KV.Txn(ctx).Then(ops[:n]...).Commit(); err != nil {
+			return err
+		}
+		ops = ops[n:]
+	}
+	return nil
 }
 
 // ReplicaReport is a replica's last health report.

@@ -15,6 +15,7 @@ import (
 // tokens it signed, until ValidUntil. Its private key is not kept.
 type RetiredKey struct {
 	CertPEM    string    `json:"certPEM"`
+	RetiredAt  time.Time `json:"retiredAt"`
 	ValidUntil time.Time `json:"validUntil"`
 }
 
@@ -80,7 +81,7 @@ func (s *Store) RotateTokenKey(ctx context.Context, next KeyPair, keepFor time.D
 				return nil, err
 			}
 		}
-		retired = append(liveKeys(retired, now), RetiredKey{CertPEM: cur.CertPEM, ValidUntil: now.Add(keepFor).UTC()})
+		retired = append(liveKeys(retired, now), RetiredKey{CertPEM: cur.CertPEM, RetiredAt: now.UTC(), ValidUntil: now.Add(keepFor).UTC()})
 		putNext, err := putOp(key("keys", "token"), next)
 		if err != nil {
 			return nil, err

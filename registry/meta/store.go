@@ -111,6 +111,28 @@ func (s *Store) update(ctx context.Context, k string, rev int64, v any) error {
 	return nil
 }
 
+// putWhileExists writes k only while every key of mustExist exists: a
+// membership or grant written just after its account or repository was
+// deleted would otherwise wait for the next holder of the name.
+func (s *Store) putWhileExists(ctx context.Context, k string, v any, mustExist ...string) error {
+	op, err := putOp(k, v)
+	if err != nil {
+		return err
+	}
+	cmps := make([]clientv3.Cmp, 0, len(mustExist))
+	for _, m := range mustExist {
+		cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(m), ">", 0))
+	}
+	resp, err := s.KV.Txn(ctx).If(cmps...).Then(op).Commit()
+	if err != nil {
+		return fmt.Errorf("writing %s: %w", k, err)
+	}
+	if !resp.Succeeded {
+		return fmt.Errorf("deleted meanwhile: %w", ErrNotFound)
+	}
+	return nil
+}
+
 func (s *Store) del(ctx context.Context, k string, prefixToo bool) (bool, error) {
 	ops := []clientv3.Op{clientv3.OpDelete(k)}
 	if prefixToo {
