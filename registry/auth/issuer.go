@@ -38,43 +38,31 @@ type Signer struct {
 // thumbprint: the only form Distribution v3 matches for a certificate in its
 // root bundle.
 func NewSigner(certPEM, keyPEM []byte) (*Signer, error) {
-	cb, _ := pem.Decode(certPEM)
-	kb, _ := pem.Decode(keyPEM)
-	if cb == nil || kb == nil {
-		return nil, errors.New("token key pair: no PEM data")
-	}
-	cert, err := x509.ParseCertificate(cb.Bytes)
+	s, err := NewVerifyingKey(certPEM)
 	if err != nil {
-		return nil, fmt.Errorf("token certificate: %w", err)
+		return nil, err
+	}
+	kb, _ := pem.Decode(keyPEM)
+	if kb == nil {
+		return nil, errors.New("token key: no PEM data")
 	}
 	key, err := x509.ParsePKCS8PrivateKey(kb.Bytes)
 	if err != nil {
 		return nil, fmt.Errorf("token key: %w", err)
 	}
-	alg := jose.ES256
 	if _, ok := key.(interface{ Public() crypto.PublicKey }); !ok {
 		return nil, errors.New("token key: unsupported key type")
 	}
-	switch cert.PublicKeyAlgorithm {
-	case x509.ECDSA:
-	case x509.RSA:
-		alg = jose.RS256
-	case x509.Ed25519:
-		alg = jose.EdDSA
-	default:
-		return nil, fmt.Errorf("token key: unsupported algorithm %s", cert.PublicKeyAlgorithm)
-	}
-	kid := token.GetJWKThumbprint(cert.PublicKey)
-	sig, err := jose.NewSigner(jose.SigningKey{Algorithm: alg, Key: jose.JSONWebKey{Key: key, KeyID: kid}},
+	s.signer, err = jose.NewSigner(jose.SigningKey{Algorithm: s.alg, Key: jose.JSONWebKey{Key: key, KeyID: s.kid}},
 		(&jose.SignerOptions{}).WithType("JWT"))
 	if err != nil {
 		return nil, err
 	}
-	return &Signer{signer: sig, cert: cert, pub: cert.PublicKey, kid: kid, alg: alg}, nil
+	return s, nil
 }
 
-// NewVerifyingKey loads a retired token key's certificate: it verifies the
-// tokens it signed, and signs nothing.
+// NewVerifyingKey loads a token key's certificate alone: it verifies the
+// tokens the key signed, and signs nothing (a retired key).
 func NewVerifyingKey(certPEM []byte) (*Signer, error) {
 	cb, _ := pem.Decode(certPEM)
 	if cb == nil {
