@@ -4,14 +4,16 @@ import (
 	"runtime"
 	"sync"
 	"syscall"
+	"unsafe"
 
 	"golang.org/x/crypto/bcrypt"
 )
 
-// hashers run bcrypt comparisons on OS threads of their own at the lowest
-// CPU priority (nice 19), each with a Go scheduler slot (P) added for it.
-// A login flood then costs serving nothing it can measure: the kernel gives
-// the hashers only the CPU that serving leaves, and serving keeps all the
+// hashers run bcrypt comparisons on OS threads of their own under Linux's
+// SCHED_IDLE policy (nice 19 where that is refused), each with a Go
+// scheduler slot (P) added for it. A login flood then costs serving nothing
+// it can measure: the kernel runs the hashers only on CPU that serving
+// leaves, a waking request preempts them at once, and serving keeps all the
 // Ps it had. Measured on 2 cores with 32 clients sending wrong passwords
 // (make security, docs/security.md).
 type hashers struct {
@@ -43,7 +45,7 @@ func (h *hashers) work() {
 	// pass on to other goroutines, so it is never unlocked (the runtime
 	// ends it with the goroutine, which lives as long as the process).
 	runtime.LockOSThread()
-	_ = syscall.Setpriority(syscall.PRIO_PROCESS, syscall.Gettid(), 19)
+	lowerPriority()
 	for j := range h.jobs {
 		j.done <- bcrypt.CompareHashAndPassword(j.hash, j.pw) == nil
 	}
@@ -54,4 +56,17 @@ func (h *hashers) compare(hash []byte, pw string) bool {
 	done := make(chan bool, 1)
 	h.jobs <- hashJob{hash: hash, pw: []byte(pw), done: done}
 	return <-done
+}
+
+// schedIdle is Linux's SCHED_IDLE scheduling policy.
+const schedIdle = 5
+
+// lowerPriority puts the calling thread under SCHED_IDLE, which needs no
+// privilege, or else at nice 19.
+func lowerPriority() {
+	var param [1]int32 // struct sched_param: priority 0
+	_, _, errno := syscall.RawSyscall(syscall.SYS_SCHED_SETSCHEDULER, uintptr(syscall.Gettid()), schedIdle, uintptr(unsafe.Pointer(&param[0])))
+	if errno != 0 {
+		_ = syscall.Setpriority(syscall.PRIO_PROCESS, syscall.Gettid(), 19)
+	}
 }
