@@ -9,7 +9,9 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -432,5 +434,45 @@ func TestSlowBodyIsCut(t *testing.T) {
 	}
 	if d := time.Since(start); d > 25*time.Second {
 		t.Fatalf("cut after %v, want about 15 s", d)
+	}
+}
+
+// 128 concurrent logins of one account (a CI farm starting its jobs) share
+// one password check: each answers within a second (at d95c32b they queued
+// for 7.5-8.2 s, one bcrypt each).
+func TestConcurrentLoginsShareOneCheck(t *testing.T) {
+	r := registrytest.StartNew(t)
+	const clients = 128
+	var wg sync.WaitGroup
+	took := make([]time.Duration, clients)
+	status := make([]int, clients)
+	start := make(chan struct{})
+	for i := range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			t0 := time.Now()
+			req, _ := http.NewRequest(http.MethodGet, r.URL+"/auth/token?service=dtr&scope=repository:admin/ci:pull", nil)
+			req.SetBasicAuth(admin, adminPW)
+			resp, err := r.Client.Do(req)
+			if err == nil {
+				status[i] = resp.StatusCode
+				resp.Body.Close()
+			}
+			took[i] = time.Since(t0)
+		}()
+	}
+	close(start)
+	wg.Wait()
+	slowest := slices.Max(took)
+	t.Logf("%d concurrent logins of one account: slowest %v, median %v", clients, slowest, medianDuration(slices.Clone(took)))
+	for i, st := range status {
+		if st != http.StatusOK {
+			t.Fatalf("login %d: status %d", i, st)
+		}
+	}
+	if slowest > time.Second {
+		t.Fatalf("the slowest of %d concurrent logins took %v, want at most 1 s", clients, slowest)
 	}
 }

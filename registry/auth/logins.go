@@ -15,6 +15,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 	"golang.org/x/crypto/bcrypt"
+	"golang.org/x/sync/singleflight"
 
 	"github.com/dtr-registry/dtr/registry/meta"
 )
@@ -34,6 +35,7 @@ type Logins struct {
 	Hashers int
 
 	once    sync.Once
+	flights singleflight.Group
 	slots   chan struct{}
 	hash    *hashers
 	waiting atomic.Int32
@@ -162,9 +164,21 @@ func (l *Logins) Check(ctx context.Context, remote, name, pw string) (*meta.Acco
 	if usable {
 		hash = []byte(a.PasswordHash)
 	}
-	match, err := l.compare(ctx, hash, pw, func() error { return l.throttled(name, addr, l.now()) })
-	if err != nil {
-		return nil, err
+	// Concurrent logins with the same credentials against the same hash
+	// share one comparison: a CI farm starting 128 jobs of one account
+	// pays one bcrypt, not 128 in a queue.
+	flight := l.flights.DoChan(string(ck[:])+string(hash), func() (any, error) {
+		return l.compare(context.WithoutCancel(ctx), hash, pw, func() error { return l.throttled(name, addr, l.now()) })
+	})
+	var match bool
+	select {
+	case res := <-flight:
+		if res.Err != nil {
+			return nil, res.Err
+		}
+		match = res.Val.(bool)
+	case <-ctx.Done():
+		return nil, ctx.Err()
 	}
 	if match && usable {
 		l.succeeded(name)
