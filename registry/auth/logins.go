@@ -143,22 +143,32 @@ func (l *Logins) Check(ctx context.Context, remote, name, pw string) (*meta.Acco
 	l.init()
 	addr := clientKey(remote)
 	now := l.now()
+	ck := l.credentialKey(name, pw)
+	// Credentials verified in the last minutes pass even a locked account:
+	// an attacker's failures must not lock out the owner's running
+	// clients (the installer, CI jobs), and a hit proves the password.
+	// Anything else that is throttled is refused before the account is
+	// read: a flood's attempts cost no metadata read either.
+	cached := l.verifiedHash(ck, now)
+	if cached == "" {
+		if err := l.throttled(name, addr, now); err != nil {
+			return nil, err
+		}
+	}
 	a, err := l.Store.Account(ctx, name)
 	known := err == nil
 	if err != nil && !errors.Is(err, meta.ErrNotFound) {
 		return nil, err
 	}
 	usable := known && !a.IsOrg && a.IsActive && a.PasswordHash != ""
-	ck := l.credentialKey(name, pw)
-	// Credentials verified in the last minutes pass even a locked account:
-	// an attacker's failures must not lock out the owner's running
-	// clients (the installer, CI jobs), and a hit proves the password.
-	if usable && l.recentlyVerified(ck, a.PasswordHash, now) {
+	if usable && cached == a.PasswordHash {
 		l.succeeded(name)
 		return &a, nil
 	}
-	if err := l.throttled(name, addr, now); err != nil {
-		return nil, err
+	if cached != "" {
+		if err := l.throttled(name, addr, now); err != nil {
+			return nil, err
+		}
 	}
 	hash := dummyHash
 	if usable {
@@ -226,11 +236,15 @@ func (l *Logins) credentialKey(name, pw string) [32]byte {
 	return k
 }
 
-func (l *Logins) recentlyVerified(k [32]byte, hash string, now time.Time) bool {
+// verifiedHash is the password hash these credentials matched in the last
+// verifiedFor, or "".
+func (l *Logins) verifiedHash(k [32]byte, now time.Time) string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	v, ok := l.verified[k]
-	return ok && v.hash == hash && now.Sub(v.at) < verifiedFor
+	if v, ok := l.verified[k]; ok && now.Sub(v.at) < verifiedFor {
+		return v.hash
+	}
+	return ""
 }
 
 func (l *Logins) remember(k [32]byte, hash string, now time.Time) {
