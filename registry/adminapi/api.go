@@ -11,7 +11,9 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/sirupsen/logrus"
 
@@ -98,7 +100,7 @@ func New(cfg Config) *API {
 	h("DELETE /api/v0/repositoryNamespaces/{ns}/teamAccess/{team}", a.deleteNamespaceAccess)
 	h("GET /api/v0/meta/settings", a.getSettings)
 	h("PATCH /api/v0/meta/settings", a.patchSettings)
-	h("GET /api/v0/meta/cluster_status", a.clusterStatus)
+	a.mux.HandleFunc("GET /api/v0/meta/cluster_status", a.wrapOutage(a.clusterStatus))
 	h("POST /api/v0/meta/replicas", a.addReplica)
 	h("POST /api/v0/meta/replicas/{id}/promote", a.promoteReplica)
 	h("DELETE /api/v0/meta/replicas/{id}", a.removeReplica)
@@ -106,7 +108,7 @@ func New(cfg Config) *API {
 	h("GET /api/v0/meta/backup", a.backup)
 	h("POST /api/v0/meta/token_key/rotate", a.rotateTokenKey)
 	a.mux.HandleFunc("/api/v0/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, &Error{http.StatusNotFound, "NOT_FOUND", "no such API endpoint: " + r.Method + " " + r.URL.Path})
+		writeError(w, &Error{Status: http.StatusNotFound, Code: "NOT_FOUND", Message: "no such API endpoint: " + r.Method + " " + r.URL.Path})
 	})
 	return a
 }
@@ -118,7 +120,14 @@ type Error struct {
 	Status  int
 	Code    string
 	Message string
+	// RetryAfter is when to try again (the Retry-After header) for 429 and
+	// 503; zero means retryAfterDefault.
+	RetryAfter time.Duration
 }
+
+// retryAfterDefault is the Retry-After of a 503 that knows no better: a
+// lost quorum's election or a busy member takes seconds, not minutes.
+const retryAfterDefault = 5 * time.Second
 
 func (e *Error) Error() string { return e.Message }
 
@@ -139,8 +148,15 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 }
 
 func writeError(w http.ResponseWriter, e *Error) {
-	if e.Status == http.StatusUnauthorized {
+	switch e.Status {
+	case http.StatusUnauthorized:
 		w.Header().Set("WWW-Authenticate", `Basic realm="dtr"`)
+	case http.StatusServiceUnavailable, http.StatusTooManyRequests:
+		after := e.RetryAfter
+		if after <= 0 {
+			after = retryAfterDefault
+		}
+		w.Header().Set("Retry-After", strconv.Itoa(int((after+time.Second-1)/time.Second)))
 	}
 	writeJSON(w, e.Status, map[string]any{"errors": []map[string]string{{"code": e.Code, "message": e.Message}}})
 }
@@ -160,21 +176,34 @@ func classify(err error) *Error {
 		return errorf(http.StatusConflict, "ALREADY_EXISTS", "%v", err)
 	case errors.Is(err, meta.ErrInvalid):
 		return errorf(http.StatusBadRequest, "INVALID", "%v", err)
-	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
-		return errorf(http.StatusServiceUnavailable, "UNAVAILABLE", "metadata did not answer in time; the cluster may have lost quorum")
+	case meta.Unavailable(err), errors.Is(err, context.Canceled):
+		// Never a 500 (the replica is not broken) nor a 4xx (the caller
+		// did nothing wrong): the metadata will answer again once the
+		// members have a quorum.
+		return errorf(http.StatusServiceUnavailable, "UNAVAILABLE", "the metadata store is unavailable (the cluster may have lost quorum: GET /api/v0/meta/cluster_status tells); try again")
 	}
 	return errorf(http.StatusInternalServerError, "INTERNAL", "internal error; see the replica's log")
 }
 
 // wrap authenticates the caller and turns returned errors into responses.
 func (a *API) wrap(fn func(w http.ResponseWriter, r *http.Request, me *meta.Account) error) http.HandlerFunc {
+	return a.handler(fn, a.authenticate)
+}
+
+// wrapOutage is wrap for the read that explains an outage (GET
+// cluster_status), which must answer while the metadata has no quorum.
+func (a *API) wrapOutage(fn func(w http.ResponseWriter, r *http.Request, me *meta.Account) error) http.HandlerFunc {
+	return a.handler(fn, a.authenticateDuringOutage)
+}
+
+func (a *API) handler(fn func(w http.ResponseWriter, r *http.Request, me *meta.Account) error, authenticate func(ctx context.Context, r *http.Request) (*meta.Account, error)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		r.Body = http.MaxBytesReader(w, r.Body, MaxBody)
 		// Before authentication: a forged request costs no password check.
 		err := a.checkMutation(r)
 		var me *meta.Account
 		if err == nil {
-			me, err = a.authenticate(r)
+			me, err = authenticate(r.Context(), r)
 		}
 		if err == nil {
 			err = fn(w, r, me)
@@ -196,8 +225,7 @@ var errUnauthenticated = errorf(http.StatusUnauthorized, "UNAUTHORIZED", "authen
 // API's own scope (auth.AdminAPIScope) whose account epoch still stands. A
 // token for registry scopes is not an admin API credential: a pull token
 // handed to a CI job must not download backups or create admins.
-func (a *API) authenticate(r *http.Request) (*meta.Account, error) {
-	ctx := r.Context()
+func (a *API) authenticate(ctx context.Context, r *http.Request) (*meta.Account, error) {
 	if name, pw, ok := r.BasicAuth(); ok {
 		acc, err := a.cfg.Logins.Check(ctx, r.RemoteAddr, name, pw)
 		if err != nil {
@@ -226,16 +254,51 @@ func (a *API) authenticate(r *http.Request) (*meta.Account, error) {
 	return nil, errUnauthenticated
 }
 
+// quorumReadWait bounds the cluster-wide (linearizable) account read of
+// authenticateDuringOutage before it falls back to the local copy: without
+// quorum the read would fail only after meta.CallTimeout (5 s); the
+// member's own quorum probe waits as long as this (member.Status, 1.5 s),
+// so cluster_status answers in about 3 s during an outage.
+const quorumReadWait = 1500 * time.Millisecond
+
+// authenticateDuringOutage authenticates the caller of GET cluster_status,
+// the page an operator opens when the metadata has lost its quorum, so it
+// must work then. The same credentials as everywhere (Basic through the
+// same Logins, so the same throttling and bounded bcrypt; or an admin API
+// token) are checked against the account as the cluster knows it; only
+// when the cluster cannot answer (meta.Unavailable) against this member's
+// own copy (meta.LocalReads, serializable). That copy may lag by what this
+// member missed while cut off, e.g. a password changed on the majority
+// side: the old password would still show cluster status here, a read of
+// no secret, and never anything else. A valid admin token alone would not
+// do: /auth/token cannot issue one during the outage, and an operator who
+// had none could not find out what is wrong.
+func (a *API) authenticateDuringOutage(ctx context.Context, r *http.Request) (*meta.Account, error) {
+	qctx, cancel := context.WithTimeout(ctx, quorumReadWait)
+	me, err := a.authenticate(qctx, r)
+	cancel()
+	if err == nil || !meta.Unavailable(err) || ctx.Err() != nil {
+		return me, err
+	}
+	if a.cfg.Log != nil {
+		a.cfg.Log.WithError(err).Warn("cluster_status: the metadata cannot answer; authenticating against this member's copy of the accounts")
+	}
+	return a.authenticate(meta.LocalReads(ctx), r)
+}
+
 // loginError turns a refused password check into the API's answer: bad for
 // wrong credentials, 429 when throttled, 503 when no hasher is free; other
-// errors (metadata) pass on.
+// errors (metadata) pass on to classify, which makes an unavailable
+// metadata store a 503: never "wrong password" for an outage.
 func loginError(err error, bad *Error) error {
 	var te *auth.ThrottledError
 	switch {
 	case errors.Is(err, auth.ErrBadCredentials):
 		return bad
 	case errors.As(err, &te):
-		return errorf(http.StatusTooManyRequests, "TOO_MANY_REQUESTS", "%v", te)
+		e := errorf(http.StatusTooManyRequests, "TOO_MANY_REQUESTS", "%v", te)
+		e.RetryAfter = te.RetryAfter
+		return e
 	case errors.Is(err, auth.ErrBusy):
 		return errorf(http.StatusServiceUnavailable, "UNAVAILABLE", "%v", err)
 	}

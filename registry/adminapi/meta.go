@@ -93,16 +93,27 @@ type replicaHealth struct {
 }
 
 // staleAfter: a replica that has not reported for this long is unhealthy.
-// Healthy replicas report every 10 s (registry.Options.ReportInterval), so
-// this is three missed reports: a stopped replica shows within 30 s.
-const staleAfter = 30 * time.Second
+// Healthy replicas report every 3 s (registry.Options.ReportInterval; on
+// the 2 s health probes that is every 4 s in practice), so this is two
+// missed reports: a stopped or cut-off replica shows within 9 s (5.8 s
+// measured, TestOutageAnswers), and a report delayed by a slow write (up
+// to the 1.5 s the replica allows it) or a second or two of clock skew
+// between nodes does not flap a healthy one. A report is one small put per
+// replica every 3-4 s, a load etcd does not notice.
+const staleAfter = 9 * time.Second
 
 func (a *API) clusterStatus(w http.ResponseWriter, r *http.Request, me *meta.Account) error {
 	if err := requireAdmin(me); err != nil {
 		return err
 	}
-	st := a.cfg.Cluster.Status(r.Context())
-	reports, err := a.cfg.Store.HealthReports(r.Context())
+	ctx := r.Context()
+	st := a.cfg.Cluster.Status(ctx)
+	if !st.HasQuorum {
+		// The cluster cannot answer; this member's copy of the reports
+		// still shows who went silent when (the reports age from there).
+		ctx = meta.LocalReads(ctx)
+	}
+	reports, err := a.cfg.Store.HealthReports(ctx)
 	if err != nil && st.HasQuorum {
 		return err
 	}

@@ -219,12 +219,28 @@ func (s *Server) logf(r *http.Request, user, format string, args ...any) {
 	}
 }
 
+// fail answers a token request the replica cannot decide now, mostly
+// because the metadata store cannot answer (no quorum): 503 with
+// Retry-After, never 401, so that docker login says what happened instead
+// of "incorrect username or password", and clients retry.
 func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 	if s.Log != nil {
 		s.Log.WithField("remote", r.RemoteAddr).Errorf("token request failed: %v", err)
 	}
-	writeJSON(w, http.StatusServiceUnavailable, map[string]string{"details": "metadata unavailable; try again"})
+	msg := "the token server cannot check credentials now: the metadata store is unavailable (the cluster may have lost quorum); try again in a few seconds"
+	if !meta.Unavailable(err) {
+		msg = "the token server cannot issue a token now; try again in a few seconds"
+	}
+	w.Header().Set("Retry-After", strconv.Itoa(int(failRetryAfter.Seconds())))
+	writeJSON(w, http.StatusServiceUnavailable, map[string]any{
+		"errors":  []map[string]string{{"code": "UNAVAILABLE", "message": msg}},
+		"details": msg,
+	})
 }
+
+// failRetryAfter is fail's Retry-After: an election or a member's return
+// takes seconds.
+const failRetryAfter = 5 * time.Second
 
 // ErrBadCredentials means the username or password is wrong, or the account
 // cannot log in.
