@@ -13,6 +13,8 @@ import (
 	"path"
 	"regexp"
 	"strings"
+	"sync/atomic"
+	"time"
 
 	distauth "github.com/distribution/distribution/v3/registry/auth"
 	"github.com/distribution/distribution/v3/registry/auth/token"
@@ -224,6 +226,7 @@ func (o *ociExtensions) referrers(w http.ResponseWriter, r *http.Request, repo, 
 	descs, err := o.store.Referrers(r.Context(), repo, digest)
 	if err != nil {
 		o.log.WithError(err).Error("reading the referrers index")
+		w.Header().Set("Retry-After", "5")
 		registryError(w, http.StatusServiceUnavailable, "UNAVAILABLE", "metadata unavailable; try again")
 		return
 	}
@@ -266,19 +269,34 @@ type manifestFields struct {
 	Annotations map[string]string `json:"annotations"`
 }
 
-// statusRecorder lets the wrapper add headers once the App's status is known.
+// statusRecorder lets the wrapper act once the App's status is known and
+// before any of it reaches the client: add headers (beforeWrite), or answer
+// in the App's place (replace, used when a manifest PUT's metadata writes
+// fail after Distribution committed the manifest).
 type statusRecorder struct {
 	http.ResponseWriter
 	status      int
 	beforeWrite func(status int)
+	// replace runs first; when it returns true it has written its own
+	// answer to the underlying writer, and the App's status and body are
+	// dropped.
+	replace  func(status int) bool
+	replaced bool
 }
 
 func (s *statusRecorder) WriteHeader(code int) {
 	if s.status == 0 {
 		s.status = code
+		if s.replace != nil && s.replace(code) {
+			s.replaced = true
+			return
+		}
 		if s.beforeWrite != nil {
 			s.beforeWrite(code)
 		}
+	}
+	if s.replaced {
+		return
 	}
 	s.ResponseWriter.WriteHeader(code)
 }
@@ -287,7 +305,31 @@ func (s *statusRecorder) Write(b []byte) (int, error) {
 	if s.status == 0 {
 		s.WriteHeader(http.StatusOK)
 	}
+	if s.replaced {
+		return len(b), nil
+	}
 	return s.ResponseWriter.Write(b)
+}
+
+// metadataWriteTimeout bounds the metadata writes of a manifest PUT. Without
+// a quorum an etcd write waits forever; past this the client gets a 503 to
+// retry rather than a request that hangs (or, as before, a 201 after 15-27 s
+// for a push that was never indexed).
+const metadataWriteTimeout = 5 * time.Second
+
+// retryAfterSeconds is the Retry-After of a manifest PUT refused because the
+// metadata store did not answer: about one leader election.
+const retryAfterSeconds = "5"
+
+// afterManifestCommit, when set (by tests only), runs between Distribution's
+// commit of a manifest and the metadata writes; an error stands for a crash
+// or a lost quorum at exactly that point.
+var afterManifestCommit atomic.Pointer[func(repo, digest string) error]
+
+// retryLater answers 503 with Retry-After in Distribution's error format.
+func retryLater(w http.ResponseWriter, msg string) {
+	w.Header().Set("Retry-After", retryAfterSeconds)
+	registryError(w, http.StatusServiceUnavailable, "UNAVAILABLE", msg)
 }
 
 func (o *ociExtensions) putManifest(w http.ResponseWriter, r *http.Request, repo, ref string) {
@@ -309,12 +351,27 @@ func (o *ociExtensions) putManifest(w http.ResponseWriter, r *http.Request, repo
 	var mf manifestFields
 	_ = json.Unmarshal(body, &mf) // Distribution validates; this only reads hints
 	ns, name, nameErr := meta.SplitRepository(repo)
-	if nameErr == nil && !isDigest(ref) {
-		if rec, err := o.store.Repository(r.Context(), ns, name); err == nil && rec.ImmutableTags {
-			if existing := o.tagDigest(r, repo, ref); existing != "" && existing != "sha256:"+sha256Hex(body) {
-				registryError(w, http.StatusBadRequest, "TAG_INVALID", fmt.Sprintf("tag %s of %s is immutable; push a new tag", ref, repo))
-				return
+	// Read the record before anything is stored: a metadata store that does
+	// not answer refuses the push now, before storage and metadata can part.
+	ctx := context.WithoutCancel(r.Context()) // a client gone mid-write must not cut our writes
+	known := false
+	if nameErr == nil {
+		rctx, cancel := context.WithTimeout(ctx, metadataWriteTimeout)
+		rec, err := o.store.Repository(rctx, ns, name)
+		cancel()
+		switch {
+		case err == nil:
+			known = true
+			if rec.ImmutableTags && !isDigest(ref) {
+				if existing := o.tagDigest(r, repo, ref); existing != "" && existing != "sha256:"+sha256Hex(body) {
+					registryError(w, http.StatusBadRequest, "TAG_INVALID", fmt.Sprintf("tag %s of %s is immutable; push a new tag", ref, repo))
+					return
+				}
 			}
+		case !errors.Is(err, meta.ErrNotFound):
+			o.log.WithError(err).Errorf("reading the record of %s before a manifest push", repo)
+			retryLater(w, "metadata unavailable; try again")
+			return
 		}
 	}
 	r.Body = io.NopCloser(bytes.NewReader(body))
@@ -340,8 +397,49 @@ func (o *ociExtensions) putManifest(w http.ResponseWriter, r *http.Request, repo
 	if mf.Subject != nil && isDigest(mf.Subject.Digest) {
 		subject = mf.Subject.Digest
 	}
-	ctx := context.WithoutCancel(r.Context())
-	rec := &statusRecorder{ResponseWriter: w, beforeWrite: func(status int) {
+	// Both stores agree before the client hears 201: when Distribution
+	// answers 201 the manifest and its tag are committed to storage, and
+	// the hook below, which runs before that status is written, writes the
+	// sha512 link, the referrers index and the repository record. If any of
+	// them fails the client gets 503 with Retry-After instead, and its
+	// retry is idempotent: Distribution's put of the same manifest is a
+	// no-op, the index write is a put and the record create takes "exists"
+	// as success. A crash between the commit and these writes leaves no 201
+	// behind, and the reconciler (reconcile.go) repairs the record.
+	rec := &statusRecorder{ResponseWriter: w, replace: func(status int) bool {
+		if status != http.StatusCreated {
+			return false
+		}
+		dg := w.Header().Get("Docker-Content-Digest")
+		if requested != "" {
+			dg = requested
+		}
+		if dg == "" {
+			dg = "sha256:" + sha256Hex(body)
+		}
+		// Its own deadline: the storage write before it may have been slow.
+		wctx, cancel := context.WithTimeout(ctx, metadataWriteTimeout)
+		defer cancel()
+		err := o.recordManifest(wctx, r, manifestRecord{
+			repo: repo, ns: ns, name: name, named: nameErr == nil, known: known,
+			requested: requested, canonical: canonical, subject: subject,
+			desc: referrerDescriptor(mf, body, r.Header.Get("Content-Type"), dg),
+		})
+		if err == nil {
+			return false
+		}
+		for _, h := range []string{"Location", "Docker-Content-Digest", "Content-Length", "Content-Type"} {
+			w.Header().Del(h)
+		}
+		if errors.Is(err, meta.ErrNotFound) {
+			// The namespace's account was deleted during the push.
+			registryError(w, http.StatusNotFound, "NAME_UNKNOWN", err.Error())
+			return true
+		}
+		o.log.WithError(err).Errorf("recording manifest %s of %s; answered 503 for the client to retry", dg, repo)
+		retryLater(w, "the manifest is stored but the metadata store did not record it; push again")
+		return true
+	}, beforeWrite: func(status int) {
 		if status != http.StatusCreated {
 			return
 		}
@@ -349,52 +447,74 @@ func (o *ociExtensions) putManifest(w http.ResponseWriter, r *http.Request, repo
 			w.Header().Set("OCI-Subject", subject)
 		}
 		if requested != "" {
-			if err := o.linkDigest(ctx, repo, requested, canonical); err != nil {
-				o.log.WithError(err).Errorf("linking %s to %s in %s", requested, canonical, repo)
-			}
 			w.Header().Set("Docker-Content-Digest", requested)
 			w.Header().Set("Location", "/v2/"+repo+"/manifests/"+requested)
 		}
 	}}
 	o.next.ServeHTTP(rec, r)
-	if rec.status != http.StatusCreated {
-		return
-	}
-	if subject != "" {
-		d := meta.Descriptor{
-			MediaType:    r.Header.Get("Content-Type"),
-			Digest:       w.Header().Get("Docker-Content-Digest"),
-			Size:         int64(len(body)),
-			ArtifactType: mf.ArtifactType,
-			Annotations:  mf.Annotations,
-		}
-		if mf.MediaType != "" {
-			d.MediaType = mf.MediaType
-		}
-		if d.ArtifactType == "" && mf.Config != nil {
-			d.ArtifactType = mf.Config.MediaType
-		}
-		if requested != "" {
-			d.Digest = requested
-		}
-		if d.Digest == "" {
-			d.Digest = "sha256:" + sha256Hex(body)
-		}
-		if err := o.store.AddReferrer(ctx, repo, subject, d); err != nil {
-			o.log.WithError(err).Errorf("indexing referrer %s of %s in %s", d.Digest, subject, repo)
+}
+
+// manifestRecord is what a committed manifest PUT must write besides the
+// manifest itself.
+type manifestRecord struct {
+	repo, ns, name       string
+	named                bool // repo is a dtr name (namespace/name) that gets a record
+	known                bool // the record existed before the push
+	requested, canonical string
+	subject              string
+	desc                 meta.Descriptor
+}
+
+// recordManifest writes, in order, the storage link of a non-sha256 digest,
+// the referrers index entry and the repository record. Each write is
+// idempotent, so a client's retry after an error redoes them safely.
+func (o *ociExtensions) recordManifest(ctx context.Context, r *http.Request, m manifestRecord) error {
+	if hook := afterManifestCommit.Load(); hook != nil {
+		if err := (*hook)(m.repo, m.desc.Digest); err != nil {
+			return err
 		}
 	}
-	if nameErr == nil {
-		o.ensureRepository(ctx, r, ns, name)
+	if m.requested != "" {
+		if err := o.linkDigest(ctx, m.repo, m.requested, m.canonical); err != nil {
+			return fmt.Errorf("linking %s to %s in %s: %w", m.requested, m.canonical, m.repo, err)
+		}
 	}
+	if m.subject != "" {
+		if err := o.store.AddReferrer(ctx, m.repo, m.subject, m.desc); err != nil {
+			return fmt.Errorf("indexing referrer %s of %s in %s: %w", m.desc.Digest, m.subject, m.repo, err)
+		}
+	}
+	if m.named && !m.known {
+		return o.ensureRepository(ctx, r, m.ns, m.name)
+	}
+	return nil
+}
+
+// referrerDescriptor is the referrers index entry of manifest body, stored
+// as digest dg; contentType is what the client sent, used when the manifest
+// does not name its own media type.
+func referrerDescriptor(mf manifestFields, body []byte, contentType, dg string) meta.Descriptor {
+	d := meta.Descriptor{
+		MediaType:    contentType,
+		Digest:       dg,
+		Size:         int64(len(body)),
+		ArtifactType: mf.ArtifactType,
+		Annotations:  mf.Annotations,
+	}
+	if mf.MediaType != "" {
+		d.MediaType = mf.MediaType
+	}
+	if d.ArtifactType == "" && mf.Config != nil {
+		d.ArtifactType = mf.Config.MediaType
+	}
+	return d
 }
 
 // ensureRepository creates the record of a repository pushed for the first
 // time (create-on-push); the token server already checked the pusher may.
-func (o *ociExtensions) ensureRepository(ctx context.Context, r *http.Request, ns, name string) {
-	if _, err := o.store.Repository(ctx, ns, name); err == nil || !errors.Is(err, meta.ErrNotFound) {
-		return
-	}
+// An existing record is success, so that a retried push and a reconciler
+// racing with it agree.
+func (o *ociExtensions) ensureRepository(ctx context.Context, r *http.Request, ns, name string) error {
 	creator := ""
 	if raw, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok {
 		if c, err := o.verify.Verify(raw); err == nil {
@@ -402,11 +522,14 @@ func (o *ociExtensions) ensureRepository(ctx context.Context, r *http.Request, n
 		}
 	}
 	_, err := o.store.CreateRepository(ctx, meta.Repository{Namespace: ns, Name: name, Visibility: meta.Private, CreatedBy: creator})
-	if err != nil && !errors.Is(err, meta.ErrExists) {
-		o.log.WithError(err).Warnf("recording repository %s/%s created by push", ns, name)
-	} else if err == nil {
-		o.log.WithFields(logrus.Fields{"repository": ns + "/" + name, "user": creator}).Info("repository created by push")
+	switch {
+	case errors.Is(err, meta.ErrExists):
+		return nil
+	case err != nil:
+		return fmt.Errorf("recording repository %s/%s created by push: %w", ns, name, err)
 	}
+	o.log.WithFields(logrus.Fields{"repository": ns + "/" + name, "user": creator}).Info("repository created by push")
+	return nil
 }
 
 // tagDigest asks the App which digest a tag points at, with the client's own

@@ -82,7 +82,7 @@ type Options struct {
 	LogLevel       string
 	Log            *logrus.Logger
 	HealthInterval time.Duration // default 2 s
-	ReportInterval time.Duration // default 10 s
+	ReportInterval time.Duration // default 3 s
 }
 
 func (o *Options) defaults() error {
@@ -121,7 +121,7 @@ func (o *Options) defaults() error {
 		o.HealthInterval = 2 * time.Second
 	}
 	if o.ReportInterval == 0 {
-		o.ReportInterval = 10 * time.Second
+		o.ReportInterval = 3 * time.Second // cluster_status: stale after 9 s
 	}
 	if o.Log == nil {
 		o.Log = logrus.New()
@@ -331,6 +331,8 @@ func Start(ctx context.Context, o Options) (*Replica, error) {
 	go func() { defer r.done.Done(); r.watchSettings(bg) }()
 	go func() { defer r.done.Done(); r.watchAccounts(bg, accountsRev) }()
 	go func() { defer r.done.Done(); r.watchTokenKeys(bg) }()
+	r.done.Add(1) // storage and metadata reconciliation: reconcile.go
+	go func() { defer r.done.Done(); r.reconcileLoop(bg) }()
 	r.log.WithField("cluster", r.cluster.ID).Info("replica started")
 	return r, nil
 }

@@ -4,6 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"net/url"
+	"strings"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -61,4 +64,51 @@ func (s *Store) RemoveReferrer(ctx context.Context, repo, digest string) error {
 		clientv3.OpDelete(key("referrer-of", repo, digest)),
 	).Commit()
 	return err
+}
+
+// IndexedReferrer is one entry of the referrers index: manifest Digest of
+// Repo refers to Subject. Revision is the entry's etcd revision, so that a
+// removal can be made conditional on the entry being unchanged.
+type IndexedReferrer struct {
+	Repo, Digest, Subject string
+	Revision              int64
+}
+
+// IndexedReferrers lists every entry of the referrers index, for the
+// reconciler to check each against the storage.
+func (s *Store) IndexedReferrers(ctx context.Context) ([]IndexedReferrer, error) {
+	resp, err := s.KV.Get(ctx, dir("referrer-of"), clientv3.WithPrefix())
+	if err != nil {
+		return nil, fmt.Errorf("listing the referrers index: %w", err)
+	}
+	out := make([]IndexedReferrer, 0, len(resp.Kvs))
+	for _, kv := range resp.Kvs {
+		repo, dg, ok := strings.Cut(strings.TrimPrefix(string(kv.Key), dir("referrer-of")), "/")
+		if !ok {
+			continue
+		}
+		repo, err1 := url.PathUnescape(repo)
+		dg, err2 := url.PathUnescape(dg)
+		var r referrerOf
+		if err1 != nil || err2 != nil || json.Unmarshal(kv.Value, &r) != nil {
+			continue
+		}
+		out = append(out, IndexedReferrer{Repo: repo, Digest: dg, Subject: r.Subject, Revision: kv.ModRevision})
+	}
+	return out, nil
+}
+
+// RemoveReferrerIfUnchanged forgets e unless it was written again since it
+// was listed (a push of the same manifest racing with the reconciler wins).
+// It reports whether it removed the entry.
+func (s *Store) RemoveReferrerIfUnchanged(ctx context.Context, e IndexedReferrer) (bool, error) {
+	k := key("referrer-of", e.Repo, e.Digest)
+	resp, err := s.KV.Txn(ctx).
+		If(clientv3.Compare(clientv3.ModRevision(k), "=", e.Revision)).
+		Then(clientv3.OpDelete(key("referrers", e.Repo, e.Subject, e.Digest)), clientv3.OpDelete(k)).
+		Commit()
+	if err != nil {
+		return false, fmt.Errorf("removing %s of %s from the referrers index: %w", e.Digest, e.Repo, err)
+	}
+	return resp.Succeeded, nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/url"
 	"regexp"
 	"strings"
 	"time"
@@ -154,4 +155,27 @@ func (s *Store) DeleteRepository(ctx context.Context, namespace, name string) er
 		return fmt.Errorf("repository %s: %w", full, ErrNotFound)
 	}
 	return nil
+}
+
+// RepositoryNames returns the full name (namespace/name) of every
+// repository record, read keys-only in one range: the reconciler compares
+// it with the storage's repositories without decoding 10,000 records.
+func (s *Store) RepositoryNames(ctx context.Context) (map[string]bool, error) {
+	resp, err := s.KV.Get(ctx, dir("repos"), clientv3.WithPrefix(), clientv3.WithKeysOnly())
+	if err != nil {
+		return nil, fmt.Errorf("listing repositories: %w", err)
+	}
+	out := make(map[string]bool, len(resp.Kvs))
+	for _, kv := range resp.Kvs {
+		ns, name, ok := strings.Cut(strings.TrimPrefix(string(kv.Key), dir("repos")), "/")
+		if !ok {
+			continue
+		}
+		ns, err1 := url.PathUnescape(ns)
+		name, err2 := url.PathUnescape(name)
+		if err1 == nil && err2 == nil {
+			out[ns+"/"+name] = true
+		}
+	}
+	return out, nil
 }
