@@ -68,7 +68,13 @@ func newDriver(ctx context.Context, st meta.Storage, filesystemRoot string) (dri
 	if err != nil {
 		return nil, err
 	}
-	return factory.Create(ctx, name, params)
+	d, err := factory.Create(ctx, name, params)
+	if err != nil {
+		return nil, err
+	}
+	// The same classification as the App's driver, sharing its state: a
+	// push refused for lack of space makes the probe write at once.
+	return newFaultDriver(d, storageKey(name, params)), nil
 }
 
 // distributionConfig builds Distribution's configuration in code, with the
@@ -88,14 +94,19 @@ func distributionConfig(cluster meta.Cluster, st meta.Storage, filesystemRoot st
 		name:       params,
 		"delete":   configuration.Parameters{"enabled": true},
 		"redirect": configuration.Parameters{"disable": true}, // clients reach only the replicas, never the bucket
-		"maintenance": configuration.Parameters{"uploadpurging": map[any]any{
-			"enabled": true, "age": "168h", "interval": "24h", "dryrun": false,
-		}},
+		// dtr's own sweep removes unfinished uploads, once for the cluster and
+		// with the driver's stray temporary files: leftovers.go says why.
+		"maintenance": configuration.Parameters{"uploadpurging": map[any]any{"enabled": false}},
 	}
 	// dtr's own access controller: Distribution's token checks, with the
 	// cluster's verifier (which caches verified tokens and checks account
 	// epochs) and a realm at the configured external URL.
 	cfg.Auth = configuration.Auth{auth.ControllerName: configuration.Parameters{"verifier": verifier, "realm": realm}}
+	// Full and failing storage get typed errors the HTTP answer is chosen
+	// from (storagefull.go).
+	cfg.Middleware = map[string][]configuration.Middleware{"storage": {{
+		Name: faultMiddleware, Options: configuration.Parameters{"key": storageKey(name, params)},
+	}}}
 	// Non-distributable (foreign) layers carry URLs; accept http(s) ones.
 	cfg.Validation.Manifests.URLs.Allow = []string{`^https?://`}
 	return cfg, nil
@@ -122,7 +133,7 @@ func (s *swappable) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "registry starting", http.StatusServiceUnavailable)
 		return
 	}
-	app.ServeHTTP(w, r)
+	answerStorageErrors(app, w, r)
 }
 
 func (s *swappable) swap(app *handlers.App) {

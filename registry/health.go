@@ -11,6 +11,7 @@ import (
 	"reflect"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/distribution/distribution/v3/registry/storage/driver"
@@ -20,7 +21,19 @@ import (
 type Health struct {
 	Error   string `json:"Error"`
 	Healthy bool   `json:"Healthy"`
+	// WriteError, when set, is why pushes are refused while pulls are
+	// served (a full storage); Error says it too, and /_ping?for=push
+	// answers 503.
+	WriteError string `json:"WriteError,omitempty"`
 }
+
+// writesRefusedError is a check's failure that stops pushes but not pulls.
+// /_ping stays 200 for it: with shared storage (which every multi-replica
+// cluster has) a full storage is full on every replica at once, so a load
+// balancer that took them out would gain no push and lose every pull.
+type writesRefusedError struct{ msg string }
+
+func (e *writesRefusedError) Error() string { return e.msg }
 
 // check is one component's probe; it must return within its context.
 type check struct {
@@ -66,6 +79,7 @@ func (h *healthChecker) run(ctx context.Context) {
 // probe runs every check concurrently, each bounded by the timeout.
 func (h *healthChecker) probe(ctx context.Context) Health {
 	errs := make([]string, len(h.checks))
+	writesOnly := make([]bool, len(h.checks))
 	var wg sync.WaitGroup
 	for i, c := range h.checks {
 		wg.Add(1)
@@ -79,6 +93,8 @@ func (h *healthChecker) probe(ctx context.Context) Health {
 			case err := <-done:
 				if err != nil {
 					errs[i] = c.name + ": " + err.Error()
+					var wr *writesRefusedError
+					writesOnly[i] = errors.As(err, &wr)
 				}
 			case <-cctx.Done():
 				errs[i] = c.name + ": no answer within " + h.timeout.String()
@@ -86,13 +102,25 @@ func (h *healthChecker) probe(ctx context.Context) Health {
 		}()
 	}
 	wg.Wait()
-	var bad []string
-	for _, e := range errs {
-		if e != "" {
+	var all, bad, writes []string
+	for i, e := range errs {
+		switch {
+		case e == "":
+		case writesOnly[i]:
+			writes = append(writes, e)
+		default:
 			bad = append(bad, e)
 		}
+		if e != "" {
+			all = append(all, e)
+		}
 	}
-	res := Health{Healthy: len(bad) == 0, Error: strings.ReplaceAll(strings.Join(bad, "; "), "\n", " ")}
+	// /_ping answers anyone: no paths of the node in it (the installer
+	// names the host directory itself when it reports the problem).
+	oneLine := func(s []string) string {
+		return strings.ReplaceAll(string(scrubPaths([]byte(strings.Join(s, "; ")))), "\n", " ")
+	}
+	res := Health{Healthy: len(bad) == 0, Error: oneLine(all), WriteError: oneLine(writes)}
 	if h.onResult != nil {
 		h.onResult(res)
 	}
@@ -112,12 +140,15 @@ func (h *healthChecker) Current() Health {
 	return h.last
 }
 
-// ServeHTTP answers /_ping and /health: 200 when healthy, 503 with what is wrong.
+// ServeHTTP answers /_ping and /health: 200 when the replica serves (pulls
+// included), 503 with what is wrong. With ?for=push it also answers 503 when
+// pushes are refused (WriteError), for a load balancer that checks its
+// push (PUT, POST, PATCH, DELETE) pool separately from its pull pool.
 func (h *healthChecker) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	res := h.Current()
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
-	if res.Healthy {
+	if res.Healthy && (res.WriteError == "" || r.URL.Query().Get("for") != "push") {
 		w.WriteHeader(http.StatusOK)
 	} else {
 		w.WriteHeader(http.StatusServiceUnavailable)
@@ -143,6 +174,11 @@ const storageWriteEvery = 30 * time.Second
 // root, where "not found" (an empty bucket or directory) counts as healthy.
 // A replica that can read but not write would answer pulls and fail every
 // push, and a load balancer would keep sending it traffic.
+//
+// A push that met a full storage (seen by the driver middleware in
+// storagefull.go) makes the next round write, so /_ping names the full
+// storage within one round rather than storageWriteEvery; after a failed
+// write every round writes, so freed space shows within one round too.
 func storageProbe(d func() driver.StorageDriver) func(ctx context.Context) error {
 	var id [8]byte
 	_, _ = rand.Read(id[:])
@@ -161,7 +197,11 @@ func storageProbe(d func() driver.StorageDriver) func(ctx context.Context) error
 		if drv == nil {
 			return errors.New("storage not configured")
 		}
-		if !sameDriver(drv, wroteTo) || time.Since(wrote) >= storageWriteEvery {
+		pushFull := false
+		if fd, ok := drv.(*faultDriver); ok {
+			pushFull = fd.state.fullSince(wrote)
+		}
+		if pushFull || !sameDriver(drv, wroteTo) || time.Since(wrote) >= storageWriteEvery {
 			if err := writeProbe(ctx, drv, path); err != nil {
 				wroteTo = nil
 				return err
@@ -201,10 +241,26 @@ func writeProbe(ctx context.Context, drv driver.StorageDriver, path string) erro
 	if err == nil || ctx.Err() != nil {
 		return err
 	}
+	fault, errno := classifyStorageError(err)
+	if fault == faultFull {
+		// Not a permission problem: no chown, and not unhealthy for pulls.
+		what := "full (no space left on the device)"
+		if errno == syscall.EDQUOT {
+			what = "over its disk quota"
+		}
+		return &writesRefusedError{msg: "the registry storage is " + what +
+			": pushes are refused with 507, pulls are served; free space on it or grow its volume or quota, and pushes resume at once, with no restart"}
+	}
 	fix := "give the replica write access to the bucket or share (its credentials or policy)"
 	if drv.Name() == "filesystem" {
 		// The installer names the host path; the replica only sees its mount.
 		fix = "on the replica's node, chown -R 10001:10001 the host directory or volume mounted as its storage (or make it writable for uid 10001)"
+	}
+	switch errno {
+	case syscall.EROFS:
+		fix = "its volume is mounted read-only: mount it read-write"
+	case syscall.EIO:
+		fix = "its disk or share reports I/O errors: check it on the replica's node"
 	}
 	// Distribution's drivers prefix their errors with their name.
 	return fmt.Errorf("cannot write to the registry storage (%v): the replica runs as uid 10001; %s", err, fix)

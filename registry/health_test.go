@@ -2,13 +2,19 @@ package registry
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/distribution/distribution/v3/registry/storage/driver"
 	"github.com/distribution/distribution/v3/registry/storage/driver/filesystem"
@@ -211,4 +217,97 @@ func BenchmarkStorageProbe(b *testing.B) {
 			}
 		}
 	})
+}
+
+// TestClassifyStorageError: the errno under a driver's error (which the
+// drivers' base wraps without Unwrap) decides full, failing or neither.
+func TestClassifyStorageError(t *testing.T) {
+	pathErr := func(errno syscall.Errno) error {
+		return &os.PathError{Op: "write", Path: "/srv/dtr/docker/registry/v2/x/data", Err: errno}
+	}
+	for _, tc := range []struct {
+		name string
+		err  error
+		want storageFault
+	}{
+		{"nil", nil, faultNone},
+		{"ENOSPC in a driver error", driver.Error{DriverName: "filesystem", Detail: pathErr(syscall.ENOSPC)}, faultFull},
+		{"EDQUOT", pathErr(syscall.EDQUOT), faultFull},
+		{"ENOSPC joined at Close", errors.Join(pathErr(syscall.ENOSPC), errors.New("close")), faultFull},
+		{"EROFS", driver.Error{DriverName: "filesystem", Detail: pathErr(syscall.EROFS)}, faultFailing},
+		{"EIO wrapped", fmt.Errorf("commit: %w", pathErr(syscall.EIO)), faultFailing},
+		{"EACCES", pathErr(syscall.EACCES), faultNone},
+		{"not found", driver.PathNotFoundError{Path: "/x"}, faultNone},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got, _ := classifyStorageError(tc.err); got != tc.want {
+				t.Errorf("classifyStorageError(%v) = %d, want %d", tc.err, got, tc.want)
+			}
+		})
+	}
+}
+
+// TestAppErrorsWithoutPaths: a 5xx from the App keeps its status and code
+// but loses every host path; other answers pass unchanged.
+func TestAppErrorsWithoutPaths(t *testing.T) {
+	for _, tc := range []struct {
+		name, body string
+		status     int
+		want       string
+	}{
+		{"500 with a driver path", `{"errors":[{"code":"UNKNOWN","message":"unknown error","detail":"filesystem: open /var/lib/dtr/storage/docker/registry/v2/x: input/output error"}]}`,
+			500, `{"errors":[{"code":"UNKNOWN","message":"unknown error","detail":"filesystem: open <path>: input/output error"}]}`},
+		{"500 with a structured detail", `{"errors":[{"code":"UNKNOWN","detail":{"driver":"filesystem","detail":"mkdir /srv/dtr/a: x"}}]}`,
+			500, `{"errors":[{"code":"UNKNOWN","detail":{"driver":"filesystem","detail":"mkdir <path>: x"}}]}`},
+		{"URLs stay", `{"errors":[{"code":"UNKNOWN","detail":"GET https://s3.local/bucket/x: 500"}]}`,
+			500, `{"errors":[{"code":"UNKNOWN","detail":"GET https://s3.local/bucket/x: 500"}]}`},
+		{"4xx passes", `{"errors":[{"code":"BLOB_UNKNOWN","detail":"/v2/x"}]}`,
+			404, `{"errors":[{"code":"BLOB_UNKNOWN","detail":"/v2/x"}]}`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			app := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+				w.Header().Set("Content-Length", fmt.Sprint(len(tc.body)))
+				w.WriteHeader(tc.status)
+				_, _ = w.Write([]byte(tc.body))
+			})
+			rec := httptest.NewRecorder()
+			answerStorageErrors(app, rec, httptest.NewRequest(http.MethodGet, "/v2/x/blobs/sha256:00", nil))
+			if rec.Code != tc.status || rec.Body.String() != tc.want {
+				t.Errorf("got %d %s\nwant %d %s", rec.Code, rec.Body, tc.status, tc.want)
+			}
+			if !json.Valid(rec.Body.Bytes()) {
+				t.Errorf("not JSON any more: %s", rec.Body)
+			}
+		})
+	}
+}
+
+// TestHealthWritesRefused: a check that refuses writes only (a full
+// storage) keeps /_ping at 200 for the load balancer's pulls and turns
+// /_ping?for=push to 503; any other failure turns both.
+func TestHealthWritesRefused(t *testing.T) {
+	for _, tc := range []struct {
+		name           string
+		err            error
+		ping, pushPing int
+	}{
+		{"healthy", nil, 200, 200},
+		{"storage full", &writesRefusedError{msg: "the registry storage is full"}, 200, 503},
+		{"storage unwritable", errors.New(orchestrator.StorageUnwritable), 503, 503},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHealthChecker(time.Second, time.Second, check{"storage", func(context.Context) error { return tc.err }})
+			h.probe(context.Background())
+			for q, want := range map[string]int{"/_ping": tc.ping, "/_ping?for=push": tc.pushPing} {
+				rec := httptest.NewRecorder()
+				h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, q, nil))
+				if rec.Code != want {
+					t.Errorf("%s: %d %s, want %d", q, rec.Code, rec.Body, want)
+				}
+			}
+			if cur := h.Current(); tc.err != nil && !strings.Contains(cur.Error, tc.err.Error()) {
+				t.Errorf("Error %q does not say %q (cluster_status shows Error)", cur.Error, tc.err)
+			}
+		})
+	}
 }

@@ -333,6 +333,8 @@ func Start(ctx context.Context, o Options) (*Replica, error) {
 	go func() { defer r.done.Done(); r.watchTokenKeys(bg) }()
 	r.done.Add(1) // storage and metadata reconciliation: reconcile.go
 	go func() { defer r.done.Done(); r.reconcileLoop(bg) }()
+	r.done.Add(1) // leftovers of interrupted uploads: leftovers.go
+	go func() { defer r.done.Done(); r.leftoversLoop(bg) }()
 	r.log.WithField("cluster", r.cluster.ID).Info("replica started")
 	return r, nil
 }

@@ -1,0 +1,297 @@
+package registry
+
+// A storage that is full or failing. Distribution answers every write that
+// fails for lack of space with 500 UNKNOWN and the driver's error as the
+// detail, host path included. dtr classifies the error where it is still a
+// Go error, in a storage driver middleware (Distribution's extension point
+// for drivers), and answers from that classification at the HTTP edge of the
+// App: 507 with Retry-After for a full storage, 503 with Retry-After for one
+// that is read-only or gives I/O errors, and no host path in any 5xx body.
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"net/http"
+	"path/filepath"
+	"regexp"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/distribution/distribution/v3/configuration"
+	"github.com/distribution/distribution/v3/registry/storage/driver"
+	storagemiddleware "github.com/distribution/distribution/v3/registry/storage/driver/middleware"
+)
+
+// faultMiddleware is the name dtr's storage middleware registers under.
+const faultMiddleware = "dtr-storage-faults"
+
+func init() {
+	if err := storagemiddleware.Register(faultMiddleware, func(_ context.Context, d driver.StorageDriver, opts map[string]any) (driver.StorageDriver, error) {
+		key, _ := opts["key"].(string)
+		return newFaultDriver(d, key), nil
+	}); err != nil {
+		panic(err)
+	}
+}
+
+// storageFault is what a failed storage write means for the client.
+type storageFault int32
+
+const (
+	faultNone    storageFault = iota
+	faultFailing              // read-only or I/O errors: an operator must repair it
+	faultFull                 // no space or quota left: frees up when space does
+)
+
+// classifyStorageError reads the errno under a driver's error. Distribution's
+// driver.Error (which every driver's base wraps errors in) has no Unwrap, so
+// it is opened by hand.
+func classifyStorageError(err error) (storageFault, syscall.Errno) {
+	for err != nil {
+		var errno syscall.Errno
+		if errors.As(err, &errno) {
+			switch errno {
+			case syscall.ENOSPC, syscall.EDQUOT:
+				return faultFull, errno
+			case syscall.EROFS, syscall.EIO:
+				return faultFailing, errno
+			}
+			return faultNone, errno
+		}
+		var de driver.Error
+		if !errors.As(err, &de) {
+			break
+		}
+		err = de.Detail
+	}
+	return faultNone, 0
+}
+
+// storageFaultError is a driver error classified as a full or failing
+// storage; it keeps the driver's error (with its path) for the logs.
+type storageFaultError struct {
+	fault storageFault
+	errno syscall.Errno
+	err   error
+}
+
+func (e *storageFaultError) Error() string { return e.err.Error() }
+func (e *storageFaultError) Unwrap() error { return e.err }
+
+// storageState is what the replica knows about one storage across its
+// drivers: the App's (written by pushes) and the health probe's are two
+// instances of the same storage, found by the same key.
+type storageState struct {
+	lastFull atomic.Int64 // UnixNano of the last write refused for lack of space
+}
+
+var storageStates sync.Map // storage key → *storageState
+
+func stateFor(key string) *storageState {
+	if key == "" {
+		return &storageState{}
+	}
+	s, _ := storageStates.LoadOrStore(key, &storageState{})
+	return s.(*storageState)
+}
+
+// fullSince reports whether a write was refused for lack of space after t.
+func (s *storageState) fullSince(t time.Time) bool {
+	n := s.lastFull.Load()
+	return n != 0 && n > t.UnixNano()
+}
+
+// storageKey names a storage so that the App's driver and the probe's,
+// built from the same settings, share their storageState.
+func storageKey(name string, params configuration.Parameters) string {
+	switch name {
+	case "filesystem":
+		root, _ := params["rootdirectory"].(string)
+		return "filesystem:" + filepath.Clean(root)
+	case "s3":
+		str := func(k string) string { v, _ := params[k].(string); return v }
+		return "s3:" + str("regionendpoint") + "/" + str("bucket") + "/" + str("rootdirectory")
+	}
+	return "" // inmemory: every driver is a storage of its own
+}
+
+// faultDriver classifies the errors of the writes a push makes: it records
+// them in the request's faults (so the App's answer can be corrected) and in
+// the storage's state (so the health probe writes at its next round instead
+// of waiting up to storageWriteEvery).
+type faultDriver struct {
+	driver.StorageDriver
+	state *storageState
+}
+
+func newFaultDriver(d driver.StorageDriver, key string) *faultDriver {
+	return &faultDriver{StorageDriver: d, state: stateFor(key)}
+}
+
+func (d *faultDriver) note(ctx context.Context, err error) error {
+	fault, errno := classifyStorageError(err)
+	if fault == faultNone {
+		return err
+	}
+	if fault == faultFull {
+		d.state.lastFull.Store(time.Now().UnixNano())
+	}
+	if f, ok := ctx.Value(requestFaultsKey{}).(*requestFaults); ok {
+		f.note(fault)
+	}
+	return &storageFaultError{fault: fault, errno: errno, err: err}
+}
+
+// PutContent writes links, manifests and upload state.
+func (d *faultDriver) PutContent(ctx context.Context, path string, content []byte) error {
+	return d.note(ctx, d.StorageDriver.PutContent(ctx, path, content))
+}
+
+// Writer opens blob uploads; its writes are classified too.
+func (d *faultDriver) Writer(ctx context.Context, path string, append bool) (driver.FileWriter, error) {
+	fw, err := d.StorageDriver.Writer(ctx, path, append)
+	if err != nil {
+		return nil, d.note(ctx, err)
+	}
+	return &faultWriter{FileWriter: fw, ctx: ctx, d: d}, nil
+}
+
+// Move commits uploads (a copy on drivers without rename).
+func (d *faultDriver) Move(ctx context.Context, src, dst string) error {
+	return d.note(ctx, d.StorageDriver.Move(ctx, src, dst))
+}
+
+type faultWriter struct {
+	driver.FileWriter
+	ctx context.Context // the request that opened it
+	d   *faultDriver
+}
+
+func (w *faultWriter) Write(p []byte) (int, error) {
+	n, err := w.FileWriter.Write(p)
+	return n, w.d.note(w.ctx, err)
+}
+
+func (w *faultWriter) Close() error { return w.d.note(w.ctx, w.FileWriter.Close()) }
+
+func (w *faultWriter) Commit(ctx context.Context) error {
+	return w.d.note(ctx, w.FileWriter.Commit(ctx))
+}
+
+// requestFaults is the worst storage fault one request met.
+type requestFaults struct{ worst atomic.Int32 }
+
+type requestFaultsKey struct{}
+
+func (f *requestFaults) note(fault storageFault) {
+	for {
+		cur := f.worst.Load()
+		if int32(fault) <= cur || f.worst.CompareAndSwap(cur, int32(fault)) {
+			return
+		}
+	}
+}
+
+// storageRetryAfter is the Retry-After of a push refused by a full or
+// failing storage. Space comes back by an operator's hand, not in seconds;
+// a client that retries sooner only adds load.
+const storageRetryAfter = "30"
+
+// hostPathRE matches an absolute filesystem path after a space, quote, colon,
+// equals sign or parenthesis: what os.PathError and the drivers print. URLs
+// ("https://h/p") do not match: their slashes follow a slash or a host.
+var hostPathRE = regexp.MustCompile(`(^|[\s"'(=:])(/[A-Za-z0-9._@%+~,-]+)+/?`)
+
+// scrubPaths replaces absolute paths with "<path>"; it keeps JSON valid
+// because the paths it matches hold no quote or backslash.
+func scrubPaths(b []byte) []byte { return hostPathRE.ReplaceAll(b, []byte("$1<path>")) }
+
+// maxErrorBody bounds what is held of a 5xx body; Distribution's are a few
+// hundred bytes.
+const maxErrorBody = 64 << 10
+
+// appErrorWriter holds back the App's 5xx answers so that answerStorageErrors
+// can replace them: 2xx-4xx answers pass straight through.
+type appErrorWriter struct {
+	http.ResponseWriter
+	faults   *requestFaults
+	status   int
+	held     bool
+	body     bytes.Buffer
+	overflow bool
+}
+
+func (w *appErrorWriter) WriteHeader(code int) {
+	if w.status != 0 {
+		return // a second WriteHeader (after a 499) would only be logged as superfluous
+	}
+	w.status = code
+	if code >= 500 {
+		w.held = true
+		return
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *appErrorWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.WriteHeader(http.StatusOK)
+	}
+	if !w.held {
+		return w.ResponseWriter.Write(b)
+	}
+	if w.body.Len()+len(b) > maxErrorBody {
+		w.overflow = true
+	} else {
+		w.body.Write(b)
+	}
+	return len(b), nil
+}
+
+// Flush keeps streaming pulls streaming.
+func (w *appErrorWriter) Flush() {
+	if f, ok := w.ResponseWriter.(http.Flusher); ok && !w.held {
+		f.Flush()
+	}
+}
+
+// finish writes the held answer: 507 or 503 when the request met a full or
+// failing storage, otherwise the App's own status and body without paths.
+// The App has logged its error, path included, for the operator.
+func (w *appErrorWriter) finish() {
+	if !w.held {
+		return
+	}
+	h := w.Header()
+	h.Del("Content-Length")
+	switch storageFault(w.faults.worst.Load()) {
+	case faultFull:
+		h.Set("Retry-After", storageRetryAfter)
+		registryError(w.ResponseWriter, http.StatusInsufficientStorage, "UNAVAILABLE",
+			"the registry storage is full: push again once an administrator has freed space; pulls are served")
+		return
+	case faultFailing:
+		h.Set("Retry-After", storageRetryAfter)
+		registryError(w.ResponseWriter, http.StatusServiceUnavailable, "UNAVAILABLE",
+			"the registry storage cannot be written to (read-only or failing); try again later; pulls are served")
+		return
+	}
+	if w.overflow || w.body.Len() == 0 {
+		registryError(w.ResponseWriter, w.status, "UNKNOWN", "internal error; the replica's log has the details")
+		return
+	}
+	w.ResponseWriter.WriteHeader(w.status)
+	_, _ = w.ResponseWriter.Write(scrubPaths(w.body.Bytes()))
+}
+
+// answerStorageErrors runs one request through the App with its storage
+// faults recorded, and corrects the App's 5xx answer (see appErrorWriter).
+func answerStorageErrors(app http.Handler, w http.ResponseWriter, r *http.Request) {
+	faults := &requestFaults{}
+	ew := &appErrorWriter{ResponseWriter: w, faults: faults}
+	app.ServeHTTP(ew, r.WithContext(context.WithValue(r.Context(), requestFaultsKey{}, faults)))
+	ew.finish()
+}
