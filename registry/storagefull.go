@@ -292,6 +292,11 @@ func (w *appErrorWriter) finish() {
 func answerStorageErrors(app http.Handler, w http.ResponseWriter, r *http.Request) {
 	faults := &requestFaults{}
 	ew := &appErrorWriter{ResponseWriter: w, faults: faults}
-	app.ServeHTTP(ew, r.WithContext(context.WithValue(r.Context(), requestFaultsKey{}, faults)))
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		// Only writes meet storage faults: reads (every pull) skip the
+		// request copy that carrying them takes.
+		r = r.WithContext(context.WithValue(r.Context(), requestFaultsKey{}, faults))
+	}
+	app.ServeHTTP(ew, r)
 	ew.finish()
 }

@@ -245,7 +245,7 @@ func (a *API) authenticate(ctx context.Context, r *http.Request) (*meta.Account,
 		if err != nil {
 			return nil, err
 		}
-		if !acc.IsActive || acc.Epoch != tokenEpoch(claims.JWTID) {
+		if !acc.IsActive || acc.Epoch != auth.TokenEpoch(claims.JWTID) {
 			// The replica's watch may lag this read by moments.
 			return nil, errUnauthenticated
 		}
@@ -303,13 +303,4 @@ func loginError(err error, bad *Error) error {
 		return errorf(http.StatusServiceUnavailable, "UNAVAILABLE", "%v", err)
 	}
 	return err
-}
-
-// tokenEpoch is the account epoch a token was issued in ("<epoch>.<nonce>").
-func tokenEpoch(jti string) string {
-	epoch, _, found := strings.Cut(jti, ".")
-	if !found {
-		return ""
-	}
-	return epoch
 }

@@ -56,12 +56,12 @@ func (a *Accounts) Valid(subject, jti string) bool {
 	a.mu.RLock()
 	st, ok := a.states[subject]
 	a.mu.RUnlock()
-	return ok && st.active && tokenEpoch(jti) == st.epoch
+	return ok && st.active && TokenEpoch(jti) == st.epoch
 }
 
-// tokenEpoch is the epoch part of a token ID ("<epoch>.<nonce>"); tokens of
+// TokenEpoch is the epoch part of a token ID ("<epoch>.<nonce>"); tokens of
 // versions before epochs have none, like accounts that never changed since.
-func tokenEpoch(jti string) string {
+func TokenEpoch(jti string) string {
 	epoch, _, found := strings.Cut(jti, ".")
 	if !found {
 		return ""

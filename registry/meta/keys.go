@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/url"
-	"strings"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -115,10 +113,9 @@ func AccountsPrefix() string { return dir("accounts") }
 
 // AccountNameOf returns the account name of a key under AccountsPrefix.
 func AccountNameOf(k string) (string, bool) {
-	rest, ok := strings.CutPrefix(k, dir("accounts"))
-	if !ok || rest == "" || strings.Contains(rest, "/") {
+	parts, ok := keyParts(k, dir("accounts"), 1)
+	if !ok {
 		return "", false
 	}
-	name, err := url.PathUnescape(rest)
-	return name, err == nil
+	return parts[0], true
 }

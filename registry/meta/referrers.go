@@ -5,8 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/url"
-	"strings"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -83,17 +81,12 @@ func (s *Store) IndexedReferrers(ctx context.Context) ([]IndexedReferrer, error)
 	}
 	out := make([]IndexedReferrer, 0, len(resp.Kvs))
 	for _, kv := range resp.Kvs {
-		repo, dg, ok := strings.Cut(strings.TrimPrefix(string(kv.Key), dir("referrer-of")), "/")
-		if !ok {
-			continue
-		}
-		repo, err1 := url.PathUnescape(repo)
-		dg, err2 := url.PathUnescape(dg)
+		parts, ok := keyParts(string(kv.Key), dir("referrer-of"), 2)
 		var r referrerOf
-		if err1 != nil || err2 != nil || json.Unmarshal(kv.Value, &r) != nil {
+		if !ok || json.Unmarshal(kv.Value, &r) != nil {
 			continue
 		}
-		out = append(out, IndexedReferrer{Repo: repo, Digest: dg, Subject: r.Subject, Revision: kv.ModRevision})
+		out = append(out, IndexedReferrer{Repo: parts[0], Digest: parts[1], Subject: r.Subject, Revision: kv.ModRevision})
 	}
 	return out, nil
 }

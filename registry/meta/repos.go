@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net/url"
 	"regexp"
 	"strings"
 	"time"
@@ -167,14 +166,8 @@ func (s *Store) RepositoryNames(ctx context.Context) (map[string]bool, error) {
 	}
 	out := make(map[string]bool, len(resp.Kvs))
 	for _, kv := range resp.Kvs {
-		ns, name, ok := strings.Cut(strings.TrimPrefix(string(kv.Key), dir("repos")), "/")
-		if !ok {
-			continue
-		}
-		ns, err1 := url.PathUnescape(ns)
-		name, err2 := url.PathUnescape(name)
-		if err1 == nil && err2 == nil {
-			out[ns+"/"+name] = true
+		if parts, ok := keyParts(string(kv.Key), dir("repos"), 2); ok {
+			out[parts[0]+"/"+parts[1]] = true
 		}
 	}
 	return out, nil

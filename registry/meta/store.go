@@ -109,6 +109,27 @@ func key(parts ...string) string {
 	return Prefix + strings.Join(esc, "/")
 }
 
+// keyParts undoes key below prefix p (a dir): the unescaped components of
+// k, if there are exactly n.
+func keyParts(k, p string, n int) ([]string, bool) {
+	rest, ok := strings.CutPrefix(k, p)
+	if !ok {
+		return nil, false
+	}
+	parts := strings.Split(rest, "/")
+	if len(parts) != n {
+		return nil, false
+	}
+	for i, c := range parts {
+		u, err := url.PathUnescape(c)
+		if err != nil || u == "" {
+			return nil, false
+		}
+		parts[i] = u
+	}
+	return parts, true
+}
+
 // dir is key(parts...) + "/", for listing children.
 func dir(parts ...string) string { return key(parts...) + "/" }
 
