@@ -38,6 +38,9 @@ type ociExtensions struct {
 	// driver is the registry's storage, for the revision links of manifests
 	// pushed by a non-sha256 digest.
 	driver func() driver.StorageDriver
+	// writesRefused says why the metadata store takes no writes now (a
+	// full metadata volume, metadatafull.go), or "".
+	writesRefused func() string
 }
 
 // maxManifest is Distribution's own manifest size limit.
@@ -83,6 +86,9 @@ func isDigest(s string) bool { return strings.Contains(s, ":") && digestRE.Match
 
 func (o *ociExtensions) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	p := r.URL.Path
+	if o.refuseForFullMetadata(w, r) {
+		return
+	}
 	if name, ref, ok := route(p, "referrers"); ok {
 		o.referrers(w, r, name, ref)
 		return
@@ -118,6 +124,27 @@ func (o *ociExtensions) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	o.next.ServeHTTP(w, r)
+}
+
+// refuseForFullMetadata answers 507 to a push's first request (an upload's
+// POST) and to a manifest PUT while the metadata store refuses writes: the
+// client learns it before sending its layers, and no manifest reaches the
+// storage that the metadata could not record. Uploads under way go on;
+// their manifest is refused.
+func (o *ociExtensions) refuseForFullMetadata(w http.ResponseWriter, r *http.Request) bool {
+	if o.writesRefused == nil {
+		return false
+	}
+	_, isUpload := uploadRoute(r.URL.Path)
+	_, _, isManifest := route(r.URL.Path, "manifests")
+	if !(isUpload && r.Method == http.MethodPost) && !(isManifest && r.Method == http.MethodPut) {
+		return false
+	}
+	if reason := o.writesRefused(); reason != "" {
+		refuseFullMetadata(w, reason)
+		return true
+	}
+	return false
 }
 
 // isCanonical reports whether a digest uses Distribution's own algorithm.
@@ -434,6 +461,13 @@ func (o *ociExtensions) putManifest(w http.ResponseWriter, r *http.Request, repo
 		if errors.Is(err, meta.ErrNotFound) {
 			// The namespace's account was deleted during the push.
 			registryError(w, http.StatusNotFound, "NAME_UNKNOWN", err.Error())
+			return true
+		}
+		if meta.NoSpace(err) {
+			// Raised between the gate and this write; the reconciler records
+			// the stored manifest once space is back.
+			o.log.WithError(err).Errorf("recording manifest %s of %s: the metadata store is full; answered 507", dg, repo)
+			refuseFullMetadata(w, "the metadata store is full")
 			return true
 		}
 		o.log.WithError(err).Errorf("recording manifest %s of %s; answered 503 for the client to retry", dg, repo)

@@ -83,6 +83,11 @@ type Options struct {
 	Log            *logrus.Logger
 	HealthInterval time.Duration // default 2 s
 	ReportInterval time.Duration // default 3 s
+	// MetadataLowSpace and MetadataSpaceReserve tune the guard of the
+	// metadata volume (member.Config's LowSpace and SpaceReserve); zero
+	// means member's defaults. Tests on small filesystems set them.
+	MetadataLowSpace     int64
+	MetadataSpaceReserve int64
 }
 
 func (o *Options) defaults() error {
@@ -210,6 +215,7 @@ func Start(ctx context.Context, o Options) (*Replica, error) {
 		PeerListen: o.PeerListen, PeerAdvertise: o.PeerAdvertise, ClientSocket: o.ClientSocket,
 		InitialCluster: o.InitialCluster, Join: o.Join,
 		ClusterToken: "dtr-" + o.ReplicaID, LogLevel: "error",
+		LowSpace: o.MetadataLowSpace, SpaceReserve: o.MetadataSpaceReserve,
 	}
 	if o.LogLevel == "debug" || o.LogLevel == "trace" {
 		mcfg.LogLevel = "info" // etcd's peer connections and elections, for debugging a cluster
@@ -310,6 +316,7 @@ func Start(ctx context.Context, o Options) (*Replica, error) {
 			}
 			return nil
 		}},
+		check{"metadata-space", r.metadataSpaceCheck},
 		check{"auth", func(context.Context) error {
 			if r.keys.Load() == nil {
 				return errors.New("token signing key not loaded")
@@ -456,6 +463,7 @@ func (r *Replica) applyStorage(ctx context.Context, st meta.Settings) error {
 		if err := os.MkdirAll(r.opts.StorageRoot, 0o700); err != nil {
 			return fmt.Errorf("storage directory: %w", err)
 		}
+		r.spareMetadataDisk(r.opts.StorageRoot)
 	}
 	level := st.LogLevel
 	if level == "" {
@@ -578,7 +586,7 @@ func (r *Replica) routes() http.Handler {
 	mux.HandleFunc("/_live", live)
 	mux.Handle("/auth/token", smallBodies(tokens))
 	mux.Handle("/api/v0/", smallBodies(api))
-	mux.Handle("/v2/", &ociExtensions{next: &r.app, store: r.store, verify: r.verify, realm: r.realm, log: r.log, driver: func() driver.StorageDriver {
+	mux.Handle("/v2/", &ociExtensions{next: &r.app, store: r.store, verify: r.verify, realm: r.realm, log: r.log, writesRefused: r.metadataWritesRefused, driver: func() driver.StorageDriver {
 		if b := r.driver.Load(); b != nil {
 			return b.d
 		}

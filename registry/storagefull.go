@@ -13,6 +13,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"os"
 	"path/filepath"
 	"regexp"
 	"sync"
@@ -86,6 +87,11 @@ func (e *storageFaultError) Unwrap() error { return e.err }
 // instances of the same storage, found by the same key.
 type storageState struct {
 	lastFull atomic.Int64 // UnixNano of the last write refused for lack of space
+	// metadataLow, when set, reports that the metadata volume is nearly
+	// full and this storage is on the same disk: blob writes then stop,
+	// so that pushes cannot eat the space the metadata store needs
+	// (metadatafull.go). Nil for a storage on a disk of its own.
+	metadataLow atomic.Pointer[func() bool]
 }
 
 var storageStates sync.Map // storage key → *storageState
@@ -171,6 +177,9 @@ type faultWriter struct {
 }
 
 func (w *faultWriter) Write(p []byte) (int, error) {
+	if low := w.d.state.metadataLow.Load(); low != nil && (*low)() {
+		return 0, w.d.note(w.ctx, &os.PathError{Op: "write", Path: "blob", Err: syscall.ENOSPC})
+	}
 	n, err := w.FileWriter.Write(p)
 	return n, w.d.note(w.ctx, err)
 }

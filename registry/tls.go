@@ -2,10 +2,12 @@ package registry
 
 import (
 	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/dtr-registry/dtr/pki"
@@ -73,24 +75,81 @@ func localAddresses() []string {
 	return out
 }
 
-// issueFiles issues a certificate from ca for hosts into dir/name.pem and
-// dir/name-key.pem and returns their paths.
+// issueFiles returns dir/name.pem and dir/name-key.pem holding a certificate
+// from ca for hosts. Files a previous start left that still fit (same CA,
+// every host, a month or more to live, the key matching) are kept: a replica
+// restarting on a full data volume must not need to write them. New ones
+// that cannot be written there (a full volume) go to a private temporary
+// directory instead, since they can be issued again at any start.
 func issueFiles(ca *pki.CA, dir, name string, hosts []string) (certFile, keyFile string, err error) {
-	kp, err := ca.Issue(name, hosts, 2*365*24*time.Hour)
+	certFile, keyFile = filepath.Join(dir, name+".pem"), filepath.Join(dir, name+"-key.pem")
+	if certFits(ca, certFile, keyFile, hosts) {
+		return certFile, keyFile, nil
+	}
+	kp, err := ca.Issue(name, hosts, certValidity)
 	if err != nil {
 		return "", "", err
 	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return "", "", err
+	werr := writePair(dir, certFile, keyFile, kp)
+	if werr == nil {
+		return certFile, keyFile, nil
 	}
-	certFile, keyFile = filepath.Join(dir, name+".pem"), filepath.Join(dir, name+"-key.pem")
-	if err := writeFileAtomic(keyFile, kp.KeyPEM, 0o600); err != nil {
-		return "", "", err
+	tmp, err := os.MkdirTemp("", "dtr-tls-")
+	if err != nil {
+		return "", "", fmt.Errorf("writing the %s certificate: %w (and no temporary directory: %v)", name, werr, err)
 	}
-	if err := writeFileAtomic(certFile, kp.CertPEM, 0o644); err != nil {
-		return "", "", err
+	certFile, keyFile = filepath.Join(tmp, name+".pem"), filepath.Join(tmp, name+"-key.pem")
+	if err := writePair(tmp, certFile, keyFile, kp); err != nil {
+		return "", "", fmt.Errorf("writing the %s certificate: %w (and in %s: %v)", name, werr, tmp, err)
 	}
 	return certFile, keyFile, nil
+}
+
+// certValidity is the life of the certificates a replica issues itself; one
+// that has less than certRenewBefore left is issued again at start.
+const (
+	certValidity    = 2 * 365 * 24 * time.Hour
+	certRenewBefore = 30 * 24 * time.Hour
+)
+
+func writePair(dir, certFile, keyFile string, kp pki.KeyPair) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	if err := writeFileAtomic(keyFile, kp.KeyPEM, 0o600); err != nil {
+		return err
+	}
+	return writeFileAtomic(certFile, kp.CertPEM, 0o644)
+}
+
+// certFits reports whether the pair on disk is one issueFiles would keep.
+func certFits(ca *pki.CA, certFile, keyFile string, hosts []string) bool {
+	certPEM, err1 := os.ReadFile(certFile)
+	keyPEM, err2 := os.ReadFile(keyFile)
+	if err1 != nil || err2 != nil {
+		return false
+	}
+	pair, err := tls.X509KeyPair(certPEM, keyPEM) // also checks that the key matches
+	if err != nil || len(pair.Certificate) == 0 {
+		return false
+	}
+	cert, err := x509.ParseCertificate(pair.Certificate[0])
+	if err != nil || cert.CheckSignatureFrom(ca.Cert) != nil || time.Until(cert.NotAfter) < certRenewBefore {
+		return false
+	}
+	for _, h := range hosts {
+		if h == "" {
+			continue
+		}
+		if ip := net.ParseIP(h); ip != nil {
+			if !slices.ContainsFunc(cert.IPAddresses, ip.Equal) {
+				return false
+			}
+		} else if !slices.Contains(cert.DNSNames, h) {
+			return false
+		}
+	}
+	return true
 }
 
 // newTokenKey makes the cluster's token-signing key and a self-signed

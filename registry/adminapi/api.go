@@ -120,14 +120,18 @@ type Error struct {
 	Status  int
 	Code    string
 	Message string
-	// RetryAfter is when to try again (the Retry-After header) for 429 and
-	// 503; zero means retryAfterDefault.
+	// RetryAfter is when to try again (the Retry-After header) for 429, 503
+	// and 507; zero means retryAfterDefault.
 	RetryAfter time.Duration
 }
 
 // retryAfterDefault is the Retry-After of a 503 that knows no better: a
 // lost quorum's election or a busy member takes seconds, not minutes.
 const retryAfterDefault = 5 * time.Second
+
+// metadataFullRetryAfter is the Retry-After of a change refused because the
+// metadata store is full: freeing space is an operator's task, not seconds.
+const metadataFullRetryAfter = time.Minute
 
 func (e *Error) Error() string { return e.Message }
 
@@ -151,7 +155,7 @@ func writeError(w http.ResponseWriter, e *Error) {
 	switch e.Status {
 	case http.StatusUnauthorized:
 		w.Header().Set("WWW-Authenticate", `Basic realm="dtr"`)
-	case http.StatusServiceUnavailable, http.StatusTooManyRequests:
+	case http.StatusServiceUnavailable, http.StatusTooManyRequests, http.StatusInsufficientStorage:
 		after := e.RetryAfter
 		if after <= 0 {
 			after = retryAfterDefault
@@ -176,6 +180,9 @@ func classify(err error) *Error {
 		return errorf(http.StatusConflict, "ALREADY_EXISTS", "%v", err)
 	case errors.Is(err, meta.ErrInvalid):
 		return errorf(http.StatusBadRequest, "INVALID", "%v", err)
+	case meta.NoSpace(err):
+		return &Error{Status: http.StatusInsufficientStorage, Code: "METADATA_FULL", RetryAfter: metadataFullRetryAfter,
+			Message: "the metadata store is full (a replica's metadata volume or the database quota): changes are refused until an administrator frees space; reads are served (GET /api/v0/meta/cluster_status names the replica)"}
 	case meta.Unavailable(err), errors.Is(err, context.Canceled):
 		// Never a 500 (the replica is not broken) nor a 4xx (the caller
 		// did nothing wrong): the metadata will answer again once the

@@ -119,11 +119,21 @@ func (a *API) clusterStatus(w http.ResponseWriter, r *http.Request, me *meta.Acc
 	}
 	health := map[string]replicaHealth{}
 	var issues []map[string]any
+	alarms := make([]map[string]string, 0, len(st.Alarms))
+	staleWhy := ""
+	for _, al := range st.Alarms {
+		alarms = append(alarms, map[string]string{"replica": al.Member, "alarm": al.Kind})
+		if al.Kind == "NOSPACE" {
+			issues = append(issues, map[string]any{"critical": true, "description": "the metadata store is full (NOSPACE alarm raised by replica " + al.Member +
+				": its metadata volume is nearly full or the database reached its quota): pushes and changes are refused, pulls are served; free space on that replica's metadata volume"})
+			staleWhy = " (health reports cannot be written while the metadata store is full)"
+		}
+	}
 	for _, rep := range reports {
 		h := replicaHealth{Healthy: rep.Healthy, Error: rep.Error, Version: rep.Version, At: rep.At}
 		if time.Since(rep.At) > staleAfter {
 			h.Stale, h.Healthy = true, false
-			issues = append(issues, map[string]any{"critical": true, "description": "Replica " + rep.ID + " reported health too long ago: " + rep.At.Format(time.RFC3339)})
+			issues = append(issues, map[string]any{"critical": true, "description": "Replica " + rep.ID + " reported health too long ago: " + rep.At.Format(time.RFC3339) + staleWhy})
 		} else if !rep.Healthy {
 			issues = append(issues, map[string]any{"critical": true, "description": "Replica " + rep.ID + " is unhealthy: " + rep.Error})
 		}
@@ -147,6 +157,7 @@ func (a *API) clusterStatus(w http.ResponseWriter, r *http.Request, me *meta.Acc
 		"hasQuorum":      st.HasQuorum,
 		"replica_health": health,
 		"current_issues": issues,
+		"alarms":         alarms,
 	})
 	return nil
 }

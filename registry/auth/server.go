@@ -117,7 +117,7 @@ func (s *Server) get(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if user != nil && q.Get("offline_token") == "true" {
-		if resp.RefreshToken, err = s.issueRefreshToken(r.Context(), *user, q.Get("client_id")); err != nil {
+		if resp.RefreshToken, err = s.offlineToken(r, *user, q.Get("client_id")); err != nil {
 			s.fail(w, r, err)
 			return
 		}
@@ -205,7 +205,7 @@ func (s *Server) post(w http.ResponseWriter, r *http.Request) {
 	}
 	resp.Scope = strings.Join(granted, " ")
 	if f.Get("grant_type") == "password" && f.Get("access_type") == "offline" {
-		if resp.RefreshToken, err = s.issueRefreshToken(r.Context(), *user, f.Get("client_id")); err != nil {
+		if resp.RefreshToken, err = s.offlineToken(r, *user, f.Get("client_id")); err != nil {
 			s.fail(w, r, err)
 			return
 		}
@@ -245,6 +245,19 @@ const failRetryAfter = 5 * time.Second
 // ErrBadCredentials means the username or password is wrong, or the account
 // cannot log in.
 var ErrBadCredentials = errors.New("incorrect username or password")
+
+// offlineToken issues the refresh token a client asked for, or none when
+// the metadata store is full and cannot store it: the refresh token is
+// optional in the protocol, and a client without one keeps using the
+// password, so docker login and pulls go on while an operator frees space.
+func (s *Server) offlineToken(r *http.Request, user meta.Account, clientID string) (string, error) {
+	tok, err := s.issueRefreshToken(r.Context(), user, clientID)
+	if meta.NoSpace(err) {
+		s.logf(r, user.Name, "no refresh token issued: the metadata store is full")
+		return "", nil
+	}
+	return tok, err
+}
 
 // issueRefreshToken stores a refresh token that lives as long as the
 // settings say (refreshTokenMaxAge).

@@ -91,6 +91,13 @@ type Config struct {
 	PeerTLS         *TLSFiles     // nil: plain http peers (tests on loopback only)
 	LogLevel        string        // zap level, default "error"
 	StartTimeout    time.Duration // default 60s
+	// LowSpace is the free space on Dir's volume under which the member
+	// raises its NOSPACE alarm and the cluster refuses writes (space.go);
+	// SpaceReserve the size of the reserve file it keeps beside Dir for its
+	// last writes. Zero means the defaults (128 MiB, 64 MiB); a negative
+	// SpaceReserve keeps no reserve.
+	LowSpace     int64
+	SpaceReserve int64
 }
 
 // Member is a running embedded etcd member and its in-process client.
@@ -100,8 +107,10 @@ type Member struct {
 	cli   *clientv3.Client
 	id    uint64
 	watch *logWatch
+	space *spaceGuard
 
 	errc      chan error
+	guarded   chan struct{}
 	closing   chan struct{}
 	forwarded chan struct{}
 	closeOnce sync.Once
@@ -121,8 +130,9 @@ type Status struct {
 	ID, Leader uint64 // Leader 0: no leader known
 	Revision   int64
 	Members    []Info
-	HasQuorum  bool   // a linearizable read succeeded within 1.5 s
-	Err        string // why HasQuorum is false, or what else failed
+	HasQuorum  bool    // a linearizable read succeeded within 1.5 s
+	Err        string  // why HasQuorum is false, or what else failed
+	Alarms     []Alarm // raised etcd alarms (NOSPACE: writes are refused)
 }
 
 // Validate checks cfg as Start would, before anything touches the disk or
@@ -139,6 +149,15 @@ func (c Config) normalized() (Config, error) {
 	}
 	if c.LogLevel == "" {
 		c.LogLevel = defaultLogLevel
+	}
+	if c.LowSpace == 0 {
+		c.LowSpace = DefaultLowSpace
+	}
+	if c.SpaceReserve == 0 {
+		c.SpaceReserve = DefaultSpaceReserve
+	}
+	if c.LowSpace < 0 {
+		return c, fmt.Errorf("etcd member config: LowSpace %d is negative", c.LowSpace)
 	}
 	if c.Name == "" {
 		return c, errors.New("etcd member config: Name is empty; set it to the replica ID")
@@ -309,6 +328,10 @@ func Start(ctx context.Context, cfg Config) (*Member, error) {
 	if err := prepareClientSocket(cfg.ClientSocket, lg); err != nil {
 		return nil, fmt.Errorf("etcd member %s: %w", cfg.Name, err)
 	}
+	space := newSpaceGuard(cfg, lg)
+	if err := space.prepareStart(); err != nil {
+		return nil, fmt.Errorf("etcd member %s: %w", cfg.Name, err)
+	}
 
 	timer := time.NewTimer(cfg.StartTimeout)
 	defer timer.Stop()
@@ -403,11 +426,14 @@ func Start(ctx context.Context, cfg Config) (*Member, error) {
 		cli:       v3client.New(e.Server),
 		id:        uint64(e.Server.MemberID()),
 		watch:     watch,
+		space:     space,
 		errc:      make(chan error, 4),
 		closing:   make(chan struct{}),
 		forwarded: make(chan struct{}),
+		guarded:   make(chan struct{}),
 	}
 	go m.forwardErrors()
+	go m.guardSpace()
 	return m, nil
 }
 
@@ -543,6 +569,7 @@ func (m *Member) Close() error {
 		if err := m.cli.Close(); err != nil && !errors.Is(err, context.Canceled) {
 			m.closeErr = fmt.Errorf("etcd member %s: closing client: %w", m.cfg.Name, err)
 		}
+		<-m.guarded // its alarm calls go through the server
 		m.etcd.Close()
 		<-m.forwarded
 		close(m.errc)
@@ -752,7 +779,7 @@ func boundedContext(ctx context.Context, d time.Duration) (context.Context, cont
 // linearizable read (learners cannot serve one, so it is false for them).
 func (m *Member) Status(ctx context.Context) Status {
 	s := m.etcd.Server
-	st := Status{ID: m.id, Leader: uint64(s.Leader()), Revision: s.KV().Rev()}
+	st := Status{ID: m.id, Leader: uint64(s.Leader()), Revision: s.KV().Rev(), Alarms: m.Alarms()}
 	for _, mm := range s.Cluster().Members() {
 		st.Members = append(st.Members, Info{
 			ID: uint64(mm.ID), Name: mm.Name, PeerURLs: append([]string(nil), mm.PeerURLs...), IsLearner: mm.IsLearner,

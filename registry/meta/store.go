@@ -169,6 +169,24 @@ func Unavailable(err error) bool {
 	return rpctypes.ErrorDesc(err) == proposalDropped
 }
 
+// NoSpace reports whether err is the metadata store refusing a write
+// because it is full: etcd's NOSPACE alarm is raised, by a member whose
+// volume is nearly full (member's space guard) or because the database
+// reached its quota. Reads and deletes still work; the client should be
+// told 507, and an operator must free space.
+func NoSpace(err error) bool {
+	if err == nil {
+		return false
+	}
+	if errors.Is(err, rpctypes.ErrNoSpace) || errors.Is(err, rpctypes.ErrGRPCNoSpace) {
+		return true
+	}
+	for u := errors.Unwrap(err); u != nil; u = errors.Unwrap(err) {
+		err = u
+	}
+	return rpctypes.ErrorDesc(err) == rpctypes.ErrNoSpace.Error()
+}
+
 // unavailableErrors are etcd's answers (gRPC code Unavailable, or too many
 // requests) that mean "not now" rather than "no".
 var unavailableErrors = []error{

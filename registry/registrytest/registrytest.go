@@ -76,6 +76,11 @@ func Options(t testing.TB, dir string) registry.Options {
 		Log:            log,
 		HealthInterval: 500 * time.Millisecond,
 		ReportInterval: time.Second,
+		// No 128 MiB reserve file per test replica, and a low mark that a
+		// developer's nearly full disk does not reach; the tests of a full
+		// metadata volume set the production values (zero).
+		MetadataLowSpace:     16 << 20,
+		MetadataSpaceReserve: -1,
 	}
 }
 
