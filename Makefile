@@ -55,6 +55,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParseScope$$' -fuzztime $(FUZZTIME) ./registry/auth
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./registry/adminapi
 	$(GO) test -run '^$$' -fuzz '^FuzzVerify$$' -fuzztime $(FUZZTIME) ./backup
+	$(GO) test -run '^$$' -fuzz '^FuzzManifestPut$$' -fuzztime $(FUZZTIME) ./registry
 
 test-unit:
 	$(GO) test -short ./...

@@ -106,6 +106,11 @@ func distributionConfig(cluster meta.Cluster, st meta.Storage, filesystemRoot st
 	// from (storagefull.go).
 	cfg.Middleware = map[string][]configuration.Middleware{"storage": {{
 		Name: faultMiddleware, Options: configuration.Parameters{"key": storageKey(name, params)},
+	}}, "repository": {{
+		// Sparse manifests, per PUT (manifestcheck.go): Distribution's own
+		// validation.manifests.indexes.platforms covers only indexes and
+		// is fixed for the App's life.
+		Name: sparseMiddleware,
 	}}}
 	// Non-distributable (foreign) layers carry URLs; accept http(s) ones.
 	cfg.Validation.Manifests.URLs.Allow = []string{`^https?://`}

@@ -79,6 +79,14 @@ func TestBackupRestore(t *testing.T) {
 	if st != 201 {
 		t.Fatalf("push: %d", st)
 	}
+	// A nested repository, created on push, with a grant on its full name.
+	nested, st := a.PushImage(t, a.Token(t, "alice", "alice-password", "repository:alice/charts/hello:push,pull"), "alice/charts/hello", "v1", []byte("nested layer"))
+	if st != 201 {
+		t.Fatalf("push alice/charts/hello: %d", st)
+	}
+	if st := a.API(t, "alice", "alice-password", "PUT", "/api/v0/repositories/alice/charts/hello/userAccess/bob", map[string]any{"accessLevel": "read-only"}, nil); st != 200 {
+		t.Fatalf("granting bob alice/charts/hello: %d", st)
+	}
 
 	// A writer creates accounts w0, w1, … one after another during the backup.
 	var created atomic.Int64
@@ -155,7 +163,7 @@ func TestBackupRestore(t *testing.T) {
 	}
 	a.Stop()
 	b := registrytest.Start(t, o)
-	checkRestored(t, b, img)
+	checkRestored(t, b, img, nested)
 	if _, err := os.Stat(filepath.Join(o.DataDir, "restore", "backup.tar")); !os.IsNotExist(err) {
 		t.Errorf("the received backup is still on disk after the load: %v", err)
 	}
@@ -170,28 +178,34 @@ func TestBackupRestore(t *testing.T) {
 		t.Errorf("the old replica's health report came back: %+v", status.ReplicaHealth)
 	}
 	// A restart starts from the loaded metadata, not from the backup again.
-	checkRestored(t, b.Restart(), img)
+	checkRestored(t, b.Restart(), img, nested)
 }
 
-func checkRestored(t *testing.T, b *registrytest.Replica, img registrytest.Image) {
+func checkRestored(t *testing.T, b *registrytest.Replica, img, nested registrytest.Image) {
 	t.Helper()
 	for _, u := range []string{"alice", "bob", "carol"} {
 		b.Token(t, u, u+"-password") // fails the test if the password is not accepted
 	}
 	accept := map[string]string{"Accept": "application/vnd.oci.image.manifest.v1+json"}
 	for _, c := range []struct {
-		user string
-		want int
-	}{{"alice", 200}, {"bob", 200}, {"carol", 401}} {
-		tok := b.Token(t, c.user, c.user+"-password", "repository:acme/app:pull")
-		st, h, _ := b.Do(t, "GET", "/v2/acme/app/manifests/v1", tok, nil, accept)
-		if st != c.want || (st == 200 && h.Get("Docker-Content-Digest") != img.ManifestDigest) {
-			t.Errorf("%s pulls acme/app:v1 after restore: %d %s, want %d %s", c.user, st, h.Get("Docker-Content-Digest"), c.want, img.ManifestDigest)
+		user, repo string
+		img        registrytest.Image
+		want       int
+	}{
+		{"alice", "acme/app", img, 200}, {"bob", "acme/app", img, 200}, {"carol", "acme/app", img, 401},
+		{"bob", "alice/charts/hello", nested, 200}, {"carol", "alice/charts/hello", nested, 401},
+	} {
+		tok := b.Token(t, c.user, c.user+"-password", "repository:"+c.repo+":pull")
+		st, h, _ := b.Do(t, "GET", "/v2/"+c.repo+"/manifests/v1", tok, nil, accept)
+		if st != c.want || (st == 200 && h.Get("Docker-Content-Digest") != c.img.ManifestDigest) {
+			t.Errorf("%s pulls %s:v1 after restore: %d %s, want %d %s", c.user, c.repo, st, h.Get("Docker-Content-Digest"), c.want, c.img.ManifestDigest)
 		}
 	}
-	var repo map[string]any
-	if st := b.API(t, admin, adminPW, "GET", "/api/v0/repositories/acme/app", nil, &repo); st != 200 || repo["visibility"] != "private" {
-		t.Errorf("acme/app after restore: %d %v", st, repo)
+	for _, p := range []string{"acme/app", "alice/charts%2Fhello"} {
+		var repo map[string]any
+		if st := b.API(t, admin, adminPW, "GET", "/api/v0/repositories/"+p, nil, &repo); st != 200 || repo["visibility"] != "private" {
+			t.Errorf("%s after restore: %d %v", p, st, repo)
+		}
 	}
 }
 

@@ -46,6 +46,10 @@ func TestConformance(t *testing.T) {
 		"OCI_USERNAME="+admin, "OCI_PASSWORD="+adminPW,
 		"OCI_REPO1=conformance/repo1", "OCI_REPO2=conformance/repo2",
 		"OCI_RESULTS_DIR="+results, "OCI_LOG=warn",
+		// Tags pushed with the manifest (?tag=) and sparse manifests (an
+		// index or image whose children are not all pushed) are off by
+		// default in the suite; dtr supports both.
+		"OCI_API_MANIFESTS_TAG_PARAM=true", "OCI_DATA_SPARSE=true",
 	)
 	start := time.Now()
 	out, err := cmd.CombinedOutput()

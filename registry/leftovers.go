@@ -7,6 +7,7 @@ import (
 	"path"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -186,11 +187,17 @@ func sweepLeftovers(ctx context.Context, drv driver.StorageDriver, fsRoot string
 // while Distribution wrote it) the directory's modification time stands
 // in, and a storage that reports none (S3 has no directories) keeps it.
 func sweepUploads(ctx context.Context, drv driver.StorageDriver, olderThan time.Time, res *LeftoversResult, failed *atomic.Int64) error {
-	repos, err := storageRepositories(ctx, drv)
+	all, err := storageRepositoryDirs(ctx, drv, nil)
 	if err != nil {
 		return err
 	}
-	res.Repositories = len(repos)
+	res.Repositories = len(all)
+	var repos []string // those with an _uploads directory
+	for _, r := range all {
+		if slices.Contains(r.dirs, "_uploads") {
+			repos = append(repos, r.name)
+		}
+	}
 	var mu sync.Mutex
 	parallel(ctx, repos, func(repo string) {
 		ids, err := drv.List(ctx, path.Join(repositoriesRoot, repo, "_uploads"))

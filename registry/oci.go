@@ -41,6 +41,9 @@ type ociExtensions struct {
 	// writesRefused says why the metadata store takes no writes now (a
 	// full metadata volume, metadatafull.go), or "".
 	writesRefused func() string
+	// allowSparse says whether a manifest may reference content the
+	// repository does not hold (the allowSparseManifests setting).
+	allowSparse func() bool
 }
 
 // maxManifest is Distribution's own manifest size limit.
@@ -86,7 +89,7 @@ func isDigest(s string) bool { return strings.Contains(s, ":") && digestRE.Match
 
 func (o *ociExtensions) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	p := r.URL.Path
-	if o.refuseForFullMetadata(w, r) {
+	if refuseInvalidName(w, r) || o.refuseForFullMetadata(w, r) {
 		return
 	}
 	if name, ref, ok := route(p, "referrers"); ok {
@@ -283,17 +286,17 @@ func (o *ociExtensions) referrers(w http.ResponseWriter, r *http.Request, repo, 
 	}
 }
 
-// manifestFields are the parts of a manifest the extensions read.
+// manifestFields are the parts of a manifest the extensions read and
+// parseManifest checks.
 type manifestFields struct {
-	MediaType    string `json:"mediaType"`
-	ArtifactType string `json:"artifactType"`
-	Config       *struct {
-		MediaType string `json:"mediaType"`
-	} `json:"config"`
-	Subject *struct {
-		Digest string `json:"digest"`
-	} `json:"subject"`
-	Annotations map[string]string `json:"annotations"`
+	SchemaVersion *int               `json:"schemaVersion"`
+	MediaType     string             `json:"mediaType"`
+	ArtifactType  string             `json:"artifactType"`
+	Config        *descriptorFields  `json:"config"`
+	Layers        []descriptorFields `json:"layers"`
+	Manifests     []descriptorFields `json:"manifests"`
+	Subject       *descriptorFields  `json:"subject"`
+	Annotations   map[string]string  `json:"annotations"`
 }
 
 // statusRecorder lets the wrapper act once the App's status is known and
@@ -348,9 +351,10 @@ const metadataWriteTimeout = 5 * time.Second
 // metadata store did not answer: about one leader election.
 const retryAfterSeconds = "5"
 
-// afterManifestCommit, when set (by tests only), runs between Distribution's
-// commit of a manifest and the metadata writes; an error stands for a crash
-// or a lost quorum at exactly that point.
+// afterManifestCommit, when set (by tests only), runs between the storage
+// writes of a manifest PUT (Distribution's commit, the digest link, the
+// tags) and the metadata writes; an error stands for a crash or a lost
+// quorum at exactly that point.
 var afterManifestCommit atomic.Pointer[func(repo, digest string) error]
 
 // retryLater answers 503 with Retry-After in Distribution's error format.
@@ -375,8 +379,29 @@ func (o *ociExtensions) putManifest(w http.ResponseWriter, r *http.Request, repo
 		registryError(w, http.StatusRequestEntityTooLarge, "SIZE_INVALID", "manifest larger than 4 MiB")
 		return
 	}
+	// The tags (the path's and ?tag=) and the manifest are checked here:
+	// Distribution answers some client mistakes with 500, and it applies
+	// only the path's tag.
+	tags, err := pushTags(ref, r.URL.Query()["tag"])
+	if err == nil && isDigest(ref) {
+		err = checkDigest(ref, body)
+	}
 	var mf manifestFields
-	_ = json.Unmarshal(body, &mf) // Distribution validates; this only reads hints
+	if err == nil {
+		mf, err = parseManifest(r.Header.Get("Content-Type"), body)
+	}
+	var perr *pushError
+	if errors.As(err, &perr) {
+		registryError(w, perr.status, perr.code, perr.msg)
+		return
+	}
+	// Distribution stores the manifest by its sha256 digest and tags
+	// nothing; recordManifest links a non-sha256 digest and writes the tags.
+	canonical := digest.FromBytes(body).String()
+	requested := ""
+	if isDigest(ref) && !isCanonical(ref) {
+		requested = ref
+	}
 	ns, name, nameErr := meta.SplitRepository(repo)
 	// Read the record before anything is stored: a metadata store that does
 	// not answer refuses the push now, before storage and metadata can part.
@@ -389,9 +414,12 @@ func (o *ociExtensions) putManifest(w http.ResponseWriter, r *http.Request, repo
 		switch {
 		case err == nil:
 			known = true
-			if rec.ImmutableTags && !isDigest(ref) {
-				if existing := o.tagDigest(r, repo, ref); existing != "" && existing != "sha256:"+sha256Hex(body) {
-					registryError(w, http.StatusBadRequest, "TAG_INVALID", fmt.Sprintf("tag %s of %s is immutable; push a new tag", ref, repo))
+			for _, tag := range tags {
+				if !rec.ImmutableTags {
+					break
+				}
+				if existing := o.tagDigest(r, repo, tag); existing != "" && !sameContent(existing, body) {
+					registryError(w, http.StatusBadRequest, "TAG_INVALID", fmt.Sprintf("tag %s of %s is immutable; push a new tag", tag, repo))
 					return
 				}
 			}
@@ -403,31 +431,21 @@ func (o *ociExtensions) putManifest(w http.ResponseWriter, r *http.Request, repo
 	}
 	r.Body = io.NopCloser(bytes.NewReader(body))
 	r.ContentLength = int64(len(body))
-	requested, canonical := "", ""
-	if isDigest(ref) && !isCanonical(ref) {
-		// Distribution computes manifest digests with sha256 only: store the
-		// manifest under its sha256 digest and link the requested one to it.
-		dg, err := digest.Parse(ref)
-		if err != nil || !dg.Algorithm().Available() {
-			registryError(w, http.StatusBadRequest, "DIGEST_INVALID", "unsupported digest "+ref)
-			return
-		}
-		if dg.Algorithm().FromBytes(body) != dg {
-			registryError(w, http.StatusBadRequest, "DIGEST_INVALID", "manifest digest does not match "+ref)
-			return
-		}
-		requested, canonical = ref, digest.FromBytes(body).String()
+	if ref != canonical {
 		r.URL.Path = "/v2/" + repo + "/manifests/" + canonical
 		r.URL.RawPath = ""
+	}
+	if o.allowSparse != nil && o.allowSparse() {
+		r = r.WithContext(withSparse(r.Context()))
 	}
 	subject := ""
 	if mf.Subject != nil && isDigest(mf.Subject.Digest) {
 		subject = mf.Subject.Digest
 	}
 	// Both stores agree before the client hears 201: when Distribution
-	// answers 201 the manifest and its tag are committed to storage, and
-	// the hook below, which runs before that status is written, writes the
-	// sha512 link, the referrers index and the repository record. If any of
+	// answers 201 the manifest is committed to storage, and the hook below,
+	// which runs before that status is written, writes the sha512 link, the
+	// tags, the referrers index and the repository record. If any of
 	// them fails the client gets 503 with Retry-After instead, and its
 	// retry is idempotent: Distribution's put of the same manifest is a
 	// no-op, the index write is a put and the record create takes "exists"
@@ -449,7 +467,7 @@ func (o *ociExtensions) putManifest(w http.ResponseWriter, r *http.Request, repo
 		defer cancel()
 		err := o.recordManifest(wctx, r, manifestRecord{
 			repo: repo, ns: ns, name: name, named: nameErr == nil, known: known,
-			requested: requested, canonical: canonical, subject: subject,
+			requested: requested, canonical: canonical, subject: subject, tags: tags,
 			desc: referrerDescriptor(mf, body, r.Header.Get("Content-Type"), dg),
 		})
 		if err == nil {
@@ -457,6 +475,12 @@ func (o *ociExtensions) putManifest(w http.ResponseWriter, r *http.Request, repo
 		}
 		for _, h := range []string{"Location", "Docker-Content-Digest", "Content-Length", "Content-Type"} {
 			w.Header().Del(h)
+		}
+		var sf *storageFaultError
+		if errors.As(err, &sf) && answerStorageFault(w, sf.fault) {
+			// A digest link or tag met a full or failing storage.
+			o.log.WithError(err).Errorf("recording manifest %s of %s", dg, repo)
+			return true
 		}
 		if errors.Is(err, meta.ErrNotFound) {
 			// The namespace's account was deleted during the push.
@@ -484,6 +508,9 @@ func (o *ociExtensions) putManifest(w http.ResponseWriter, r *http.Request, repo
 			w.Header().Set("Docker-Content-Digest", requested)
 			w.Header().Set("Location", "/v2/"+repo+"/manifests/"+requested)
 		}
+		for _, tag := range tags {
+			w.Header().Add("OCI-Tag", tag)
+		}
 	}}
 	o.next.ServeHTTP(rec, r)
 }
@@ -496,21 +523,30 @@ type manifestRecord struct {
 	known                bool // the record existed before the push
 	requested, canonical string
 	subject              string
+	tags                 []string // to point at the manifest (requested, else canonical)
 	desc                 meta.Descriptor
 }
 
 // recordManifest writes, in order, the storage link of a non-sha256 digest,
-// the referrers index entry and the repository record. Each write is
+// the tags, the referrers index entry and the repository record. Each write is
 // idempotent, so a client's retry after an error redoes them safely.
 func (o *ociExtensions) recordManifest(ctx context.Context, r *http.Request, m manifestRecord) error {
-	if hook := afterManifestCommit.Load(); hook != nil {
-		if err := (*hook)(m.repo, m.desc.Digest); err != nil {
-			return err
-		}
-	}
+	target := m.canonical
 	if m.requested != "" {
 		if err := o.linkDigest(ctx, m.repo, m.requested, m.canonical); err != nil {
 			return fmt.Errorf("linking %s to %s in %s: %w", m.requested, m.canonical, m.repo, err)
+		}
+		target = m.requested
+	}
+	for _, tag := range m.tags {
+		if err := o.tagManifest(ctx, m.repo, tag, target); err != nil {
+			return fmt.Errorf("tagging %s as %s in %s: %w", target, tag, m.repo, err)
+		}
+	}
+	// The storage holds the manifest and its tags; the metadata follows.
+	if hook := afterManifestCommit.Load(); hook != nil {
+		if err := (*hook)(m.repo, m.desc.Digest); err != nil {
+			return err
 		}
 	}
 	if m.subject != "" {

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"path"
+	"slices"
+	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -64,7 +66,7 @@ func (r *Replica) reconcileLoop(ctx context.Context) {
 		case <-t.C:
 		}
 		if first || r.isMetadataLeader(ctx) {
-			r.reconcileAndLog(ctx)
+			r.reconcileAndLog(ctx, first)
 		}
 		first = false
 		t.Reset(reconcileInterval)
@@ -78,13 +80,14 @@ func (r *Replica) isMetadataLeader(ctx context.Context) bool {
 	return st.HasQuorum && st.Leader == r.member.ID()
 }
 
-// reconcileAndLog runs one reconciliation and logs what it fixed.
-func (r *Replica) reconcileAndLog(ctx context.Context) {
+// reconcileAndLog runs one reconciliation (every directory of storage
+// when full) and logs what it fixed.
+func (r *Replica) reconcileAndLog(ctx context.Context, full bool) {
 	b := r.driver.Load()
 	if b == nil {
 		return
 	}
-	res, err := reconcileStores(ctx, b.d, r.store, r.log)
+	res, err := reconcileStores(ctx, b.d, r.store, r.log, full)
 	if err != nil {
 		if ctx.Err() == nil {
 			r.log.WithError(err).Warn("reconciling storage and metadata; retrying at the next run")
@@ -134,19 +137,29 @@ func boundedNames(names []string) string {
 //   - an index entry whose manifest revision is gone from storage is removed.
 //
 // Its cost is bounded by the number of repositories, not of manifests: one
-// keys-only metadata range, one storage listing per namespace, one stat per
-// index entry, and manifest reads only in repositories that lacked a record.
+// keys-only metadata range, storage listings (storageRepositoryDirs: one
+// per namespace and per directory that may hide a repository without a
+// record; with full, one per directory), one stat per index entry, and
+// manifest reads only in repositories that lacked a record. A replica's
+// first run, the one that repairs its own crash, is full; the periodic runs
+// do not look inside a recorded repository without recorded nested ones,
+// so a nested repository missing its record there waits for the next start
+// (or the push its client retries).
 // A referrer cut off from the index in a repository that has a record is not
 // found here; its push got no 201 (the index is written before it), and the
 // client's retry indexes it.
-func reconcileStores(ctx context.Context, drv driver.StorageDriver, store *meta.Store, log logrus.FieldLogger) (ReconcileResult, error) {
+func reconcileStores(ctx context.Context, drv driver.StorageDriver, store *meta.Store, log logrus.FieldLogger, full bool) (ReconcileResult, error) {
 	start := time.Now()
 	var res ReconcileResult
 	known, err := store.RepositoryNames(ctx)
 	if err != nil {
 		return res, err
 	}
-	repos, err := storageRepositories(ctx, drv)
+	skip := known
+	if full {
+		skip = nil
+	}
+	repos, err := storageRepositories(ctx, drv, skip)
 	if err != nil {
 		return res, err
 	}
@@ -223,12 +236,45 @@ func reconcileStores(ctx context.Context, drv driver.StorageDriver, store *meta.
 	return res, ctx.Err()
 }
 
-// storageRepositories lists <namespace>/<name> of every repository directory
-// in storage: one listing of the root and one per namespace (a delimiter
-// listing on S3, not a walk of every file). Names that are not dtr
-// repository names (deeper paths, invalid characters) are unreachable
-// through dtr and skipped.
-func storageRepositories(ctx context.Context, drv driver.StorageDriver) ([]string, error) {
+// storageRepositories lists the full name of every repository directory in
+// storage, nested ones included (storageRepositoryDirs).
+func storageRepositories(ctx context.Context, drv driver.StorageDriver, known map[string]bool) ([]string, error) {
+	repos, err := storageRepositoryDirs(ctx, drv, known)
+	out := make([]string, len(repos))
+	for i, r := range repos {
+		out[i] = r.name
+	}
+	return out, err
+}
+
+// storageRepo is a repository directory in storage and which of
+// Distribution's directories (repositoryDirs) it holds; nil when it was not
+// listed.
+type storageRepo struct {
+	name string
+	dirs []string
+}
+
+// storageRepositoryDirs finds every repository directory in storage: a
+// directory holding one of Distribution's _manifests, _layers or _uploads
+// is a repository, and its other subdirectories may be nested repositories
+// (admin/charts/hello inside admin/charts). It costs one listing of the
+// root and one per directory below it (a delimiter listing on S3, not a
+// walk of every file), reconcileWorkers at once. Names that are not dtr
+// repository names (invalid characters, too long) are unreachable through
+// dtr: they are skipped, and so is everything below them.
+//
+// A directory named in known (repositories with a record) is taken for a
+// repository without being listed, unless known also holds a repository
+// nested in it: with only two-level names, a run costs one listing per
+// namespace. known nil lists every directory.
+func storageRepositoryDirs(ctx context.Context, drv driver.StorageDriver, known map[string]bool) ([]storageRepo, error) {
+	hasNested := map[string]bool{} // recorded names with a recorded repository inside
+	for name := range known {
+		for i := strings.LastIndexByte(name, '/'); i > 0; i = strings.LastIndexByte(name[:i], '/') {
+			hasNested[name[:i]] = true
+		}
+	}
 	namespaces, err := drv.List(ctx, repositoriesRoot)
 	if isNotFound(err) {
 		return nil, nil
@@ -236,26 +282,63 @@ func storageRepositories(ctx context.Context, drv driver.StorageDriver) ([]strin
 	if err != nil {
 		return nil, fmt.Errorf("listing the repositories in %s storage: %w", drv.Name(), err)
 	}
-	var out []string
-	for _, nsPath := range namespaces {
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
-		}
-		names, err := drv.List(ctx, nsPath)
-		if isNotFound(err) {
-			continue // removed meanwhile
-		}
-		if err != nil {
-			return nil, fmt.Errorf("listing the repositories in %s: %w", nsPath, err)
-		}
-		for _, p := range names {
-			repo := path.Base(nsPath) + "/" + path.Base(p)
-			if _, _, err := meta.SplitRepository(repo); err == nil {
-				out = append(out, repo)
-			}
+	var level []string // directories to list next, as names below the root
+	for _, p := range namespaces {
+		if ns := path.Base(p); meta.ValidateAccountName(ns) == nil {
+			level = append(level, ns)
 		}
 	}
-	return out, nil
+	var out []storageRepo
+	var mu sync.Mutex
+	var firstErr error
+	for len(level) > 0 && ctx.Err() == nil {
+		var next []string
+		parallel(ctx, level, func(dir string) {
+			if known[dir] && !hasNested[dir] {
+				mu.Lock()
+				out = append(out, storageRepo{name: dir})
+				mu.Unlock()
+				return
+			}
+			children, err := drv.List(ctx, path.Join(repositoriesRoot, dir))
+			if isNotFound(err) {
+				return // removed meanwhile
+			}
+			if err != nil {
+				// The filesystem driver fails to list a file (S3 finds
+				// nothing); a stray file is no repository.
+				if fi, serr := drv.Stat(ctx, path.Join(repositoriesRoot, dir)); serr == nil && !fi.IsDir() {
+					return
+				}
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				if firstErr == nil {
+					firstErr = fmt.Errorf("listing the repositories in %s: %w", dir, err)
+				}
+				return
+			}
+			repo := storageRepo{name: dir}
+			for _, c := range children {
+				base := path.Base(c)
+				if slices.Contains(repositoryDirs, base) {
+					repo.dirs = append(repo.dirs, base)
+				} else if _, _, err := meta.SplitRepository(dir + "/" + base); err == nil {
+					next = append(next, dir+"/"+base)
+				}
+			}
+			if len(repo.dirs) > 0 && strings.Contains(dir, "/") {
+				out = append(out, repo)
+			}
+		})
+		if firstErr != nil {
+			return nil, firstErr
+		}
+		level = next
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].name < out[j].name })
+	return out, ctx.Err()
 }
 
 // indexReferrers reads every sha256 manifest revision of repo and indexes

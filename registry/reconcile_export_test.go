@@ -22,13 +22,23 @@ func SetAfterManifestCommit(t testing.TB, fn func(repo, digest string) error) {
 // ClearAfterManifestCommit removes the hook SetAfterManifestCommit set.
 func ClearAfterManifestCommit() { afterManifestCommit.Store(nil) }
 
-// Reconcile runs one reconciliation of storage and metadata now.
+// Reconcile runs one periodic reconciliation of storage and metadata now.
 func (r *Replica) Reconcile(ctx context.Context) (ReconcileResult, error) {
+	return r.reconcile(ctx, false)
+}
+
+// ReconcileFull runs the reconciliation a replica runs at start, which
+// lists every directory of the storage.
+func (r *Replica) ReconcileFull(ctx context.Context) (ReconcileResult, error) {
+	return r.reconcile(ctx, true)
+}
+
+func (r *Replica) reconcile(ctx context.Context, full bool) (ReconcileResult, error) {
 	b := r.driver.Load()
 	if b == nil {
 		return ReconcileResult{}, errors.New("no storage")
 	}
-	return reconcileStores(ctx, b.d, r.store, r.log)
+	return reconcileStores(ctx, b.d, r.store, r.log, full)
 }
 
 // ForgetRepositoryRecords deletes every repository record, leaving storage

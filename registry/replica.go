@@ -153,6 +153,9 @@ type Replica struct {
 	// watchSettings: realms and redirects come from it, never from the
 	// request's Host.
 	externalURL atomic.Pointer[string]
+	// sparseRefused is the allowSparseManifests setting turned off, kept
+	// like externalURL (the zero value is the setting's default).
+	sparseRefused atomic.Bool
 	// ownNames are the names and addresses in the replica's certificate:
 	// without an external URL, a Host naming one of them may be the realm.
 	ownNames map[string]bool
@@ -448,6 +451,7 @@ func (r *Replica) loadCluster(ctx context.Context, newCluster bool, ca *pki.CA) 
 		return fmt.Errorf("reading the settings: %w", err)
 	}
 	r.externalURL.Store(&st.ExternalURL)
+	r.sparseRefused.Store(!st.SparseManifestsAllowed())
 	return r.applyStorage(ctx, st)
 }
 
@@ -516,6 +520,7 @@ func (r *Replica) watchSettings(ctx context.Context) {
 				continue
 			}
 			r.externalURL.Store(&st.ExternalURL)
+			r.sparseRefused.Store(!st.SparseManifestsAllowed())
 			if err := r.applyStorage(ctx, st); err != nil {
 				r.log.WithError(err).Error("applying changed storage settings; keeping the previous storage")
 			}
@@ -586,7 +591,7 @@ func (r *Replica) routes() http.Handler {
 	mux.HandleFunc("/_live", live)
 	mux.Handle("/auth/token", smallBodies(tokens))
 	mux.Handle("/api/v0/", smallBodies(api))
-	mux.Handle("/v2/", &ociExtensions{next: &r.app, store: r.store, verify: r.verify, realm: r.realm, log: r.log, writesRefused: r.metadataWritesRefused, driver: func() driver.StorageDriver {
+	mux.Handle("/v2/", &ociExtensions{next: &r.app, store: r.store, verify: r.verify, realm: r.realm, log: r.log, writesRefused: r.metadataWritesRefused, allowSparse: func() bool { return !r.sparseRefused.Load() }, driver: func() driver.StorageDriver {
 		if b := r.driver.Load(); b != nil {
 			return b.d
 		}

@@ -17,25 +17,34 @@ import (
 // apart, under /docker/registry/v2/blobs, shared by every repository.
 const repositoriesRoot = "/docker/registry/v2/repositories"
 
-// deleteRepositoryContent removes repo's directory from storage in one
-// driver call: its tags, manifest links and layer links at once, so that no
-// replica (they share the storage) serves the old manifests or layers through
-// this name any more. Blob data stays for garbage collection. A repository
-// with nothing in storage is success, so a deletion can be repeated.
+// repositoryDirs are what Distribution keeps of one repository in its
+// directory; anything else there is a nested repository's directory.
+var repositoryDirs = []string{"_manifests", "_layers", "_uploads"}
+
+// deleteRepositoryContent removes repo's tags, manifest links, layer links
+// and uploads from storage, so that no replica (they share the storage)
+// serves the old manifests or layers through this name any more. Blob data
+// stays for garbage collection. A repository with nothing in storage is
+// success, so a deletion can be repeated.
 //
-// repo must be a dtr repository name, exactly <namespace>/<name>
-// (meta.SplitRepository): that refuses "..", empty and absolute components,
-// and deleting "acme/app" never touches "acme/app2" (drivers delete a path
-// and its children, not a prefix). A deeper name such as "acme/app/sub"
-// lives inside acme/app's directory and goes with it; dtr grants no access
-// to such names (the token server splits every repository scope with
-// meta.SplitRepository), so anything there is unreachable leftover.
+// repo must be a dtr repository name (meta.SplitRepository): that refuses
+// "..", empty and absolute components, and deleting "acme/app" never
+// touches "acme/app2" (drivers delete a path and its children, not a
+// prefix). A nested repository such as "acme/app/sub" lives inside
+// acme/app's directory and is a repository of its own, so only acme/app's
+// own directories go: _manifests first (its tags and manifests), in one
+// driver call, then its layer links and uploads.
 func (r *Replica) deleteRepositoryContent(ctx context.Context, repo string) error {
 	ns, name, err := meta.SplitRepository(repo)
 	if err != nil {
 		return err
 	}
-	return r.deleteStoragePath(ctx, path.Join(repositoriesRoot, ns, name))
+	for _, d := range repositoryDirs {
+		if err := r.deleteStoragePath(ctx, path.Join(repositoriesRoot, ns, name, d)); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // deleteNamespaceContent removes every repository under namespace from

@@ -274,18 +274,8 @@ func (w *appErrorWriter) finish() {
 	if !w.held {
 		return
 	}
-	h := w.Header()
-	h.Del("Content-Length")
-	switch storageFault(w.faults.worst.Load()) {
-	case faultFull:
-		h.Set("Retry-After", storageRetryAfter)
-		registryError(w.ResponseWriter, http.StatusInsufficientStorage, "UNAVAILABLE",
-			"the registry storage is full: push again once an administrator has freed space; pulls are served")
-		return
-	case faultFailing:
-		h.Set("Retry-After", storageRetryAfter)
-		registryError(w.ResponseWriter, http.StatusServiceUnavailable, "UNAVAILABLE",
-			"the registry storage cannot be written to (read-only or failing); try again later; pulls are served")
+	w.Header().Del("Content-Length")
+	if answerStorageFault(w.ResponseWriter, storageFault(w.faults.worst.Load())) {
 		return
 	}
 	if w.overflow || w.body.Len() == 0 {
@@ -294,6 +284,24 @@ func (w *appErrorWriter) finish() {
 	}
 	w.ResponseWriter.WriteHeader(w.status)
 	_, _ = w.ResponseWriter.Write(scrubPaths(w.body.Bytes()))
+}
+
+// answerStorageFault answers a push that met a full (507) or failing (503)
+// storage, and reports whether it did.
+func answerStorageFault(w http.ResponseWriter, fault storageFault) bool {
+	switch fault {
+	case faultFull:
+		w.Header().Set("Retry-After", storageRetryAfter)
+		registryError(w, http.StatusInsufficientStorage, "UNAVAILABLE",
+			"the registry storage is full: push again once an administrator has freed space; pulls are served")
+		return true
+	case faultFailing:
+		w.Header().Set("Retry-After", storageRetryAfter)
+		registryError(w, http.StatusServiceUnavailable, "UNAVAILABLE",
+			"the registry storage cannot be written to (read-only or failing); try again later; pulls are served")
+		return true
+	}
+	return false
 }
 
 // answerStorageErrors runs one request through the App with its storage

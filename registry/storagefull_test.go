@@ -29,11 +29,33 @@ func mountTmpfs(t *testing.T, size string) string {
 		t.Skipf("cannot mount a tmpfs here (%v: %s)", err, out)
 	}
 	t.Cleanup(func() {
-		if out, err := exec.Command("umount", dir).CombinedOutput(); err != nil {
-			t.Errorf("unmounting %s: %v: %s", dir, err, out)
+		// A stopped replica's last storage call may still be closing its
+		// file: give it a few seconds, then name what holds the mount.
+		var out []byte
+		var err error
+		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+			if out, err = exec.Command("umount", dir).CombinedOutput(); err == nil {
+				return
+			}
+			if time.Now().After(deadline) {
+				break
+			}
 		}
+		t.Errorf("unmounting %s: %v: %s; open in this process: %v", dir, err, out, openFilesUnder(dir))
 	})
 	return dir
+}
+
+// openFilesUnder lists this process's open files below dir.
+func openFilesUnder(dir string) []string {
+	var open []string
+	fds, _ := os.ReadDir("/proc/self/fd")
+	for _, fd := range fds {
+		if target, err := os.Readlink(filepath.Join("/proc/self/fd", fd.Name())); err == nil && strings.HasPrefix(target, dir+"/") {
+			open = append(open, target)
+		}
+	}
+	return open
 }
 
 // uploadPath turns an upload Location into a path on the replica.

@@ -95,6 +95,11 @@ func New(cfg Config) *API {
 	h("GET /api/v0/repositories/{ns}/{repo}/userAccess", a.listUserAccess)
 	h("PUT /api/v0/repositories/{ns}/{repo}/userAccess/{user}", a.putUserAccess)
 	h("DELETE /api/v0/repositories/{ns}/{repo}/userAccess/{user}", a.deleteUserAccess)
+	// A nested name (admin/charts/hello) as plain segments; escaped as one
+	// segment ({ns}/charts%2Fhello) it takes the routes above.
+	for _, m := range []string{"GET", "PATCH", "PUT", "DELETE"} {
+		h(m+" /api/v0/repositories/{ns}/{path...}", a.nestedRepository)
+	}
 	h("GET /api/v0/repositoryNamespaces/{ns}/teamAccess", a.listNamespaceAccess)
 	h("PUT /api/v0/repositoryNamespaces/{ns}/teamAccess/{team}", a.putNamespaceAccess)
 	h("DELETE /api/v0/repositoryNamespaces/{ns}/teamAccess/{team}", a.deleteNamespaceAccess)

@@ -8,8 +8,10 @@ import (
 	"github.com/dtr-registry/dtr/registry/meta"
 )
 
-// settingsView hides the S3 secret key.
+// settingsView hides the S3 secret key and shows defaults.
 func settingsView(st meta.Settings) meta.Settings {
+	sparse := st.SparseManifestsAllowed()
+	st.AllowSparseManifests = &sparse
 	if st.Storage.S3 != nil && st.Storage.S3.SecretKey != "" {
 		s3 := *st.Storage.S3
 		s3.SecretKey = "********"
@@ -37,6 +39,8 @@ type PatchSettingsRequest struct {
 	Storage            *meta.Storage `json:"storage,omitempty"`
 	LogLevel           *string       `json:"logLevel,omitempty"`
 	RefreshTokenMaxAge *string       `json:"refreshTokenMaxAge,omitempty"`
+	// AllowSparseManifests: true or false (decode refuses anything else).
+	AllowSparseManifests *bool `json:"allowSparseManifests,omitempty"`
 }
 
 func (a *API) patchSettings(w http.ResponseWriter, r *http.Request, me *meta.Account) error {
@@ -66,6 +70,10 @@ func (a *API) patchSettings(w http.ResponseWriter, r *http.Request, me *meta.Acc
 				}
 			}
 			st.RefreshTokenMaxAge = *req.RefreshTokenMaxAge
+		}
+		if req.AllowSparseManifests != nil {
+			allow := *req.AllowSparseManifests
+			st.AllowSparseManifests = &allow
 		}
 		if req.Storage != nil {
 			next := *req.Storage

@@ -3,9 +3,46 @@ package adminapi
 import (
 	"context"
 	"net/http"
+	"slices"
+	"strings"
 
 	"github.com/dtr-registry/dtr/registry/meta"
 )
+
+// nestedRepository serves the repository routes for a nested name written
+// as plain segments: /api/v0/repositories/{ns}/{a/b…}[/teamAccess[/{team}]
+// |/userAccess[/{user}]]. Repository names are lowercase, so the first
+// teamAccess or userAccess segment ends the name; the routes with {repo}
+// take a name escaped as one segment, and every two-level name.
+func (a *API) nestedRepository(w http.ResponseWriter, r *http.Request, me *meta.Account) error {
+	type handler = func(http.ResponseWriter, *http.Request, *meta.Account) error
+	segs := strings.Split(r.PathValue("path"), "/")
+	i := slices.IndexFunc(segs, func(s string) bool { return s == "teamAccess" || s == "userAccess" })
+	if i < 0 {
+		i = len(segs)
+	}
+	name, sub := segs[:i], segs[i:]
+	r.SetPathValue("repo", strings.Join(name, "/"))
+	var fn handler
+	switch {
+	case len(name) == 0:
+	case len(sub) == 0:
+		fn = map[string]handler{"GET": a.getRepository, "PATCH": a.patchRepository, "DELETE": a.deleteRepository}[r.Method]
+	case len(sub) == 1 && r.Method == http.MethodGet:
+		fn = map[string]handler{"teamAccess": a.listTeamAccess, "userAccess": a.listUserAccess}[sub[0]]
+	case len(sub) == 2 && sub[1] != "":
+		r.SetPathValue("team", sub[1])
+		r.SetPathValue("user", sub[1])
+		fn = map[string]handler{
+			"PUT teamAccess": a.putTeamAccess, "DELETE teamAccess": a.deleteTeamAccess,
+			"PUT userAccess": a.putUserAccess, "DELETE userAccess": a.deleteUserAccess,
+		}[r.Method+" "+sub[0]]
+	}
+	if fn == nil {
+		return errorf(http.StatusNotFound, "NOT_FOUND", "no such API endpoint: %s %s", r.Method, r.URL.Path)
+	}
+	return fn(w, r, me)
+}
 
 // repoAccess returns the caller's access to a repository and fails with 404
 // for a repository the caller may not even see, so names do not leak.

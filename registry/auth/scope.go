@@ -65,8 +65,9 @@ const MaxScopes = 32
 // without parsing them.
 const MaxTokenSize = 32 << 10
 
-// maxScopeName bounds a scope's resource name: two name components of at
-// most 255 characters and a separator, with room for a registry host.
+// maxScopeName bounds a scope's resource name: a repository name of at most
+// 255 characters (meta.MaxRepositoryName, nested or not), with ample room
+// for a registry host.
 const maxScopeName = 600
 
 // ErrTooManyScopes refuses a request for more than MaxScopes scopes.

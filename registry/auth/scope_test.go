@@ -14,6 +14,7 @@ func TestParseScope(t *testing.T) {
 		{in: "repository:acme/app:push,pull", want: Scope{Type: "repository", Name: "acme/app", Actions: []string{"push", "pull"}}},
 		{in: "repository(plugin):x:pull", want: Scope{Type: "repository", Class: "plugin", Name: "x", Actions: []string{"pull"}}},
 		{in: "registry:catalog:*", want: Scope{Type: "registry", Name: "catalog", Actions: []string{"*"}}},
+		{in: "repository:admin/charts/hello:push,pull", want: Scope{Type: "repository", Name: "admin/charts/hello", Actions: []string{"push", "pull"}}},
 		{in: "repository:localhost:5000/app:pull", want: Scope{Type: "repository", Name: "localhost:5000/app", Actions: []string{"pull"}}},
 		{in: "repository:app", bad: true},
 		{in: "repository:app:", bad: true},

@@ -37,6 +37,15 @@ type Settings struct {
 	// keeps instead of the password) lives, as a Go duration ("720h");
 	// empty means DefaultRefreshTokenMaxAge.
 	RefreshTokenMaxAge string `json:"refreshTokenMaxAge,omitempty"`
+	// AllowSparseManifests lets a pushed manifest reference content the
+	// repository does not hold: an image index whose platforms are not all
+	// pushed, an image whose layers are not. Unset means allowed.
+	AllowSparseManifests *bool `json:"allowSparseManifests,omitempty"`
+}
+
+// SparseManifestsAllowed is AllowSparseManifests with its default.
+func (st Settings) SparseManifestsAllowed() bool {
+	return st.AllowSparseManifests == nil || *st.AllowSparseManifests
 }
 
 // DefaultRefreshTokenMaxAge: a month, after which docker asks for the

@@ -18,7 +18,8 @@ const (
 )
 
 // Repository is a repository's record: namespace/name, who may see it and
-// whether its tags may be overwritten.
+// whether its tags may be overwritten. Name may hold '/' (a nested name,
+// SplitRepository); its keys escape it, so it stays one key component.
 type Repository struct {
 	Namespace     string    `json:"namespace"`
 	Name          string    `json:"name"`
@@ -34,20 +35,41 @@ func (r Repository) FullName() string { return r.Namespace + "/" + r.Name }
 
 var repoName = regexp.MustCompile(`^[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*$`)
 
-// SplitRepository splits "namespace/name". dtr repositories have exactly two
-// components, as in DTR; the namespace is an account.
+// MaxRepositoryName bounds a full repository name, namespace included. It
+// is Distribution's own limit: it refuses longer names (NAME_INVALID).
+const MaxRepositoryName = 255
+
+// SplitRepository splits a full repository name into its namespace, the
+// first component (a user or organization, whose permissions apply), and
+// its name in that namespace: the rest, which may hold further components
+// ("admin/charts/hello" is namespace admin, name charts/hello), as Harbor
+// and GitLab allow. Every component follows Distribution's grammar and the
+// whole is at most MaxRepositoryName characters; there is no other depth
+// limit.
 func SplitRepository(full string) (namespace, name string, err error) {
 	ns, n, ok := strings.Cut(full, "/")
-	if !ok || strings.Contains(n, "/") || ValidateAccountName(ns) != nil || !repoName.MatchString(n) || len(n) > 255 {
-		return "", "", fmt.Errorf("%w repository %q: use <namespace>/<name>, where the namespace is a user or organization and the name uses lowercase letters, digits and single separators", ErrInvalid, full)
+	switch {
+	case len(full) > MaxRepositoryName:
+		return "", "", fmt.Errorf("%w repository name %.60q… (%d characters): use at most %d characters, namespace included", ErrInvalid, full, len(full), MaxRepositoryName)
+	case !ok || n == "":
+		return "", "", fmt.Errorf("%w repository %q: use <namespace>/<name>, where the namespace is a user or organization and the name one or more components separated by '/'", ErrInvalid, full)
+	case ValidateAccountName(ns) != nil:
+		return "", "", fmt.Errorf("%w repository %q: its first component %q must be a user or organization name (2-255 lowercase letters and digits, separated by single '.', '_', '__' or '-')", ErrInvalid, full, ns)
+	}
+	for _, c := range strings.Split(n, "/") {
+		if !repoName.MatchString(c) {
+			return "", "", fmt.Errorf("%w repository %q: component %q must use lowercase letters and digits, separated by single '.', '_', '__' or '-' (no empty components)", ErrInvalid, full, c)
+		}
 	}
 	return ns, n, nil
 }
 
 // CreateRepository adds a repository to an existing namespace.
 func (s *Store) CreateRepository(ctx context.Context, r Repository) (Repository, error) {
-	if _, _, err := SplitRepository(r.Namespace + "/" + r.Name); err != nil {
+	if ns, _, err := SplitRepository(r.Namespace + "/" + r.Name); err != nil {
 		return r, err
+	} else if ns != r.Namespace {
+		return r, fmt.Errorf("%w namespace %q: a namespace is one user or organization name, without '/'", ErrInvalid, r.Namespace)
 	}
 	if r.Visibility == "" {
 		r.Visibility = Private
