@@ -19,13 +19,15 @@ import (
 	"path"
 	"strings"
 	"time"
+
+	"github.com/dtr-registry/dtr/contract"
 )
 
 // FormatVersion is the archive layout version.
 const FormatVersion = 1
 
 // ManifestName is the manifest's name inside the root directory.
-const ManifestName = "manifest.json"
+const ManifestName = contract.BackupManifest
 
 // Manifest describes a backup.
 type Manifest struct {

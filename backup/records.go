@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"io"
 	"strings"
+
+	"github.com/dtr-registry/dtr/contract"
 )
 
 // Record is one metadata key and its JSON value. Every *.json file of a
@@ -21,8 +23,8 @@ type Record struct {
 // Files that are not records: the operator's TLS certificate, which lives in
 // Swarm objects rather than in the metadata.
 const (
-	TLSCertFile = "certs/tls-cert.pem"
-	TLSKeyFile  = "certs/tls-key.pem"
+	TLSCertFile = contract.RecordTLSCert
+	TLSKeyFile  = contract.RecordTLSKey
 )
 
 // RestoreClientName is the common name of the client certificate dtr
@@ -89,21 +91,4 @@ func Walk(r io.Reader, fn func(path string, data []byte) error) error {
 			return err
 		}
 	}
-}
-
-// ReadFile returns one file of a backup stream, or nil when it has none.
-func ReadFile(r io.Reader, path string) ([]byte, error) {
-	var out []byte
-	errFound := errors.New("found")
-	err := Walk(r, func(p string, b []byte) error {
-		if p == path {
-			out = b
-			return errFound
-		}
-		return nil
-	})
-	if err != nil && !errors.Is(err, errFound) {
-		return nil, err
-	}
-	return out, nil
 }

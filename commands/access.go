@@ -163,48 +163,94 @@ func (o *ucpOptions) connect(ctx context.Context, cli *Cli) (*ucp.Cluster, error
 	})
 }
 
-// chooseReplica finds the cluster's replicas and returns the one named by
-// flag (e.g. --existing-replica-id) or, on a terminal, the one the operator
-// picks at DTR's prompt ("Choose a replica to join to [<id>]: ").
-func chooseReplica(ctx context.Context, cli *Cli, cmd *cobra.Command, cluster *ucp.Cluster, flag, chosen, question string) (orchestrator.Replica, []orchestrator.Replica, error) {
+// replicaChoice is the replica a command works through: the one named by
+// --<flag> (id), or, on a terminal, the one the operator picks at DTR's
+// prompt ("Choose a replica to join to [<id>]: ").
+type replicaChoice struct {
+	flag, id, question string
+	intro              string // logged once connected, before the search
+}
+
+// connectToReplicas is how every command that works on existing replicas
+// starts: complete the control-plane options (asking on a terminal),
+// connect, find the replicas and, given a choice, choose one. The caller
+// closes the cluster.
+func (o *ucpOptions) connectToReplicas(ctx context.Context, cli *Cli, cmd *cobra.Command, creds credentials, choice *replicaChoice) (*ucp.Cluster, orchestrator.Replica, []orchestrator.Replica, error) {
+	if err := o.complete(cli, cmd, creds); err != nil {
+		return nil, orchestrator.Replica{}, nil, err
+	}
+	cluster, err := o.connect(ctx, cli)
+	if err != nil {
+		return nil, orchestrator.Replica{}, nil, err
+	}
+	var chosen orchestrator.Replica
+	var replicas []orchestrator.Replica
+	if choice == nil {
+		replicas, err = orchestrator.FindReplicas(ctx, cluster)
+	} else {
+		if choice.intro != "" {
+			cli.Log.Info(choice.intro)
+		}
+		chosen, replicas, err = chooseReplica(ctx, cli, cmd, cluster, *choice)
+	}
+	if err != nil {
+		cluster.Close()
+		return nil, orchestrator.Replica{}, nil, err
+	}
+	return cluster, chosen, replicas, nil
+}
+
+// chooseReplica finds the cluster's replicas and picks one of them.
+func chooseReplica(ctx context.Context, cli *Cli, cmd *cobra.Command, cluster *ucp.Cluster, choice replicaChoice) (orchestrator.Replica, []orchestrator.Replica, error) {
 	cli.Log.Info("Searching the cluster for DTR replicas")
 	replicas, err := orchestrator.FindReplicas(ctx, cluster)
 	if err != nil {
 		return orchestrator.Replica{}, nil, err
 	}
+	r, err := pickReplica(cli, cmd, replicas, choice)
+	if err != nil {
+		return orchestrator.Replica{}, nil, err
+	}
+	return r, replicas, nil
+}
+
+// pickReplica returns the replica choice names, asking for it on a terminal.
+func pickReplica(cli *Cli, cmd *cobra.Command, replicas []orchestrator.Replica, choice replicaChoice) (orchestrator.Replica, error) {
 	if len(replicas) == 0 {
 		cli.Log.Info("Did not find any potential Docker Trusted Registry replicas.")
 		cli.Log.Info("You must use the 'install' command to first install a Docker Trusted Registry replica.")
-		return orchestrator.Replica{}, nil, fmt.Errorf("Couldn't find any existing DTR replicas")
+		return orchestrator.Replica{}, fmt.Errorf("Couldn't find any existing DTR replicas")
 	}
 	ids := make([]string, len(replicas))
 	for i, r := range replicas {
 		ids[i] = r.ID
 	}
 	cli.Log.Infof("This cluster contains the replicas: %s", strings.Join(ids, " "))
+	chosen := choice.id
 	if chosen == "" {
 		switch {
 		case cli.prompter().Interactive():
-			chosen, err = cli.prompter().Input(question, ids[0])
+			var err error
+			chosen, err = cli.prompter().Input(choice.question, ids[0])
 			if err != nil {
-				return orchestrator.Replica{}, nil, fmt.Errorf("asking for --%s: %w", flag, err)
+				return orchestrator.Replica{}, fmt.Errorf("asking for --%s: %w", choice.flag, err)
 			}
 		case len(replicas) == 1:
 			chosen = ids[0]
-			cli.Log.Infof("Using replica %s, the only one in this cluster (%s)", chosen, envOf(cmd, flag))
+			cli.Log.Infof("Using replica %s, the only one in this cluster (%s)", chosen, envOf(cmd, choice.flag))
 		default:
-			return orchestrator.Replica{}, nil, usageErrorf("missing %s: this cluster has several replicas (%s) and stdin is not a terminal, so dtr cannot ask which one",
-				envOf(cmd, flag), strings.Join(ids, ", "))
+			return orchestrator.Replica{}, usageErrorf("missing %s: this cluster has several replicas (%s) and stdin is not a terminal, so dtr cannot ask which one",
+				envOf(cmd, choice.flag), strings.Join(ids, ", "))
 		}
 	}
 	id, err := validateReplicaID(chosen)
 	if err != nil {
-		return orchestrator.Replica{}, nil, err
+		return orchestrator.Replica{}, err
 	}
 	for _, r := range replicas {
 		if r.ID == id {
-			return r, replicas, nil
+			return r, nil
 		}
 	}
-	return orchestrator.Replica{}, nil, usageErrorf("The replica '%s' you specified could not be found. Valid replicas: %s", id, strings.Join(ids, ", "))
+	return orchestrator.Replica{}, usageErrorf("The replica '%s' you specified could not be found. Valid replicas: %s", id, strings.Join(ids, ", "))
 }

@@ -54,18 +54,12 @@ func runBackup(ctx context.Context, cli *Cli, cmd *cobra.Command, o *backupOptio
 	if o.offline {
 		cli.Log.Info("--offline-backup is not needed: dtr reads the backup at one consistent revision while the replica keeps serving")
 	}
-	if err := o.ucp.complete(cli, cmd, credsAlways); err != nil {
-		return err
-	}
-	cluster, err := o.ucp.connect(ctx, cli)
+	cluster, replica, _, err := o.ucp.connectToReplicas(ctx, cli, cmd, credsAlways,
+		&replicaChoice{flag: "existing-replica-id", id: o.existingReplica, question: "Choose a replica to back up from"})
 	if err != nil {
 		return err
 	}
 	defer cluster.Close()
-	replica, _, err := chooseReplica(ctx, cli, cmd, cluster, "existing-replica-id", o.existingReplica, "Choose a replica to back up from")
-	if err != nil {
-		return err
-	}
 	api, err := replicaAPI(ctx, cluster, &o.ucp, replica)
 	if err != nil {
 		return err

@@ -13,6 +13,7 @@ import (
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/filters"
 
+	"github.com/dtr-registry/dtr/contract"
 	"github.com/dtr-registry/dtr/images"
 	"github.com/dtr-registry/dtr/orchestrator"
 	"github.com/dtr-registry/dtr/ucp"
@@ -28,8 +29,14 @@ type applyOptions struct {
 }
 
 func addApplyFlags(f flags, o *applyOptions) {
-	f.Bool(&o.dryRun, "dry-run", false, "Print the steps this command would take, and change nothing", "DTR_DRY_RUN")
+	addDryRunFlag(f, &o.dryRun)
 	f.Bool(&o.keepOnFailure, "keep-on-failure", false, "When a step fails, leave what this run created in place for inspection instead of removing it", "DTR_KEEP_ON_FAILURE")
+}
+
+// addDryRunFlag is --dry-run alone, for commands whose steps cannot be
+// undone (remove, destroy), where --keep-on-failure would mean nothing.
+func addDryRunFlag(f flags, dryRun *bool) {
+	f.Bool(dryRun, "dry-run", false, "Print the steps this command would take, and change nothing", "DTR_DRY_RUN")
 }
 
 // newReplicaID returns a random 12-hex-character ID not used by replicas.
@@ -167,7 +174,7 @@ func clusterProblems(ctx context.Context, api orchestrator.ReplicaAPI, existing 
 }
 
 // unhealthy lists the replicas (other than skip) that are not healthy now.
-func unhealthy(st orchestrator.ClusterStatus, replicas []orchestrator.Replica, skip ...string) []string {
+func unhealthy(st contract.ClusterStatus, replicas []orchestrator.Replica, skip ...string) []string {
 	var bad []string
 	for _, r := range replicas {
 		if contains(skip, r.ID) {

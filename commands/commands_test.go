@@ -15,6 +15,7 @@ import (
 
 	"github.com/dtr-registry/dtr/images"
 	"github.com/dtr-registry/dtr/prompt"
+	"github.com/dtr-registry/dtr/prompt/prompttest"
 	"github.com/dtr-registry/dtr/ucp"
 	"github.com/dtr-registry/dtr/ucp/ucpfake"
 )
@@ -205,32 +206,32 @@ func TestNonInteractiveNamesEveryMissingValue(t *testing.T) {
 
 // TestPromptPlan pins which prompts each command shows, in DTR's words.
 func TestPromptPlan(t *testing.T) {
-	url := prompt.Question{Kind: "input", Message: "ucp-url (The UCP URL including domain and port)"}
-	user := prompt.Question{Kind: "input", Message: "ucp-username (The UCP administrator username)"}
-	pass := prompt.Question{Kind: "password", Message: "ucp-password"}
-	pick := func(msg string) prompt.Question {
-		return prompt.Question{Kind: "input", Message: msg, Default: "aaaaaaaaaaaa"}
+	url := prompttest.Question{Kind: "input", Message: "ucp-url (The UCP URL including domain and port)"}
+	user := prompttest.Question{Kind: "input", Message: "ucp-username (The UCP administrator username)"}
+	pass := prompttest.Question{Kind: "password", Message: "ucp-password"}
+	pick := func(msg string) prompttest.Question {
+		return prompttest.Question{Kind: "input", Message: msg, Default: "aaaaaaaaaaaa"}
 	}
 	tests := []struct {
 		args    []string
 		answers []string
-		want    []prompt.Question
+		want    []prompttest.Question
 	}{
-		{[]string{"install", "--ucp-node", "worker1", "--dry-run"}, []string{"unix:///var/run/docker.sock", "admin", "password1"}, []prompt.Question{url, user, pass}},
-		{[]string{"join", "--ucp-node", "worker2", "--dry-run"}, []string{"unix:///var/run/docker.sock", "admin", "password1", ""}, []prompt.Question{url, user, pass, pick("Choose a replica to join to")}},
-		{[]string{"reconfigure"}, []string{"unix:///var/run/docker.sock", "admin", "password1", ""}, []prompt.Question{url, user, pass, pick("Choose a replica to reconfigure")}},
-		{[]string{"remove"}, []string{"unix:///var/run/docker.sock", "admin", "password1", "bbbbbbbbbbbb", ""}, []prompt.Question{url, user, pass, pick("Choose a replica to remove"), pick("Choose any healthy replica")}},
-		{[]string{"destroy"}, []string{"unix:///var/run/docker.sock", ""}, []prompt.Question{url, pick("Choose a replica to destroy")}},
-		{[]string{"destroy"}, []string{"https://ucp.example.com", "admin", "password1", ""}, []prompt.Question{url, user, pass, pick("Choose a replica to destroy")}},
-		{[]string{"backup"}, []string{"unix:///var/run/docker.sock", "admin", "password1", ""}, []prompt.Question{url, user, pass, pick("Choose a replica to back up from")}},
-		{[]string{"upgrade"}, []string{"unix:///var/run/docker.sock", "admin", "password1", ""}, []prompt.Question{url, user, pass, pick("Choose a replica to perform the upgrade")}},
-		{[]string{"emergency-repair"}, []string{"unix:///var/run/docker.sock", "admin", "password1", ""}, []prompt.Question{url, user, pass, pick("Choose a replica to keep")}},
+		{[]string{"install", "--ucp-node", "worker1", "--dry-run"}, []string{"unix:///var/run/docker.sock", "admin", "password1"}, []prompttest.Question{url, user, pass}},
+		{[]string{"join", "--ucp-node", "worker2", "--dry-run"}, []string{"unix:///var/run/docker.sock", "admin", "password1", ""}, []prompttest.Question{url, user, pass, pick("Choose a replica to join to")}},
+		{[]string{"reconfigure"}, []string{"unix:///var/run/docker.sock", "admin", "password1", ""}, []prompttest.Question{url, user, pass, pick("Choose a replica to reconfigure")}},
+		{[]string{"remove"}, []string{"unix:///var/run/docker.sock", "admin", "password1", "bbbbbbbbbbbb", ""}, []prompttest.Question{url, user, pass, pick("Choose a replica to remove"), pick("Choose any healthy replica")}},
+		{[]string{"destroy"}, []string{"unix:///var/run/docker.sock", ""}, []prompttest.Question{url, pick("Choose a replica to destroy")}},
+		{[]string{"destroy"}, []string{"https://ucp.example.com", "admin", "password1", ""}, []prompttest.Question{url, user, pass, pick("Choose a replica to destroy")}},
+		{[]string{"backup"}, []string{"unix:///var/run/docker.sock", "admin", "password1", ""}, []prompttest.Question{url, user, pass, pick("Choose a replica to back up from")}},
+		{[]string{"upgrade"}, []string{"unix:///var/run/docker.sock", "admin", "password1", ""}, []prompttest.Question{url, user, pass, pick("Choose a replica to perform the upgrade")}},
+		{[]string{"emergency-repair"}, []string{"unix:///var/run/docker.sock", "admin", "password1", ""}, []prompttest.Question{url, user, pass, pick("Choose a replica to keep")}},
 		{[]string{"restore", "--ucp-node", "worker1", "--dtr-use-default-storage"}, nil, nil},
 		{[]string{"images"}, nil, nil},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
-			s := &prompt.Script{Answers: tt.answers}
+			s := &prompttest.Script{Answers: tt.answers}
 			r := dtr(tt.args...)
 			r.prompter = s
 			r.engine = ucpfake.New("manager1", "worker1", "worker2")

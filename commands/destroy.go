@@ -2,6 +2,7 @@ package commands
 
 import (
 	"context"
+	"fmt"
 
 	"github.com/spf13/cobra"
 
@@ -11,6 +12,7 @@ import (
 type destroyOptions struct {
 	ucp       ucpOptions
 	replicaID string
+	dryRun    bool
 }
 
 func newDestroyCommand(cli *Cli) *cobra.Command {
@@ -27,6 +29,7 @@ again on a replica that is already gone is fine.`,
 	f := newFlags(cmd)
 	addUCPFlags(f, &o.ucp)
 	f.String(&o.replicaID, "replica-id", "", "The ID of the replica to destroy", "DTR_DESTROY_REPLICA_ID")
+	addDryRunFlag(f, &o.dryRun)
 	return cmd
 }
 
@@ -39,55 +42,45 @@ func runDestroy(ctx context.Context, cli *Cli, cmd *cobra.Command, o *destroyOpt
 		o.replicaID = id
 	}
 	cli.Log.Info("Beginning Docker Trusted Registry replica destroy")
-	if err := o.ucp.complete(cli, cmd, credsForLogin); err != nil {
-		return err
+	var choice *replicaChoice
+	if o.replicaID == "" {
+		choice = &replicaChoice{flag: "replica-id", question: "Choose a replica to destroy"}
 	}
-	cluster, err := o.ucp.connect(ctx, cli)
+	cluster, target, replicas, err := o.ucp.connectToReplicas(ctx, cli, cmd, credsForLogin, choice)
 	if err != nil {
 		return err
 	}
 	defer cluster.Close()
-	replicas, err := orchestrator.FindReplicas(ctx, cluster)
-	if err != nil {
-		return err
-	}
-	target := orchestrator.Replica{ID: o.replicaID}
-	found := false
-	for _, r := range replicas {
-		if r.ID == o.replicaID {
-			target, found = r, true
+	found := choice != nil
+	if !found {
+		target = orchestrator.Replica{ID: o.replicaID}
+		for _, r := range replicas {
+			if r.ID == o.replicaID {
+				target, found = r, true
+			}
 		}
 	}
 	if !found {
-		if o.replicaID == "" {
-			if target, _, err = chooseReplica(ctx, cli, cmd, cluster, "replica-id", "", "Choose a replica to destroy"); err != nil {
-				return err
-			}
-		} else {
-			// Running destroy again is fine: clean whatever is left.
-			cli.Log.Infof("Replica %s has no service (already destroyed?); removing what is left of it", o.replicaID)
-		}
+		// Running destroy again is fine: clean whatever is left.
+		cli.Log.Infof("Replica %s has no service (already destroyed?); removing what is left of it", o.replicaID)
 	}
-	cli.Log.Info("Force removing replica")
 	_, jobID, err := imageIDs(ctx, cluster)
 	if err != nil && found {
 		return err
 	}
-	objs := orchestrator.Objects{C: cluster, Warn: warner(cli)}
+	last := true
+	for _, r := range replicas {
+		last = last && r.ID == target.ID
+	}
+	plan := (orchestrator.Objects{C: cluster, Warn: warner(cli)}).PlanDestroy(&orchestrator.Destroy{Replica: target, JobID: jobID, Last: last})
+	if o.dryRun {
+		return plan.DryRun(cli.Out)
+	}
+	cli.Log.Info("Force removing replica")
 	cli.Log.Info("Removing containers")
 	cli.Log.Info("Removing volumes")
-	if err := objs.RemoveReplicaObjects(ctx, orchestrator.ReplicaConfig{ID: target.ID, Node: target.Node, Version: target.Version, JobImageID: jobID}); err != nil {
-		return err
-	}
-	left, err := orchestrator.FindReplicas(ctx, cluster)
-	if err != nil {
-		return err
-	}
-	if len(left) == 0 {
-		cli.Log.Infof("That was the last replica: removing network %s and the cluster's CA and certificates", orchestrator.NetworkName)
-		if err := objs.RemoveClusterObjects(ctx); err != nil {
-			return err
-		}
+	if err := plan.Apply(ctx, cli.Log, false); err != nil {
+		return fmt.Errorf("%w; run destroy again to finish", err)
 	}
 	cli.Log.Info("Replica removed.")
 	return nil

@@ -60,18 +60,12 @@ func runEmergencyRepair(ctx context.Context, cli *Cli, cmd *cobra.Command, o *em
 		}
 	}
 	cli.Log.Info("Beginning Docker Trusted Registry emergency repair")
-	if err := o.ucp.complete(cli, cmd, credsAlways); err != nil {
-		return err
-	}
-	cluster, err := o.ucp.connect(ctx, cli)
+	cluster, keep, replicas, err := o.ucp.connectToReplicas(ctx, cli, cmd, credsAlways,
+		&replicaChoice{flag: "existing-replica-id", id: o.existingReplica, question: "Choose a replica to keep"})
 	if err != nil {
 		return err
 	}
 	defer cluster.Close()
-	keep, replicas, err := chooseReplica(ctx, cli, cmd, cluster, "existing-replica-id", o.existingReplica, "Choose a replica to keep")
-	if err != nil {
-		return err
-	}
 	var drop []orchestrator.Replica
 	var dropIDs []string
 	for _, r := range replicas {
@@ -140,7 +134,7 @@ func orNone(ids []string) string {
 	return strings.Join(ids, ", ")
 }
 
-// randomToken is a fresh DTR_FORCE_NEW_CLUSTER value.
+// randomToken is a fresh emergency-repair token (contract.Config.ForceNewCluster).
 func randomToken() string {
 	b := make([]byte, 8)
 	_, _ = rand.Read(b)

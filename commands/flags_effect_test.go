@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dtr-registry/dtr/contract"
 	"github.com/dtr-registry/dtr/images"
-	"github.com/dtr-registry/dtr/orchestrator"
 	"github.com/dtr-registry/dtr/pki"
 	"github.com/dtr-registry/dtr/ucp/ucpfake"
 )
@@ -82,7 +82,7 @@ func TestNodeJobNetworkTest(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	kp, err := ca.Issue("replica", []string{orchestrator.ReplicaServerName, "127.0.0.1"}, time.Hour)
+	kp, err := ca.Issue("replica", []string{contract.TLSServerName, "127.0.0.1"}, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -123,8 +123,7 @@ func runInstall(ctx context.Context, cli *Cli, cmd *cobra.Command, o *installOpt
 		return err
 	}
 	if o.apply.dryRun {
-		plan.Print(cli.Out)
-		return nil
+		return plan.DryRun(cli.Out)
 	}
 	if o.replica.overlaySubnet == defaultOverlaySubnet {
 		cli.Log.Infof("Using default overlay subnet: %s", defaultOverlaySubnet)

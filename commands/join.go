@@ -3,7 +3,6 @@ package commands
 import (
 	"context"
 	"fmt"
-	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -55,19 +54,13 @@ func runJoin(ctx context.Context, cli *Cli, cmd *cobra.Command, o *joinOptions) 
 		}
 	}
 	cli.Log.Info("Beginning Docker Trusted Registry replica join")
-	if err := o.ucp.complete(cli, cmd, credsAlways); err != nil {
-		return err
-	}
 	o.replica.warnIgnored(cli, cmd)
-	cluster, err := o.ucp.connect(ctx, cli)
+	cluster, existing, replicas, err := o.ucp.connectToReplicas(ctx, cli, cmd, credsAlways,
+		&replicaChoice{flag: "existing-replica-id", id: o.existingReplica, question: "Choose a replica to join to"})
 	if err != nil {
 		return err
 	}
 	defer cluster.Close()
-	existing, replicas, err := chooseReplica(ctx, cli, cmd, cluster, "existing-replica-id", o.existingReplica, "Choose a replica to join to")
-	if err != nil {
-		return err
-	}
 	if existing.Version != images.Version {
 		return fmt.Errorf("Failed version match. Replica version %s doesn't match bootstrap version %s. Run the dtr image of version %s, or upgrade the cluster first", existing.Version, images.Version, existing.Version)
 	}
@@ -102,21 +95,16 @@ func runJoin(ctx context.Context, cli *Cli, cmd *cobra.Command, o *joinOptions) 
 	if err != nil {
 		return err
 	}
-	cfg := o.replica.config(id, node, images.Registry(), regID, jobID, cli.logLevel)
-	cfg.Storage = existing.Storage // joins inherit the cluster's storage
-	for _, kv := range existing.Spec.TaskTemplate.ContainerSpec.Env {
-		k, v, _ := strings.Cut(kv, "=")
-		switch k {
-		case "DTR_EXTERNAL_URL":
-			cfg.ExternalURL = v
-		case "HTTP_PROXY":
-			cfg.HTTPProxy = v
-		case "HTTPS_PROXY":
-			cfg.HTTPSProxy = v
-		case "NO_PROXY":
-			cfg.NoProxy = v
-		}
+	ex, err := existing.Config()
+	if err != nil {
+		return fmt.Errorf("reading the settings of replica %s: %w", existing.ID, err)
 	}
+	cfg := o.replica.config(id, node, images.Registry(), regID, jobID, cli.logLevel)
+	// Joins inherit the cluster's storage, external URL, proxies and TLS
+	// certificate.
+	cfg.Storage, cfg.ExternalURL = ex.Storage, ex.ExternalURL
+	cfg.HTTPProxy, cfg.HTTPSProxy, cfg.NoProxy = ex.HTTPProxy, ex.HTTPSProxy, ex.NoProxy
+	cfg.TLSCertConfig, cfg.TLSKeySecret = ex.TLSCertConfig, ex.TLSKeySecret
 	in := &orchestrator.Join{Replica: cfg, Existing: existing, API: api, HealthTimeout: healthTimeout, SkipNetworkTest: o.skipNetworkTest}
 	if o.skipNetworkTest {
 		cli.Log.Warnf("Skipping the overlay network test between node %s and replica %s (--skip-network-test): if the overlay is blocked, the new replica's metadata member cannot catch up", node.Hostname, existing.ID)
@@ -127,8 +115,7 @@ func runJoin(ctx context.Context, cli *Cli, cmd *cobra.Command, o *joinOptions) 
 		return err
 	}
 	if o.apply.dryRun {
-		plan.Print(cli.Out)
-		return nil
+		return plan.DryRun(cli.Out)
 	}
 	if err := plan.Apply(ctx, cli.Log, o.apply.keepOnFailure); err != nil {
 		return err

@@ -3,11 +3,11 @@ package commands
 import (
 	"context"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/dtr-registry/dtr/contract"
 	"github.com/dtr-registry/dtr/orchestrator"
 )
 
@@ -68,19 +68,13 @@ func runReconfigure(ctx context.Context, cli *Cli, cmd *cobra.Command, o *reconf
 		}
 	}
 	cli.Log.Info("Starting phase1 reconfigure")
-	if err := o.ucp.complete(cli, cmd, credsAlways); err != nil {
-		return err
-	}
 	o.replica.warnIgnored(cli, cmd)
-	cluster, err := o.ucp.connect(ctx, cli)
+	cluster, existing, replicas, err := o.ucp.connectToReplicas(ctx, cli, cmd, credsAlways,
+		&replicaChoice{flag: "existing-replica-id", id: o.existingReplica, question: "Choose a replica to reconfigure"})
 	if err != nil {
 		return err
 	}
 	defer cluster.Close()
-	existing, replicas, err := chooseReplica(ctx, cli, cmd, cluster, "existing-replica-id", o.existingReplica, "Choose a replica to reconfigure")
-	if err != nil {
-		return err
-	}
 	ch, err := o.change(cmd, existing)
 	if err != nil {
 		return err
@@ -102,7 +96,7 @@ func runReconfigure(ctx context.Context, cli *Cli, cmd *cobra.Command, o *reconf
 			if ch.HTTPSPort != nil {
 				https = *ch.HTTPSPort
 			}
-			users, err := orchestrator.PortsInUseExcept(ctx, cluster, r.Node, orchestrator.ServiceName(r.ID), http, https)
+			users, err := orchestrator.PortsInUseExcept(ctx, cluster, r.Node, contract.ServiceName(r.ID), http, https)
 			if err != nil {
 				return err
 			}
@@ -126,10 +120,17 @@ func runReconfigure(ctx context.Context, cli *Cli, cmd *cobra.Command, o *reconf
 	}
 	in := &orchestrator.Reconfigure{Replicas: replicas, Addrs: addrs, Change: ch, Client: api.Client, Timeout: healthTimeout}
 	if ch.ExternalURL != nil {
-		u := *ch.ExternalURL
-		in.Settings = func(ctx context.Context) error { return api.PatchSettings(ctx, map[string]any{"externalURL": u}) }
-		if old := envValue(existing, "DTR_EXTERNAL_URL"); old != "" {
-			in.UndoSettings = func(ctx context.Context) error { return api.PatchSettings(ctx, map[string]any{"externalURL": old}) }
+		was, err := existing.Config()
+		if err != nil {
+			return fmt.Errorf("reading the settings of replica %s: %w", existing.ID, err)
+		}
+		in.Settings = func(ctx context.Context) error {
+			return api.PatchSettings(ctx, contract.SettingsPatch{ExternalURL: ch.ExternalURL})
+		}
+		if was.ExternalURL != "" {
+			in.UndoSettings = func(ctx context.Context) error {
+				return api.PatchSettings(ctx, contract.SettingsPatch{ExternalURL: &was.ExternalURL})
+			}
 		}
 	}
 	if o.rotateTokenKey {
@@ -148,8 +149,7 @@ func runReconfigure(ctx context.Context, cli *Cli, cmd *cobra.Command, o *reconf
 	}
 	plan := (orchestrator.Objects{C: cluster, Warn: warner(cli)}).PlanReconfigure(in)
 	if o.apply.dryRun {
-		plan.Print(cli.Out)
-		return nil
+		return plan.DryRun(cli.Out)
 	}
 	if err := plan.Apply(ctx, cli.Log, o.apply.keepOnFailure); err != nil {
 		if o.apply.keepOnFailure {
@@ -159,16 +159,6 @@ func runReconfigure(ctx context.Context, cli *Cli, cmd *cobra.Command, o *reconf
 	}
 	cli.Log.Info("Reconfiguration is complete")
 	return nil
-}
-
-// envValue is a variable of a replica's service environment.
-func envValue(r orchestrator.Replica, key string) string {
-	for _, kv := range r.Spec.TaskTemplate.ContainerSpec.Env {
-		if k, v, _ := strings.Cut(kv, "="); k == key {
-			return v
-		}
-	}
-	return ""
 }
 
 // change collects the settings given on the command line. Settings this
@@ -201,11 +191,15 @@ func (o *reconfigureOptions) change(cmd *cobra.Command, existing orchestrator.Re
 		}
 	}
 	if changed(cmd, "dtr-storage-volume") || changed(cmd, "nfs-storage-url") || changed(cmd, "async-nfs") || changed(cmd, "nfs-options") {
+		was, err := existing.Config()
+		if err != nil {
+			return ch, fmt.Errorf("reading the settings of replica %s: %w", existing.ID, err)
+		}
 		st := orchestrator.Storage{Volume: o.replica.storageVolume, NFSURL: o.replica.nfsURL, NFSOptions: o.replica.nfsOptions, AsyncNFS: o.replica.asyncNFS}
 		if !changed(cmd, "dtr-storage-volume") && !changed(cmd, "nfs-storage-url") {
-			st.Volume, st.NFSURL = existing.Storage.Volume, existing.Storage.NFSURL
+			st.Volume, st.NFSURL = was.Storage.Volume, was.Storage.NFSURL
 		}
-		if st != existing.Storage {
+		if st != was.Storage {
 			if !o.storageMigrated {
 				return ch, usageErrorf("changing the image storage: the new storage must already hold the images, or every tag would point at missing blobs. dtr never deletes tags: copy the images into the new storage, then run reconfigure again with --storage-migrated")
 			}

@@ -22,6 +22,7 @@ type removeOptions struct {
 	existingReplica string
 	replicaIDs      string
 	replicaID       string // deprecated alias of replicaIDs
+	dryRun          bool
 }
 
 func newRemoveCommand(cli *Cli) *cobra.Command {
@@ -40,6 +41,7 @@ quorum. For a dead cluster use 'emergency-repair'; to uninstall, 'destroy'.`,
 	addExistingReplicaFlag(f, &o.existingReplica, "The ID of a healthy replica that stays, to remove the others through")
 	f.String(&o.replicaIDs, "replica-ids", "", "Comma-separated IDs of the replicas to remove", "DTR_REMOVE_REPLICA_IDS")
 	f.String(&o.replicaID, "replica-id", "", "Deprecated: use --replica-ids", "DTR_REMOVE_REPLICA_ID")
+	addDryRunFlag(f, &o.dryRun)
 	return cmd
 }
 
@@ -65,24 +67,17 @@ func runRemove(ctx context.Context, cli *Cli, cmd *cobra.Command, o *removeOptio
 		}
 	}
 	cli.Log.Info("Beginning Docker Trusted Registry replica remove")
-	if err := o.ucp.complete(cli, cmd, credsAlways); err != nil {
-		return err
+	var choice *replicaChoice
+	if len(targets) == 0 {
+		choice = &replicaChoice{flag: "replica-ids", question: "Choose a replica to remove"}
 	}
-	cluster, err := o.ucp.connect(ctx, cli)
+	cluster, target, replicas, err := o.ucp.connectToReplicas(ctx, cli, cmd, credsAlways, choice)
 	if err != nil {
 		return err
 	}
 	defer cluster.Close()
-	if len(targets) == 0 {
-		target, _, err := chooseReplica(ctx, cli, cmd, cluster, "replica-ids", "", "Choose a replica to remove")
-		if err != nil {
-			return err
-		}
+	if choice != nil {
 		targets = []string{target.ID}
-	}
-	replicas, err := orchestrator.FindReplicas(ctx, cluster)
-	if err != nil {
-		return err
 	}
 	byID := map[string]orchestrator.Replica{}
 	var ids []string
@@ -107,7 +102,7 @@ func runRemove(ctx context.Context, cli *Cli, cmd *cobra.Command, o *removeOptio
 	if o.existingReplica == "" && !cli.prompter().Interactive() {
 		o.existingReplica = stay[0]
 	}
-	existing, _, err := chooseReplica(ctx, cli, cmd, cluster, "existing-replica-id", o.existingReplica, "Choose any healthy replica")
+	existing, err := pickReplica(cli, cmd, replicas, replicaChoice{flag: "existing-replica-id", id: o.existingReplica, question: "Choose any healthy replica"})
 	if err != nil {
 		return err
 	}
@@ -129,34 +124,16 @@ func runRemove(ctx context.Context, cli *Cli, cmd *cobra.Command, o *removeOptio
 	if err != nil {
 		return err
 	}
-	objs := orchestrator.Objects{C: cluster, Warn: warner(cli)}
-	// Drain first: the replicas' /_ping turns 503 at their next probe, and a
-	// load balancer checking every second or two stops sending them
-	// requests before they stop.
-	drained := 0
+	in := &orchestrator.Remove{Through: existing, API: api, JobID: jobID, DrainWait: drainWait}
 	for _, t := range targets {
-		if err := api.Drain(ctx, t); err != nil {
-			cli.Log.Warnf("Could not mark replica %s as draining (%v): load balancers learn it is gone only when it stops", t, err)
-			continue
-		}
-		drained++
+		in.Targets = append(in.Targets, byID[t])
 	}
-	if drained > 0 {
-		cli.Log.Infof("Draining %s: /_ping reports it leaving; waiting %v for load balancers to stop sending it requests", strings.Join(targets, ", "), drainWait)
-		if err := pause(ctx, drainWait); err != nil {
-			return err
-		}
+	plan := (orchestrator.Objects{C: cluster, Warn: warner(cli)}).PlanRemove(in)
+	if o.dryRun {
+		return plan.DryRun(cli.Out)
 	}
-	for _, t := range targets {
-		r := byID[t]
-		cli.Log.Infof("De-registering replica %s from the metadata cluster", t)
-		if err := api.RemoveReplica(ctx, t); err != nil {
-			return fmt.Errorf("removing replica %s from the cluster: %w; nothing was removed from the swarm", t, err)
-		}
-		cli.Log.Infof("Removing the service and volumes of replica %s", t)
-		if err := objs.RemoveReplicaObjects(ctx, orchestrator.ReplicaConfig{ID: t, Node: r.Node, Version: r.Version, JobImageID: jobID}); err != nil {
-			return fmt.Errorf("replica %s left the cluster, but removing its objects failed: %w; run dtr destroy --replica-id %s", t, err, t)
-		}
+	if err := plan.Apply(ctx, cli.Log, false); err != nil {
+		return err
 	}
 	cli.Log.Infof("Done. Your cluster size is now %d", len(replicas)-len(targets))
 	return nil

@@ -238,7 +238,7 @@ func (o *replicaOptions) config(id string, node ucp.Node, image, imageID, jobIma
 		Storage: orchestrator.Storage{Volume: o.storageVolume, NFSURL: o.nfsURL, NFSOptions: o.nfsOptions, AsyncNFS: o.asyncNFS},
 		Image:   image, ImageID: imageID, JobImageID: jobImageID, Version: images.Version,
 		ExternalURL: o.externalURL, LogLevel: level,
-		HTTPProxy: o.httpProxy, HTTPSProxy: o.httpsProxy, NoProxy: o.noProxy, EnablePprof: o.enablePprof,
+		HTTPProxy: o.httpProxy, HTTPSProxy: o.httpsProxy, NoProxy: o.noProxy,
 	}
 }
 

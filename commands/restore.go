@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/dtr-registry/dtr/backup"
+	"github.com/dtr-registry/dtr/contract"
 	"github.com/dtr-registry/dtr/images"
 	"github.com/dtr-registry/dtr/orchestrator"
 	"github.com/dtr-registry/dtr/prompt"
@@ -137,9 +138,9 @@ func runRestore(ctx context.Context, cli *Cli, cmd *cobra.Command, o *restoreOpt
 		return err
 	}
 	cfg := o.replica.config(id, node, images.Registry(), regID, jobID, cli.logLevel)
-	cfg.Restore, cfg.RestoreStorage = true, "filesystem"
+	cfg.Restore, cfg.RestoreStorage = true, contract.RestoreFilesystem
 	if o.defaultStorage {
-		cfg.RestoreStorage = "backup"
+		cfg.RestoreStorage = contract.RestoreKeepStorage
 	}
 	describeRestoredStorage(cli, o, cfg, src)
 	client, err := orchestrator.RestoreClient([]byte(src.ca.CertPEM), []byte(src.ca.KeyPEM))
@@ -240,13 +241,13 @@ func readBackupSource(path string) (*backupSource, error) {
 	err = backup.Walk(f, func(p string, b []byte) error {
 		var into any
 		switch p {
-		case "certs/ca.json":
+		case contract.RecordCA:
 			into = &src.ca
-		case "config/settings.json":
+		case contract.RecordSettings:
 			into = &src.settings
-		case backup.TLSCertFile:
+		case contract.RecordTLSCert:
 			src.tlsCert = b
-		case backup.TLSKeyFile:
+		case contract.RecordTLSKey:
 			src.tlsKey = b
 		}
 		if into == nil {
@@ -262,7 +263,7 @@ func readBackupSource(path string) (*backupSource, error) {
 		return nil, err
 	}
 	if src.ca.CertPEM == "" || src.ca.KeyPEM == "" {
-		return nil, fmt.Errorf("the backup has no cluster CA (certs/ca.json); nothing was changed")
+		return nil, fmt.Errorf("the backup has no cluster CA (%s); nothing was changed", contract.RecordCA)
 	}
 	return &src, nil
 }

@@ -40,17 +40,12 @@ func runUpgrade(ctx context.Context, cli *Cli, cmd *cobra.Command, o *upgradeOpt
 		}
 	}
 	cli.Log.Info("Beginning Docker Trusted Registry Upgrade")
-	if err := o.ucp.complete(cli, cmd, credsAlways); err != nil {
-		return err
-	}
-	cluster, err := o.ucp.connect(ctx, cli)
+	cluster, _, _, err := o.ucp.connectToReplicas(ctx, cli, cmd, credsAlways, &replicaChoice{flag: "existing-replica-id", id: o.existingReplica,
+		question: "Choose a replica to perform the upgrade",
+		intro:    "This command will upgrade all replicas in your cluster, however it needs a single replica to begin."})
 	if err != nil {
 		return err
 	}
 	defer cluster.Close()
-	cli.Log.Info("This command will upgrade all replicas in your cluster, however it needs a single replica to begin.")
-	if _, _, err := chooseReplica(ctx, cli, cmd, cluster, "existing-replica-id", o.existingReplica, "Choose a replica to perform the upgrade"); err != nil {
-		return err
-	}
 	return notImplemented("upgrade")
 }

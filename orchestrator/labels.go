@@ -24,14 +24,16 @@ const (
 	CACertConfig = "dtr-ca-cert" // its certificate: a Swarm config, readable by the installer
 )
 
-// ServiceName is the name of a replica's service: dtr-registry-<id>.
-func ServiceName(replicaID string) string { return "dtr-registry-" + replicaID }
-
 // Volume names of a replica.
 func caVolume(id string) string      { return "dtr-ca-" + id }
 func etcdVolume(id string) string    { return "dtr-etcd-" + id }
 func storageVolume(id string) string { return "dtr-registry-" + id }
 func nfsVolume(id string) string     { return "dtr-registry-nfs-" + id }
+
+// replicaVolumes are the volumes dtr made for a replica, if they exist.
+func replicaVolumes(id string) []string {
+	return []string{caVolume(id), etcdVolume(id), storageVolume(id), nfsVolume(id)}
+}
 
 // AdminSecret is the name of the secret holding the first admin's password.
 func AdminSecret(id string) string { return "dtr-admin-password-" + id }

@@ -3,6 +3,7 @@ package orchestrator
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -75,30 +76,28 @@ func (o Objects) RunJob(ctx context.Context, j NodeJob) (string, error) {
 		// Swarm reaps it; waiting for that made every job cost as much.
 		_ = o.C.Engine.ServiceRemove(rctx, name)
 	}()
-	deadline := time.Now().Add(3 * time.Minute)
-	for {
+	var out string
+	err = poll(ctx, 3*time.Minute, 300*time.Millisecond, func() (bool, error) {
 		tasks, err := o.C.Engine.TaskList(ctx, swarm.TaskListOptions{Filters: filters.NewArgs(filters.Arg("service", resp.ID))})
 		if err != nil {
-			return "", err
+			return false, err
 		}
 		for _, t := range tasks {
 			switch t.Status.State {
 			case swarm.TaskStateComplete:
-				return o.serviceLogs(ctx, resp.ID), nil
+				out = o.serviceLogs(ctx, resp.ID)
+				return true, nil
 			case swarm.TaskStateFailed, swarm.TaskStateRejected:
-				out := o.serviceLogs(ctx, resp.ID)
-				return out, fmt.Errorf("job on node %s failed: %s %s", node, t.Status.Err, strings.TrimSpace(out))
+				out = o.serviceLogs(ctx, resp.ID)
+				return false, fmt.Errorf("job on node %s failed: %s %s", node, t.Status.Err, strings.TrimSpace(out))
 			}
 		}
-		if time.Now().After(deadline) {
-			return "", fmt.Errorf("job on node %s did not finish within 3 minutes; is the dtr image loaded there (dtr images)?", node)
-		}
-		select {
-		case <-ctx.Done():
-			return "", ctx.Err()
-		case <-time.After(300 * time.Millisecond):
-		}
+		return false, nil
+	})
+	if errors.Is(err, errTimedOut) {
+		return "", fmt.Errorf("job on node %s did not finish within 3 minutes; is the dtr image loaded there (dtr images)?", node)
 	}
+	return out, err
 }
 
 func (o Objects) serviceLogs(ctx context.Context, id string) string {

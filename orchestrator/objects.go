@@ -209,22 +209,3 @@ func (o Objects) RemoveVolumes(ctx context.Context, names ...string) error {
 	}
 	return errors.Join(errs...)
 }
-
-// retry calls fn until it succeeds or within passes.
-func retry(ctx context.Context, within time.Duration, fn func() error) error {
-	deadline := time.Now().Add(within)
-	for {
-		err := fn()
-		if err == nil {
-			return nil
-		}
-		if time.Now().After(deadline) || ctx.Err() != nil {
-			return err
-		}
-		select {
-		case <-ctx.Done():
-			return err
-		case <-time.After(300 * time.Millisecond):
-		}
-	}
-}

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"crypto/tls"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -15,6 +16,7 @@ import (
 	"github.com/docker/docker/api/types/swarm"
 
 	"github.com/dtr-registry/dtr/backup"
+	"github.com/dtr-registry/dtr/contract"
 	"github.com/dtr-registry/dtr/pki"
 )
 
@@ -51,7 +53,7 @@ func tlsNames(cert string) (certConfig, keySecret string) {
 
 // PlanInstall computes the steps of an install from what exists.
 func (o Objects) PlanInstall(ctx context.Context, in *Install) (*Plan, error) {
-	c := &in.Replica
+	c := in.Replica
 	p := &Plan{Title: fmt.Sprintf("Install replica %s on node %s", c.ID, c.Node)}
 	caStep := "create the cluster CA"
 	if in.Restore != nil {
@@ -65,15 +67,13 @@ func (o Objects) PlanInstall(ctx context.Context, in *Install) (*Plan, error) {
 	if netID == "" {
 		p.Add(Step{
 			Description: fmt.Sprintf("create network %s (overlay, attachable, subnet %s)", NetworkName, in.OverlaySubnet),
-			Apply: func(ctx context.Context) error {
+			Apply: func(ctx context.Context, _ *State) error {
 				_, err := o.CreateNetwork(ctx, in.OverlaySubnet, c.Version)
 				return err
 			},
-			Undo: o.RemoveNetwork,
+			Undo: func(ctx context.Context, _ *State) error { return o.RemoveNetwork(ctx) },
 		})
 	}
-	var caKeyID, caCertID, adminID, tlsKeyID, tlsCertID string
-	var caPEM []byte
 	existingKey, err := o.SecretID(ctx, CAKeySecret)
 	if err != nil {
 		return nil, err
@@ -83,90 +83,72 @@ func (o Objects) PlanInstall(ctx context.Context, in *Install) (*Plan, error) {
 		return nil, err
 	}
 	if existingKey != "" && existingCert != "" && in.Restore == nil {
-		caKeyID, caCertID = existingKey, existingCert
-		if caPEM, err = o.ConfigData(ctx, CACertConfig); err != nil {
+		p.Start.setSecret(CAKeySecret, existingKey, false)
+		p.Start.setConfig(CACertConfig, existingCert, false)
+		if p.Start.CAPEM, err = o.ConfigData(ctx, CACertConfig); err != nil {
 			return nil, err
 		}
 	} else {
 		p.Add(Step{
 			Description: fmt.Sprintf("%s: secret %s and config %s", caStep, CAKeySecret, CACertConfig),
-			Apply: func(ctx context.Context) error {
+			Apply: func(ctx context.Context, st *State) error {
 				_ = o.RemoveSecret(ctx, CAKeySecret) // a half-made CA from an earlier failure
 				_ = o.RemoveConfig(ctx, CACertConfig)
-				var key []byte
-				if in.Restore != nil {
-					caPEM, key = in.Restore.CACertPEM, in.Restore.CAKeyPEM
-				} else {
-					ca, err := pki.NewCA("dtr cluster CA")
-					if err != nil {
-						return err
-					}
-					if key, err = ca.KeyPEM(); err != nil {
-						return err
-					}
-					caPEM = ca.CertPEM()
-				}
-				lbl := map[string]string{LabelRole: "ca", LabelVersion: c.Version}
-				var err error
-				if caKeyID, err = o.CreateSecret(ctx, CAKeySecret, key, lbl); err != nil {
+				certPEM, key, err := newCA(in.Restore)
+				if err != nil {
 					return err
 				}
-				caCertID, err = o.CreateConfig(ctx, CACertConfig, caPEM, lbl)
-				return err
+				lbl := map[string]string{LabelRole: "ca", LabelVersion: c.Version}
+				keyID, err := o.CreateSecret(ctx, CAKeySecret, key, lbl)
+				if err != nil {
+					return err
+				}
+				st.setSecret(CAKeySecret, keyID, true)
+				certID, err := o.CreateConfig(ctx, CACertConfig, certPEM, lbl)
+				if err != nil {
+					return err
+				}
+				st.setConfig(CACertConfig, certID, true)
+				st.CAPEM = certPEM
+				return nil
 			},
-			Undo: func(ctx context.Context) error {
+			Undo: func(ctx context.Context, _ *State) error {
 				return joinErr(o.RemoveSecret(ctx, CAKeySecret), o.RemoveConfig(ctx, CACertConfig))
 			},
 		})
 	}
 	if in.TLSCert != "" {
 		c.TLSCertConfig, c.TLSKeySecret = tlsNames(in.TLSCert)
-		p.Add(Step{
-			Description: fmt.Sprintf("store the TLS certificate as config %s and its key as secret %s", c.TLSCertConfig, c.TLSKeySecret),
-			Apply: func(ctx context.Context) error {
-				lbl := map[string]string{LabelRole: "tls", LabelVersion: c.Version}
-				var err error
-				if tlsCertID, err = o.ConfigID(ctx, c.TLSCertConfig); err == nil && tlsCertID == "" {
-					tlsCertID, err = o.CreateConfig(ctx, c.TLSCertConfig, []byte(in.TLSCert), lbl)
-				}
-				if err != nil {
-					return err
-				}
-				if tlsKeyID, err = o.SecretID(ctx, c.TLSKeySecret); err == nil && tlsKeyID == "" {
-					tlsKeyID, err = o.CreateSecret(ctx, c.TLSKeySecret, []byte(in.TLSKey), lbl)
-				}
-				return err
-			},
-			Undo: func(ctx context.Context) error {
-				return joinErr(o.RemoveSecret(ctx, c.TLSKeySecret), o.RemoveConfig(ctx, c.TLSCertConfig))
-			},
-		})
+		p.Add(o.storeTLSStep(fmt.Sprintf("store the TLS certificate as config %s and its key as secret %s", c.TLSCertConfig, c.TLSKeySecret),
+			in.TLSCert, in.TLSKey, map[string]string{LabelRole: "tls", LabelVersion: c.Version}, false))
 	}
 	if c.AdminUsername != "" {
 		p.Add(Step{
 			Description: fmt.Sprintf("store the first admin's password as secret %s", AdminSecret(c.ID)),
-			Apply: func(ctx context.Context) error {
-				var err error
-				adminID, err = o.CreateSecret(ctx, AdminSecret(c.ID), []byte(in.AdminPassword), labels(*c, "bootstrap"))
+			Apply: func(ctx context.Context, st *State) error {
+				id, err := o.CreateSecret(ctx, AdminSecret(c.ID), []byte(in.AdminPassword), labels(c, "bootstrap"))
+				if err == nil {
+					st.setSecret(AdminSecret(c.ID), id, true)
+				}
 				return err
 			},
-			Undo: func(ctx context.Context) error { return o.RemoveSecret(ctx, AdminSecret(c.ID)) },
+			Undo: func(ctx context.Context, _ *State) error { return o.RemoveSecret(ctx, AdminSecret(c.ID)) },
 		})
 	}
+	spec := func(st State) (swarm.ServiceSpec, error) { return ServiceSpec(c, st.IDs(c)), nil }
 	p.Add(Step{
-		Description: "create " + Describe(*c),
-		Apply: func(ctx context.Context) error {
-			_, err := o.CreateService(ctx, ServiceSpec(*c, caKeyID, caCertID, adminID, tlsKeyID, tlsCertID))
-			return err
-		},
-		Undo: func(ctx context.Context) error { return o.RemoveReplicaObjects(ctx, *c) },
+		Description: "create " + Describe(c),
+		Service:     spec,
+		Apply:       o.createService(spec),
+		Undo:        func(ctx context.Context, _ *State) error { return o.RemoveReplicaObjects(ctx, c) },
 	})
 	url := ReplicaURL(c.NodeAddr, c.HTTPSPort)
+	name := contract.ServiceName(c.ID)
 	if r := in.Restore; r != nil {
 		p.Add(Step{
 			Description: fmt.Sprintf("send the verified backup to replica %s at %s%s", c.ID, url, backup.RestorePath),
-			Apply: func(ctx context.Context) error {
-				if err := o.WaitRestoreReady(ctx, r.Client, url, c.ID, ServiceName(c.ID), in.HealthTimeout); err != nil {
+			Apply: func(ctx context.Context, _ *State) error {
+				if err := o.WaitRestoreReady(ctx, r.Client, url, c.ID, name, in.HealthTimeout); err != nil {
 					return err
 				}
 				return SendBackup(ctx, r.Client, url, r.Backup)
@@ -175,13 +157,75 @@ func (o Objects) PlanInstall(ctx context.Context, in *Install) (*Plan, error) {
 	}
 	p.Add(Step{
 		Description: fmt.Sprintf("wait until replica %s answers healthy at %s/_ping", c.ID, url),
-		Apply: func(ctx context.Context) error {
+		Apply: func(ctx context.Context, st *State) error {
 			// The replica's storage probe writes at start: an unwritable
 			// storage fails here, and the plan undoes the install.
-			return StorageFix(o.WaitHealthy(ctx, in.ClientFor(caPEM), url, ServiceName(c.ID), in.HealthTimeout), *c)
+			return StorageFix(o.WaitHealthy(ctx, in.ClientFor(st.CAPEM), url, name, in.HealthTimeout), c)
 		},
 	})
 	return p, nil
+}
+
+// newCA is the cluster CA of an install: the backup's for a restore, else
+// a new one.
+func newCA(r *Restore) (certPEM, keyPEM []byte, err error) {
+	if r != nil {
+		return r.CACertPEM, r.CAKeyPEM, nil
+	}
+	ca, err := pki.NewCA("dtr cluster CA")
+	if err != nil {
+		return nil, nil, err
+	}
+	if keyPEM, err = ca.KeyPEM(); err != nil {
+		return nil, nil, err
+	}
+	return ca.CertPEM(), keyPEM, nil
+}
+
+// storeTLSStep stores the operator's certificate as a config and its key as
+// a secret, reusing a pair that exists (a re-run). Its undo removes the
+// pair, or with onlyCreated just what this run created: an existing pair
+// may be in use.
+func (o Objects) storeTLSStep(desc, cert, key string, lbl map[string]string, onlyCreated bool) Step {
+	certConfig, keySecret := tlsNames(cert)
+	return Step{
+		Description: desc,
+		Apply: func(ctx context.Context, st *State) error {
+			certID, err := o.ConfigID(ctx, certConfig)
+			if err != nil {
+				return err
+			}
+			made := certID == ""
+			if made {
+				if certID, err = o.CreateConfig(ctx, certConfig, []byte(cert), lbl); err != nil {
+					return err
+				}
+			}
+			st.setConfig(certConfig, certID, made)
+			keyID, err := o.SecretID(ctx, keySecret)
+			if err != nil {
+				return err
+			}
+			made = keyID == ""
+			if made {
+				if keyID, err = o.CreateSecret(ctx, keySecret, []byte(key), lbl); err != nil {
+					return err
+				}
+			}
+			st.setSecret(keySecret, keyID, made)
+			return nil
+		},
+		Undo: func(ctx context.Context, st *State) error {
+			var errs []error
+			if !onlyCreated || st.Created["secret "+keySecret] {
+				errs = append(errs, o.RemoveSecret(ctx, keySecret))
+			}
+			if !onlyCreated || st.Created["config "+certConfig] {
+				errs = append(errs, o.RemoveConfig(ctx, certConfig))
+			}
+			return errors.Join(errs...)
+		},
+	}
 }
 
 // SendBackup uploads a verified backup to a replica waiting to restore it;
@@ -240,9 +284,11 @@ type Join struct {
 	SkipNetworkTest bool
 }
 
-// PlanJoin computes the steps of a join.
+// PlanJoin computes the steps of a join. The new replica references the
+// operator's certificate objects that in.Replica names (the existing
+// replica's, from its Config).
 func (o Objects) PlanJoin(ctx context.Context, in *Join) (*Plan, error) {
-	c := &in.Replica
+	c := in.Replica
 	c.Join = true
 	p := &Plan{Title: fmt.Sprintf("Join replica %s on node %s to replica %s", c.ID, c.Node, in.Existing.ID)}
 	caKeyID, err := o.SecretID(ctx, CAKeySecret)
@@ -256,51 +302,66 @@ func (o Objects) PlanJoin(ctx context.Context, in *Join) (*Plan, error) {
 	if caKeyID == "" || caCertID == "" {
 		return nil, fmt.Errorf("the cluster CA (secret %s, config %s) is missing; this cluster was not installed by this dtr, or was partly destroyed", CAKeySecret, CACertConfig)
 	}
-	var tlsKeyID, tlsCertID string
-	for _, s := range in.Existing.Spec.TaskTemplate.ContainerSpec.Secrets {
-		if len(s.SecretName) > 12 && s.SecretName[:12] == "dtr-tls-key-" {
-			c.TLSKeySecret, tlsKeyID = s.SecretName, s.SecretID
+	p.Start.setSecret(CAKeySecret, caKeyID, false)
+	p.Start.setConfig(CACertConfig, caCertID, false)
+	if c.TLSKeySecret != "" {
+		keyID, err := o.SecretID(ctx, c.TLSKeySecret)
+		if err != nil {
+			return nil, err
 		}
-	}
-	for _, cf := range in.Existing.Spec.TaskTemplate.ContainerSpec.Configs {
-		if len(cf.ConfigName) > 13 && cf.ConfigName[:13] == "dtr-tls-cert-" {
-			c.TLSCertConfig, tlsCertID = cf.ConfigName, cf.ConfigID
+		certID, err := o.ConfigID(ctx, c.TLSCertConfig)
+		if err != nil {
+			return nil, err
 		}
+		if keyID == "" || certID == "" {
+			return nil, fmt.Errorf("replica %s uses the TLS certificate in config %s and secret %s, and one of them is missing: give the certificate again with dtr reconfigure --dtr-cert --dtr-key, then join", in.Existing.ID, c.TLSCertConfig, c.TLSKeySecret)
+		}
+		p.Start.setSecret(c.TLSKeySecret, keyID, false)
+		p.Start.setConfig(c.TLSCertConfig, certID, false)
 	}
 	if !in.SkipNetworkTest {
-		p.Add(o.networkTestStep(c, in.Existing, caCertID))
+		p.Add(o.networkTestStep(c, in.Existing))
 	}
 	p.Add(Step{
 		Description: fmt.Sprintf("add replica %s's metadata member as a learner, through replica %s", c.ID, in.Existing.ID),
-		Apply: func(ctx context.Context) error {
-			ic, err := in.API.AddReplica(ctx, c.ID, c.PeerURL())
-			c.InitialCluster = ic
+		Apply: func(ctx context.Context, st *State) error {
+			added, err := in.API.AddReplica(ctx, c.ID, contract.PeerURL(c.ID))
+			st.InitialCluster = added.InitialCluster
 			return err
 		},
-		Undo: func(ctx context.Context) error { return in.API.RemoveReplica(ctx, c.ID) },
+		Undo: func(ctx context.Context, _ *State) error { return in.API.RemoveReplica(ctx, c.ID) },
 	})
+	url := ReplicaURL(c.NodeAddr, c.HTTPSPort)
+	name := contract.ServiceName(c.ID)
+	spec := func(st State) (swarm.ServiceSpec, error) {
+		j := c
+		j.InitialCluster = st.InitialCluster
+		return ServiceSpec(j, st.IDs(j)), nil
+	}
+	create := o.createService(spec)
 	p.Add(Step{
-		Description: "create " + Describe(*c),
-		Apply: func(ctx context.Context) error {
-			if _, err := o.CreateService(ctx, ServiceSpec(*c, caKeyID, caCertID, "", tlsKeyID, tlsCertID)); err != nil {
+		Description: "create " + Describe(c),
+		Service:     spec,
+		Apply: func(ctx context.Context, st *State) error {
+			if err := create(ctx, st); err != nil {
 				return err
 			}
 			// A learner is not ready (/_ping) until promoted; wait until it serves.
-			return o.WaitLive(ctx, in.API.Client, ReplicaURL(c.NodeAddr, c.HTTPSPort), ServiceName(c.ID), in.HealthTimeout)
+			return o.WaitLive(ctx, in.API.Client, url, name, in.HealthTimeout)
 		},
-		Undo: func(ctx context.Context) error { return o.RemoveReplicaObjects(ctx, *c) },
+		Undo: func(ctx context.Context, _ *State) error { return o.RemoveReplicaObjects(ctx, c) },
 	})
 	p.Add(Step{
 		Description: fmt.Sprintf("promote replica %s's member to a voter once it has caught up", c.ID),
-		Apply:       func(ctx context.Context) error { return in.API.Promote(ctx, c.ID, in.HealthTimeout) },
+		Apply:       func(ctx context.Context, _ *State) error { return in.API.Promote(ctx, c.ID, in.HealthTimeout) },
 		// Remove the member while it still runs: a stopped voter in a
 		// two-member cluster could never be removed (no quorum).
-		Undo: func(ctx context.Context) error { return in.API.RemoveReplica(ctx, c.ID) },
+		Undo: func(ctx context.Context, _ *State) error { return in.API.RemoveReplica(ctx, c.ID) },
 	})
 	p.Add(Step{
-		Description: fmt.Sprintf("wait until replica %s answers healthy at %s/_ping", c.ID, ReplicaURL(c.NodeAddr, c.HTTPSPort)),
-		Apply: func(ctx context.Context) error {
-			return StorageFix(o.WaitHealthy(ctx, in.API.Client, ReplicaURL(c.NodeAddr, c.HTTPSPort), ServiceName(c.ID), in.HealthTimeout), *c)
+		Description: fmt.Sprintf("wait until replica %s answers healthy at %s/_ping", c.ID, url),
+		Apply: func(ctx context.Context, _ *State) error {
+			return StorageFix(o.WaitHealthy(ctx, in.API.Client, url, name, in.HealthTimeout), c)
 		},
 	})
 	return p, nil
@@ -312,11 +373,11 @@ func (o Objects) PlanJoin(ctx context.Context, in *Join) (*Plan, error) {
 // the new member's etcd peer traffic will. A TLS handshake (certificates of a
 // few KiB) also shows an overlay whose MTU drops large packets. It changes
 // nothing, so there is nothing to undo.
-func (o Objects) networkTestStep(c *ReplicaConfig, existing Replica, caCertID string) Step {
+func (o Objects) networkTestStep(c ReplicaConfig, existing Replica) Step {
 	url := OverlayLiveURL(existing.ID)
 	return Step{
 		Description: fmt.Sprintf("test the overlay network %s: a job on node %s reaches replica %s at %s", NetworkName, c.Node, existing.ID, url),
-		Apply: func(ctx context.Context) error {
+		Apply: func(ctx context.Context, st *State) error {
 			const fix = "check that the nodes reach each other on 4789/udp (overlay data) and 7946/tcp and udp (gossip), that no firewall drops VXLAN traffic and that the overlay MTU fits the hosts' network; or skip this test with --skip-network-test (not for production)"
 			if c.NodeJobImage() == "" {
 				return fmt.Errorf("the overlay network test runs the dtr image on node %s, and it is not loaded on this manager: load this version's images on every node, or %s", c.Node, fix)
@@ -326,7 +387,7 @@ func (o Objects) networkTestStep(c *ReplicaConfig, existing Replica, caCertID st
 				Node: c.Node, ImageID: c.NodeJobImage(), Version: c.Version,
 				Args:     []string{"node-job", "network-test", "--ca", caFile, url},
 				Networks: []string{NetworkName},
-				Configs: []*swarm.ConfigReference{{ConfigID: caCertID, ConfigName: CACertConfig,
+				Configs: []*swarm.ConfigReference{{ConfigID: st.Configs[CACertConfig], ConfigName: CACertConfig,
 					File: &swarm.ConfigReferenceFileTarget{Name: caFile, UID: "0", GID: "0", Mode: 0o444}}},
 			})
 			if err != nil {
@@ -340,7 +401,7 @@ func (o Objects) networkTestStep(c *ReplicaConfig, existing Replica, caCertID st
 // OverlayLiveURL is a replica's /_live as another container on dtr-ol
 // reaches it: its service's DNS name and its container HTTPS port.
 func OverlayLiveURL(replicaID string) string {
-	return fmt.Sprintf("https://%s:%d/_live", ServiceName(replicaID), containerHTTPSPort)
+	return fmt.Sprintf("https://%s:%d/_live", contract.ServiceName(replicaID), contract.HTTPSPort)
 }
 
 func joinErr(errs ...error) error {
@@ -355,10 +416,10 @@ func joinErr(errs ...error) error {
 // RemoveReplicaObjects removes a replica's service, its volumes on its node
 // and its own secrets. Absent objects are fine.
 func (o Objects) RemoveReplicaObjects(ctx context.Context, c ReplicaConfig) error {
-	if err := o.RemoveService(ctx, ServiceName(c.ID)); err != nil {
+	if err := o.RemoveService(ctx, contract.ServiceName(c.ID)); err != nil {
 		return err
 	}
-	vols := []string{caVolume(c.ID), etcdVolume(c.ID), storageVolume(c.ID), nfsVolume(c.ID)}
+	vols := replicaVolumes(c.ID)
 	var err error
 	switch {
 	case c.Node == "" || c.Node == o.C.Manager.Hostname:
@@ -369,7 +430,7 @@ func (o Objects) RemoveReplicaObjects(ctx context.Context, c ReplicaConfig) erro
 		err = fmt.Errorf("image %s is not loaded on this manager, so dtr cannot run a job on node %s to remove the volumes of replica %s", "dtr", c.Node, c.ID)
 	default:
 		// The job waits on that node until the replica's container is gone.
-		_, err = o.RunNodeJob(ctx, c.Node, c.NodeJobImage(), c.Version, append([]string{"node-job", "remove-volumes", "--service", ServiceName(c.ID)}, vols...)...)
+		_, err = o.RunNodeJob(ctx, c.Node, c.NodeJobImage(), c.Version, append([]string{"node-job", "remove-volumes", "--service", contract.ServiceName(c.ID)}, vols...)...)
 	}
 	if err != nil {
 		return err

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -68,9 +69,13 @@ func TestInstallPlan(t *testing.T) {
 			if tc.tls {
 				in.TLSCert, in.TLSKey = "-----BEGIN CERTIFICATE-----\n", "-----BEGIN PRIVATE KEY-----\n"
 			}
+			before := *in
 			p, err := objs.PlanInstall(context.Background(), in)
 			if err != nil {
 				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(*in, before) {
+				t.Fatalf("planning changed its input:\n%+v\nwas\n%+v", in.Replica, before.Replica)
 			}
 			var b bytes.Buffer
 			p.Print(&b)
@@ -78,10 +83,67 @@ func TestInstallPlan(t *testing.T) {
 			if len(e.Services)+len(e.Secrets)+len(e.Networks) != 0 {
 				t.Fatalf("planning changed the cluster")
 			}
-			spec := orchestrator.ServiceSpec(in.Replica, "secret-ca", "config-ca", "secret-admin", "", "")
+			// The service the plan creates, once the steps before have made
+			// the CA and admin objects (the TLS objects' IDs stay unknown).
+			st := orchestrator.State{
+				Secrets: map[string]string{orchestrator.CAKeySecret: "secret-ca", orchestrator.AdminSecret(in.Replica.ID): "secret-admin"},
+				Configs: map[string]string{orchestrator.CACertConfig: "config-ca"},
+			}
+			spec := serviceOf(t, p, st)
 			js, _ := json.MarshalIndent(spec, "", "  ")
 			golden(t, tc.name+".service.json", append(js, '\n'))
 		})
+	}
+}
+
+// serviceOf is the spec of the service p creates or updates, from st.
+func serviceOf(t *testing.T, p *orchestrator.Plan, st orchestrator.State) swarm.ServiceSpec {
+	t.Helper()
+	for _, s := range p.Steps {
+		if s.Service != nil {
+			spec, err := s.Service(st)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return spec
+		}
+	}
+	t.Fatalf("plan %q creates no service", p.Title)
+	return swarm.ServiceSpec{}
+}
+
+// TestDryRunPrintsSpecs: --dry-run shows, under the step that creates the
+// service, the spec that step sends.
+func TestDryRunPrintsSpecs(t *testing.T) {
+	e := ucpfake.New("node1")
+	objs := orchestrator.Objects{C: e.Cluster()}
+	in := &orchestrator.Install{Replica: config("000000000001", false), OverlaySubnet: "10.1.0.0/24", AdminPassword: "secret-password"}
+	in.Replica.AdminUsername = "admin"
+	in.TLSCert, in.TLSKey = "-----BEGIN CERTIFICATE-----\n", "-----BEGIN PRIVATE KEY-----\n"
+	p, err := objs.PlanInstall(context.Background(), in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b bytes.Buffer
+	if err := p.DryRun(&b); err != nil {
+		t.Fatal(err)
+	}
+	golden(t, "install-tls.dryrun", b.Bytes())
+	var plain bytes.Buffer
+	p.Print(&plain)
+	// The step lines are Print's; the spec is the step's own.
+	var lines []string
+	for _, l := range strings.Split(b.String(), "\n") {
+		if !strings.HasPrefix(l, "     ") {
+			lines = append(lines, l)
+		}
+	}
+	if strings.Join(lines, "\n") != plain.String() {
+		t.Fatalf("dry run steps differ from the plan:\n%s", b.String())
+	}
+	spec, _ := json.MarshalIndent(serviceOf(t, p, p.Start), "     ", "  ")
+	if !strings.Contains(b.String(), string(spec)) {
+		t.Fatalf("the dry run does not show the spec the step creates:\n%s", b.String())
 	}
 }
 
@@ -123,20 +185,24 @@ func TestApplyUndoesOnFailure(t *testing.T) {
 	p := &orchestrator.Plan{Title: "t"}
 	step := func(name string, fail bool) orchestrator.Step {
 		return orchestrator.Step{Description: name,
-			Apply: func(context.Context) error {
+			Apply: func(_ context.Context, st *orchestrator.State) error {
 				log = append(log, "apply "+name)
 				if fail {
 					return os.ErrPermission
 				}
+				st.InitialCluster += name // what a later step and the undos see
 				return nil
 			},
-			Undo: func(context.Context) error { log = append(log, "undo "+name); return nil }}
+			Undo: func(_ context.Context, st *orchestrator.State) error {
+				log = append(log, "undo "+name+" after "+st.InitialCluster)
+				return nil
+			}}
 	}
 	p.Add(step("a", false))
 	p.Add(step("b", false))
 	p.Add(step("c", true))
 	err := p.Apply(context.Background(), quietLog(), false)
-	want := []string{"apply a", "apply b", "apply c", "undo c", "undo b", "undo a"}
+	want := []string{"apply a", "apply b", "apply c", "undo c after ab", "undo b after ab", "undo a after ab"}
 	if err == nil || len(log) != len(want) {
 		t.Fatalf("err %v, log %v", err, log)
 	}
@@ -149,12 +215,19 @@ func TestApplyUndoesOnFailure(t *testing.T) {
 	if err := p.Apply(context.Background(), quietLog(), true); err == nil || len(log) != 3 {
 		t.Fatalf("--keep-on-failure: err %v, log %v", err, log)
 	}
+	// A plan that only goes forward undoes nothing and says what was done.
+	log = nil
+	p.Forward = true
+	err = p.Apply(context.Background(), quietLog(), false)
+	if err == nil || len(log) != 3 || !strings.Contains(err.Error(), "steps 1 to 2 were done") || strings.Contains(err.Error(), "keep-on-failure") {
+		t.Fatalf("forward plan: err %v, log %v", err, log)
+	}
 }
 
 func TestReconfigurePlan(t *testing.T) {
 	e := ucpfake.New("node1", "node2")
 	objs := orchestrator.Objects{C: e.Cluster()}
-	spec := orchestrator.ServiceSpec(config("000000000001", false), "s", "c", "a", "", "")
+	spec := orchestrator.ServiceSpec(config("000000000001", false), orchestrator.ObjectIDs{CAKey: "s", CACert: "c", Admin: "a"})
 	reps := []orchestrator.Replica{
 		{ID: "000000000001", Node: "node1", HTTPSPort: 443, Spec: spec},
 		{ID: "000000000002", Node: "node2", HTTPSPort: 443, Spec: spec},
@@ -189,13 +262,17 @@ func TestRestorePlan(t *testing.T) {
 	var b bytes.Buffer
 	p.Print(&b)
 	golden(t, "restore.plan", b.Bytes())
-	spec := orchestrator.ServiceSpec(in.Replica, "secret-ca", "config-ca", "", "", "")
+	spec := serviceOf(t, p, orchestrator.State{})
 	if env := strings.Join(spec.TaskTemplate.ContainerSpec.Env, " "); !strings.Contains(env, "DTR_RESTORE=true") || !strings.Contains(env, "DTR_RESTORE_STORAGE=backup") || strings.Contains(env, "DTR_ADMIN") {
 		t.Fatalf("restore replica env: %s", env)
 	}
 
 	// The replica never answers: the restore fails and removes all it made.
+	before := in.Replica
 	err = p.Apply(context.Background(), quietLog(), false)
+	if !reflect.DeepEqual(in.Replica, before) {
+		t.Fatalf("applying changed the plan's input: %+v", in.Replica)
+	}
 	if err == nil || !strings.Contains(err.Error(), "everything this run created was removed") {
 		t.Fatalf("apply: %v", err)
 	}
@@ -226,4 +303,24 @@ func testCA(t *testing.T) (certPEM, keyPEM []byte) {
 		t.Fatal(err)
 	}
 	return ca.CertPEM(), keyPEM
+}
+
+func TestRemoveAndDestroyPlans(t *testing.T) {
+	e := ucpfake.New("node1", "node2", "node3")
+	objs := orchestrator.Objects{C: e.Cluster()}
+	through := orchestrator.Replica{ID: "000000000001", Node: "node1"}
+	targets := []orchestrator.Replica{{ID: "000000000002", Node: "node2"}, {ID: "000000000003", Node: "node3"}}
+	var b bytes.Buffer
+	p := objs.PlanRemove(&orchestrator.Remove{Targets: targets, Through: through, DrainWait: 6 * time.Second})
+	p.Print(&b)
+	golden(t, "remove.plan", b.Bytes())
+	if !p.Forward {
+		t.Error("a remove plan cannot be undone, and must say so")
+	}
+	b.Reset()
+	objs.PlanDestroy(&orchestrator.Destroy{Replica: targets[0]}).Print(&b)
+	golden(t, "destroy.plan", b.Bytes())
+	b.Reset()
+	objs.PlanDestroy(&orchestrator.Destroy{Replica: orchestrator.Replica{ID: "000000000001"}, Last: true}).Print(&b)
+	golden(t, "destroy-last.plan", b.Bytes())
 }

@@ -2,19 +2,20 @@ package orchestrator
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"net/url"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/docker/docker/api/types/swarm"
+
+	"github.com/dtr-registry/dtr/contract"
 )
 
 // Change is what reconfigure changes; nil fields stay as they are.
@@ -73,97 +74,107 @@ func redact(v *string) *string {
 	return &r
 }
 
-func setEnv(env []string, key, value string) []string {
-	out := env[:0:0]
+// withEnv is env with the variables the contract knows replaced by c's;
+// lines it does not know (an operator's docker service update --env-add)
+// stay.
+func withEnv(env []string, c contract.Config) []string {
+	known := map[string]bool{}
+	for _, n := range contract.EnvNames() {
+		known[n] = true
+	}
+	out := c.Env()
 	for _, kv := range env {
-		if !strings.HasPrefix(kv, key+"=") {
+		if name, _, _ := strings.Cut(kv, "="); !known[name] {
 			out = append(out, kv)
 		}
-	}
-	if value != "" {
-		out = append(out, key+"="+value)
 	}
 	sort.Strings(out)
 	return out
 }
 
-// updatedSpec applies the change to a replica's current service spec.
-func updatedSpec(r Replica, ch Change, tlsCertConfig, tlsKeySecret, tlsCertID, tlsKeyID string) swarm.ServiceSpec {
+// updatedSpec is a replica's current service spec with the change applied
+// (the objects of a new certificate, tlsCertConfig and tlsKeySecret, have
+// their IDs in st). Everything the change does not name stays as Swarm has
+// it.
+func updatedSpec(r Replica, ch Change, tlsCertConfig, tlsKeySecret string, st State) (swarm.ServiceSpec, error) {
 	spec := r.Spec
+	if spec.TaskTemplate.ContainerSpec == nil {
+		return spec, fmt.Errorf("service %s has no container spec: it was not made by dtr", contract.ServiceName(r.ID))
+	}
 	cs := *spec.TaskTemplate.ContainerSpec
 	spec.TaskTemplate.ContainerSpec = &cs
-	lbl := map[string]string{}
-	for k, v := range spec.Labels {
-		lbl[k] = v
+	spec.Labels = maps.Clone(spec.Labels)
+	env, err := contract.ParseEnv(cs.Env)
+	if err != nil {
+		return spec, fmt.Errorf("the environment of service %s: %w", contract.ServiceName(r.ID), err)
 	}
-	spec.Labels = lbl
-	set := func(key string, v *string) {
+	set := func(field *string, v *string) {
 		if v != nil {
-			cs.Env = setEnv(cs.Env, key, *v)
+			*field = *v
 		}
 	}
-	set("DTR_EXTERNAL_URL", ch.ExternalURL)
-	set("DTR_LOG_LEVEL", ch.LogLevel)
-	set("HTTP_PROXY", ch.HTTPProxy)
-	set("HTTPS_PROXY", ch.HTTPSProxy)
-	set("NO_PROXY", ch.NoProxy)
+	set(&env.ExternalURL, ch.ExternalURL)
+	set(&env.LogLevel, ch.LogLevel)
+	set(&env.HTTPProxy, ch.HTTPProxy)
+	set(&env.HTTPSProxy, ch.HTTPSProxy)
+	set(&env.NoProxy, ch.NoProxy)
 	if ch.HTTPPort != nil || ch.HTTPSPort != nil {
 		ep := *spec.EndpointSpec
 		ep.Ports = append([]swarm.PortConfig(nil), ep.Ports...)
 		for i := range ep.Ports {
 			switch {
-			case ep.Ports[i].TargetPort == 8080 && ch.HTTPPort != nil:
+			case ep.Ports[i].TargetPort == contract.HTTPPort && ch.HTTPPort != nil:
 				ep.Ports[i].PublishedPort = uint32(*ch.HTTPPort)
-				lbl[LabelHTTPPort] = strconv.Itoa(*ch.HTTPPort)
-			case ep.Ports[i].TargetPort == 8443 && ch.HTTPSPort != nil:
+				spec.Labels[LabelHTTPPort] = strconv.Itoa(*ch.HTTPPort)
+			case ep.Ports[i].TargetPort == contract.HTTPSPort && ch.HTTPSPort != nil:
 				ep.Ports[i].PublishedPort = uint32(*ch.HTTPSPort)
-				lbl[LabelHTTPSPort] = strconv.Itoa(*ch.HTTPSPort)
-				cs.Env = setEnv(cs.Env, "DTR_PUBLIC_HTTPS_PORT", strconv.Itoa(*ch.HTTPSPort))
+				spec.Labels[LabelHTTPSPort] = strconv.Itoa(*ch.HTTPSPort)
+				env.PublicHTTPSPort = *ch.HTTPSPort
 			}
 		}
 		spec.EndpointSpec = &ep
 	}
 	if ch.Storage != nil {
 		c := ReplicaConfig{ID: r.ID, Node: r.Node, Version: r.Version, Storage: *ch.Storage}
-		mounts := append(cs.Mounts[:0:0], cs.Mounts...)
+		mounts := slices.Clone(cs.Mounts)
 		for i := range mounts {
-			if mounts[i].Target == storageDir {
+			if mounts[i].Target == contract.StorageDir {
 				mounts[i] = storageMount(c)
 			}
 		}
 		cs.Mounts = mounts
 		b, _ := json.Marshal(ch.Storage)
-		lbl[LabelStorage] = string(b)
+		spec.Labels[LabelStorage] = string(b)
 	}
 	if tlsCertConfig != "" {
+		// The old certificate's objects are the ones its files come from.
 		var secrets []*swarm.SecretReference
 		for _, s := range cs.Secrets {
-			if !strings.HasPrefix(s.SecretName, "dtr-tls-key-") {
+			if s.File == nil || contract.SecretsDir+s.File.Name != env.TLSKeyFile {
 				secrets = append(secrets, s)
 			}
 		}
-		secrets = append(secrets, &swarm.SecretReference{SecretID: tlsKeyID, SecretName: tlsKeySecret,
-			File: &swarm.SecretReferenceFileTarget{Name: tlsKeySecret, UID: "10001", GID: "10001", Mode: 0o400}})
 		var configs []*swarm.ConfigReference
 		for _, c := range cs.Configs {
-			if !strings.HasPrefix(c.ConfigName, "dtr-tls-cert-") {
+			if c.File == nil || c.File.Name != contract.TLSCertPath {
 				configs = append(configs, c)
 			}
 		}
-		configs = append(configs, &swarm.ConfigReference{ConfigID: tlsCertID, ConfigName: tlsCertConfig,
-			File: &swarm.ConfigReferenceFileTarget{Name: tlsCertPath, UID: "10001", GID: "10001", Mode: 0o444}})
-		cs.Secrets, cs.Configs = secrets, configs
-		cs.Env = setEnv(setEnv(cs.Env, "DTR_TLS_CERT", tlsCertPath), "DTR_TLS_KEY", secretsDir+tlsKeySecret)
+		cs.Secrets = append(secrets, secretRef(st.Secrets[tlsKeySecret], tlsKeySecret))
+		cs.Configs = append(configs, configRef(st.Configs[tlsCertConfig], tlsCertConfig, contract.TLSCertPath))
+		env.TLSCertFile, env.TLSKeyFile = contract.TLSCertPath, contract.SecretsDir+tlsKeySecret
 	}
-	delete(lbl, LabelConfigHash)
-	h := sha256.Sum256(mustJSON(spec))
-	lbl[LabelConfigHash] = hex.EncodeToString(h[:6])
-	return spec
+	cs.Env = withEnv(cs.Env, env)
+	setConfigHash(&spec)
+	return spec, nil
 }
 
 // replicaAfter is r's configuration once the change applies (for messages).
 func replicaAfter(r Replica, ch Change) ReplicaConfig {
-	c := ReplicaConfig{ID: r.ID, Node: r.Node, Version: r.Version, Storage: r.Storage}
+	c, err := r.Config()
+	if err != nil {
+		c = ReplicaConfig{ID: r.ID, Node: r.Node, Version: r.Version, Storage: r.Storage}
+	}
 	if ch.Storage != nil {
 		c.Storage = *ch.Storage
 	}
@@ -200,78 +211,60 @@ func (o Objects) PlanReconfigure(in *Reconfigure) *Plan {
 		if in.RotateTokenKey != nil {
 			// Last: a rotation cannot be taken back, so it waits until every
 			// step that can fail has passed.
-			p.Add(Step{Description: fmt.Sprintf("rotate the token signing key through the admin API of replica %s (no restart)", in.RotateThrough), Apply: in.RotateTokenKey})
+			p.Add(Step{Description: fmt.Sprintf("rotate the token signing key through the admin API of replica %s (no restart)", in.RotateThrough), Apply: noState(in.RotateTokenKey)})
 		}
 	}()
 	if in.Change.Describe() == "" {
 		return p
 	}
 	if in.Settings != nil {
-		p.Add(Step{Description: "store the cluster settings (external URL) through the admin API", Apply: in.Settings, Undo: in.UndoSettings})
+		st := Step{Description: "store the cluster settings (external URL) through the admin API", Apply: noState(in.Settings)}
+		if in.UndoSettings != nil {
+			st.Undo = noState(in.UndoSettings)
+		}
+		p.Add(st)
 	}
-	var tlsCertConfig, tlsKeySecret, tlsCertID, tlsKeyID string
-	var createdCert, createdKey bool
+	var tlsCertConfig, tlsKeySecret string
 	if in.Change.TLSCert != "" {
 		tlsCertConfig, tlsKeySecret = tlsNames(in.Change.TLSCert)
-		p.Add(Step{
-			Description: fmt.Sprintf("store the new TLS certificate as config %s and its key as secret %s", tlsCertConfig, tlsKeySecret),
-			Apply: func(ctx context.Context) error {
-				lbl := map[string]string{LabelRole: "tls"}
-				var err error
-				if tlsCertID, err = o.ConfigID(ctx, tlsCertConfig); err == nil && tlsCertID == "" {
-					tlsCertID, err = o.CreateConfig(ctx, tlsCertConfig, []byte(in.Change.TLSCert), lbl)
-					createdCert = err == nil
-				}
-				if err != nil {
-					return err
-				}
-				if tlsKeyID, err = o.SecretID(ctx, tlsKeySecret); err == nil && tlsKeyID == "" {
-					tlsKeyID, err = o.CreateSecret(ctx, tlsKeySecret, []byte(in.Change.TLSKey), lbl)
-					createdKey = err == nil
-				}
-				return err
-			},
-			// Only what this run created: an existing pair may be in use.
-			Undo: func(ctx context.Context) error {
-				var errs []error
-				if createdKey {
-					errs = append(errs, o.RemoveSecret(ctx, tlsKeySecret))
-				}
-				if createdCert {
-					errs = append(errs, o.RemoveConfig(ctx, tlsCertConfig))
-				}
-				return errors.Join(errs...)
-			},
-		})
+		p.Add(o.storeTLSStep(fmt.Sprintf("store the new TLS certificate as config %s and its key as secret %s", tlsCertConfig, tlsKeySecret),
+			in.Change.TLSCert, in.Change.TLSKey, map[string]string{LabelRole: "tls"}, true))
 	}
 	for _, r := range in.Replicas {
-		r := r
 		port := r.HTTPSPort
 		if in.Change.HTTPSPort != nil {
 			port = *in.Change.HTTPSPort
 		}
 		url := ReplicaURL(in.Addrs[r.Node], port)
+		name := contract.ServiceName(r.ID)
+		spec := func(st State) (swarm.ServiceSpec, error) {
+			return updatedSpec(r, in.Change, tlsCertConfig, tlsKeySecret, st)
+		}
 		p.Add(Step{
-			Description: fmt.Sprintf("update service %s on node %s and wait until it answers healthy at %s/_ping", ServiceName(r.ID), r.Node, url),
-			Apply: func(ctx context.Context) error {
-				spec := updatedSpec(r, in.Change, tlsCertConfig, tlsKeySecret, tlsCertID, tlsKeyID)
+			Description: fmt.Sprintf("update service %s on node %s and wait until it answers healthy at %s/_ping", name, r.Node, url),
+			Service:     spec,
+			Apply: func(ctx context.Context, st *State) error {
+				spec, err := spec(*st)
+				if err != nil {
+					return err
+				}
 				if spec.Labels[LabelConfigHash] == r.Spec.Labels[LabelConfigHash] {
 					// Already has these settings (a re-run after a failure).
-					return o.WaitHealthy(ctx, in.Client, url, ServiceName(r.ID), in.Timeout)
+					return o.WaitHealthy(ctx, in.Client, url, name, in.Timeout)
 				}
 				if _, err := o.C.Engine.ServiceUpdate(ctx, r.ServiceID, r.Meta, spec, swarm.ServiceUpdateOptions{}); err != nil {
-					return fmt.Errorf("updating %s: %w", ServiceName(r.ID), err)
+					return fmt.Errorf("updating %s: %w", name, err)
 				}
 				// The old task answers healthy until Swarm stops it: wait for the
 				// update to complete, then for the new task's health.
 				if err := o.WaitUpdated(ctx, r.ServiceID, in.Timeout); err != nil {
 					return err
 				}
-				return StorageFix(o.WaitHealthy(ctx, in.Client, url, ServiceName(r.ID), in.Timeout), replicaAfter(r, in.Change))
+				return StorageFix(o.WaitHealthy(ctx, in.Client, url, name, in.Timeout), replicaAfter(r, in.Change))
 			},
 			// Back to the spec it had: a replica that cannot run the new
 			// settings (say, a storage it cannot write) serves with the old.
-			Undo: func(ctx context.Context) error {
+			Undo: func(ctx context.Context, _ *State) error {
 				s, _, err := o.C.Engine.ServiceInspectWithRaw(ctx, r.ServiceID, swarm.ServiceInspectOptions{})
 				if err != nil {
 					return err
@@ -280,11 +273,16 @@ func (o Objects) PlanReconfigure(in *Reconfigure) *Plan {
 					return nil // never updated
 				}
 				if _, err := o.C.Engine.ServiceUpdate(ctx, r.ServiceID, s.Version, r.Spec, swarm.ServiceUpdateOptions{}); err != nil {
-					return fmt.Errorf("putting back the settings of %s: %w", ServiceName(r.ID), err)
+					return fmt.Errorf("putting back the settings of %s: %w", name, err)
 				}
 				return o.WaitUpdated(ctx, r.ServiceID, in.Timeout)
 			},
 		})
 	}
 	return p
+}
+
+// noState is a step's Apply or Undo that needs nothing from the run's State.
+func noState(f func(context.Context) error) func(context.Context, *State) error {
+	return func(ctx context.Context, _ *State) error { return f(ctx) }
 }

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/docker/docker/api/types/swarm"
+
+	"github.com/dtr-registry/dtr/contract"
 )
 
 // Repair is what an emergency repair needs: the replica to keep and the
@@ -14,7 +16,7 @@ type Repair struct {
 	Keep  Replica
 	Drop  []Replica
 	Prune bool   // also remove the dropped replicas' volumes
-	Token string // new DTR_FORCE_NEW_CLUSTER value: forces once
+	Token string // the replica's new contract.Config.ForceNewCluster: forces once
 	JobID string // installer image ID, for node jobs that remove volumes
 	URL   string // the kept replica's HTTPS URL
 
@@ -28,34 +30,41 @@ type Repair struct {
 // Nothing here can be undone: the repair goes forward, and re-running it is
 // safe.
 func (o Objects) PlanRepair(in *Repair) *Plan {
-	p := &Plan{Title: fmt.Sprintf("Emergency repair: keep replica %s, drop %d", in.Keep.ID, len(in.Drop))}
+	p := &Plan{Title: fmt.Sprintf("Emergency repair: keep replica %s, drop %d", in.Keep.ID, len(in.Drop)), Forward: true}
 	for _, r := range in.Drop {
-		r := r
-		desc := fmt.Sprintf("remove service %s", ServiceName(r.ID))
+		desc := fmt.Sprintf("remove service %s", contract.ServiceName(r.ID))
 		if in.Prune {
 			desc += fmt.Sprintf(" and its volumes on node %s", r.Node)
 		}
-		p.Add(Step{Description: desc, Apply: func(ctx context.Context) error {
+		p.Add(Step{Description: desc, Apply: func(ctx context.Context, _ *State) error {
 			if in.Prune {
 				return o.RemoveReplicaObjects(ctx, ReplicaConfig{ID: r.ID, Node: r.Node, Version: r.Version, JobImageID: in.JobID})
 			}
-			if err := o.RemoveService(ctx, ServiceName(r.ID)); err != nil {
+			if err := o.RemoveService(ctx, contract.ServiceName(r.ID)); err != nil {
 				return err
 			}
 			return o.RemoveSecret(ctx, AdminSecret(r.ID))
 		}})
 	}
-	name := ServiceName(in.Keep.ID)
+	name := contract.ServiceName(in.Keep.ID)
 	p.Add(Step{
 		Description: fmt.Sprintf("restart %s with its metadata member as the only member of a new cluster, keeping its data", name),
-		Apply: func(ctx context.Context) error {
+		Apply: func(ctx context.Context, _ *State) error {
 			s, _, err := o.C.Engine.ServiceInspectWithRaw(ctx, name, swarm.ServiceInspectOptions{})
 			if err != nil {
 				return fmt.Errorf("inspecting %s: %w", name, err)
 			}
 			spec := s.Spec
+			if spec.TaskTemplate.ContainerSpec == nil {
+				return fmt.Errorf("service %s has no container spec: it was not made by dtr", name)
+			}
 			cs := *spec.TaskTemplate.ContainerSpec
-			cs.Env = setEnv(cs.Env, "DTR_FORCE_NEW_CLUSTER", in.Token)
+			env, err := contract.ParseEnv(cs.Env)
+			if err != nil {
+				return fmt.Errorf("the environment of service %s: %w", name, err)
+			}
+			env.ForceNewCluster = in.Token
+			cs.Env = withEnv(cs.Env, env)
 			spec.TaskTemplate.ContainerSpec = &cs
 			// A stopped replica (scaled to 0) must run again.
 			if m := spec.Mode.Replicated; m != nil && (m.Replicas == nil || *m.Replicas == 0) {
@@ -70,7 +79,7 @@ func (o Objects) PlanRepair(in *Repair) *Plan {
 	})
 	p.Add(Step{
 		Description: fmt.Sprintf("wait until replica %s answers healthy at %s/_ping", in.Keep.ID, in.URL),
-		Apply: func(ctx context.Context) error {
+		Apply: func(ctx context.Context, _ *State) error {
 			return o.WaitHealthy(ctx, HTTPSClient(in.CAPEM), in.URL, name, in.HealthTimeout)
 		},
 	})

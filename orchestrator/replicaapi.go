@@ -4,12 +4,14 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"time"
 
 	"github.com/dtr-registry/dtr/backup"
+	"github.com/dtr-registry/dtr/contract"
 )
 
 // ReplicaAPI calls a replica's admin API as the admin.
@@ -62,52 +64,33 @@ func (a ReplicaAPI) call(ctx context.Context, method, path string, in, out any) 
 	return nil
 }
 
-// ClusterStatus is what /api/v0/meta/cluster_status reports.
-type ClusterStatus struct {
-	Replica   string `json:"replica"`
-	HasQuorum bool   `json:"hasQuorum"`
-	Members   []struct {
-		Name      string `json:"name"`
-		IsLearner bool   `json:"isLearner"`
-	} `json:"members"`
-	ReplicaHealth map[string]struct {
-		Healthy bool   `json:"healthy"`
-		Error   string `json:"error"`
-		Stale   bool   `json:"stale"`
-	} `json:"replica_health"`
-}
-
 // Status reads the cluster status.
-func (a ReplicaAPI) Status(ctx context.Context) (ClusterStatus, error) {
-	var s ClusterStatus
+func (a ReplicaAPI) Status(ctx context.Context) (contract.ClusterStatus, error) {
+	var s contract.ClusterStatus
 	err := a.call(ctx, http.MethodGet, "/api/v0/meta/cluster_status", nil, &s)
 	return s, err
 }
 
-// AddReplica adds the new replica's member as a learner.
-func (a ReplicaAPI) AddReplica(ctx context.Context, id, peerURL string) (initialCluster string, err error) {
-	var out struct {
-		InitialCluster string `json:"initialCluster"`
-	}
-	err = a.call(ctx, http.MethodPost, "/api/v0/meta/replicas", map[string]string{"replicaID": id, "peerURL": peerURL}, &out)
-	return out.InitialCluster, err
+// AddReplica adds the new replica's member as a learner; the answer's
+// InitialCluster is what the new replica starts with.
+func (a ReplicaAPI) AddReplica(ctx context.Context, id, peerURL string) (contract.AddReplicaResponse, error) {
+	var out contract.AddReplicaResponse
+	err := a.call(ctx, http.MethodPost, "/api/v0/meta/replicas", contract.AddReplicaRequest{ReplicaID: id, PeerURL: peerURL}, &out)
+	return out, err
 }
 
 // Promote makes the replica's learner a voting member, retrying until it has
 // caught up or within passes.
 func (a ReplicaAPI) Promote(ctx context.Context, id string, within time.Duration) error {
-	deadline := time.Now().Add(within)
-	for {
-		err := a.call(ctx, http.MethodPost, "/api/v0/meta/replicas/"+id+"/promote", nil, nil)
-		if err == nil || time.Now().After(deadline) {
-			return err
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(time.Second):
-		}
+	var last error
+	err := poll(ctx, within, time.Second, func() (bool, error) {
+		last = a.call(ctx, http.MethodPost, "/api/v0/meta/replicas/"+id+"/promote", nil, nil)
+		return last == nil, nil
+	})
+	if errors.Is(err, errTimedOut) {
+		return last
 	}
+	return err
 }
 
 // Drain makes a replica's /_ping fail so load balancers stop sending it
@@ -121,24 +104,16 @@ func (a ReplicaAPI) RemoveReplica(ctx context.Context, id string) error {
 	return a.call(ctx, http.MethodDelete, "/api/v0/meta/replicas/"+id, nil, nil)
 }
 
-// PatchSettings changes cluster settings (PATCH /api/v0/meta/settings).
-func (a ReplicaAPI) PatchSettings(ctx context.Context, settings map[string]any) error {
+// PatchSettings changes cluster settings (PATCH /api/v0/meta/settings);
+// the fields left nil stay as they are.
+func (a ReplicaAPI) PatchSettings(ctx context.Context, settings contract.SettingsPatch) error {
 	return a.call(ctx, http.MethodPatch, "/api/v0/meta/settings", settings, nil)
-}
-
-// TokenKeyRotation is the answer of POST /api/v0/meta/token_key/rotate.
-type TokenKeyRotation struct {
-	KeyID          string   `json:"keyID"`
-	PreviousKeyIDs []string `json:"previousKeyIDs"`
-	// PreviousValidUntil is when the last token signed with a previous key
-	// expires; until then the replicas still verify those keys.
-	PreviousValidUntil time.Time `json:"previousValidUntil"`
 }
 
 // RotateTokenKey makes the cluster sign tokens with a new key; tokens signed
 // with the old one stay valid until they expire, so no client fails.
-func (a ReplicaAPI) RotateTokenKey(ctx context.Context) (TokenKeyRotation, error) {
-	var out TokenKeyRotation
+func (a ReplicaAPI) RotateTokenKey(ctx context.Context) (contract.TokenKeyRotation, error) {
+	var out contract.TokenKeyRotation
 	// An empty JSON object, not an empty body: the admin API takes mutations
 	// only as application/json.
 	err := a.call(ctx, http.MethodPost, "/api/v0/meta/token_key/rotate", struct{}{}, &out)
@@ -150,9 +125,7 @@ func (a ReplicaAPI) RotateTokenKey(ctx context.Context) (TokenKeyRotation, error
 
 // apiMessage is the first error message of an admin API error body.
 func apiMessage(r io.Reader) string {
-	var e struct {
-		Errors []struct{ Message string } `json:"errors"`
-	}
+	var e contract.APIError
 	_ = json.NewDecoder(io.LimitReader(r, 1<<20)).Decode(&e)
 	if len(e.Errors) > 0 {
 		return e.Errors[0].Message

@@ -18,6 +18,7 @@ import (
 	"github.com/docker/docker/api/types/swarm"
 	"github.com/sirupsen/logrus"
 
+	"github.com/dtr-registry/dtr/contract"
 	"github.com/dtr-registry/dtr/ucp/ucpfake"
 )
 
@@ -114,7 +115,7 @@ func replicaOn(t *testing.T, e *ucpfake.Engine, id string, httpsPort int) Replic
 	o := Objects{C: e.Cluster()}
 	c := ReplicaConfig{ID: id, Node: "node1", NodeAddr: "127.0.0.1", HTTPPort: 80, HTTPSPort: httpsPort,
 		Image: "dtr-registry:0.1.0", ImageID: "sha256:ab12", Version: "0.1.0", LogLevel: "info"}
-	if _, err := o.CreateService(context.Background(), ServiceSpec(c, "s", "c", "", "", "")); err != nil {
+	if _, err := o.CreateService(context.Background(), ServiceSpec(c, ObjectIDs{CAKey: "s", CACert: "c"})); err != nil {
 		t.Fatal(err)
 	}
 	reps, err := FindReplicas(context.Background(), e.Cluster())
@@ -240,7 +241,7 @@ func TestRotateTokenKey(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := TokenKeyRotation{KeyID: "k2", PreviousKeyIDs: []string{"k1"}, PreviousValidUntil: time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)}
+	want := contract.TokenKeyRotation{KeyID: "k2", PreviousKeyIDs: []string{"k1"}, PreviousValidUntil: time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)}
 	if got.KeyID != want.KeyID || !slices.Equal(got.PreviousKeyIDs, want.PreviousKeyIDs) || !got.PreviousValidUntil.Equal(want.PreviousValidUntil) {
 		t.Fatalf("got %+v, want %+v", got, want)
 	}
@@ -268,7 +269,8 @@ func TestAdminCallsSendJSON(t *testing.T) {
 	api := a.api()
 	ctx := context.Background()
 	_, _ = api.AddReplica(ctx, "000000000002", "https://dtr-registry-000000000002:12380")
-	_ = api.PatchSettings(ctx, map[string]any{"externalURL": "https://dtr.example.com"})
+	u := "https://dtr.example.com"
+	_ = api.PatchSettings(ctx, contract.SettingsPatch{ExternalURL: &u})
 	_ = api.Promote(ctx, "000000000002", time.Second)
 	_ = api.Drain(ctx, "000000000002")
 	_ = api.RemoveReplica(ctx, "000000000002")
@@ -354,7 +356,7 @@ func TestJoinNetworkTest(t *testing.T) {
 
 	// A job that reaches the replica lets the join go on.
 	e.Job = func(swarm.ServiceSpec) (bool, string) { return true, "reached\n" }
-	if err := p.Steps[0].Apply(ctx); err != nil {
+	if err := p.Steps[0].Apply(ctx, &State{Configs: map[string]string{CACertConfig: "c1"}}); err != nil {
 		t.Fatalf("passing network test: %v", err)
 	}
 

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/url"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -14,6 +13,8 @@ import (
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/mount"
 	"github.com/docker/docker/api/types/swarm"
+
+	"github.com/dtr-registry/dtr/contract"
 )
 
 // Storage is where a replica keeps image blobs on its node.
@@ -32,7 +33,9 @@ func (s Storage) IsHostPath() bool { return strings.HasPrefix(s.Volume, "/") }
 // cannot tell, so it warns (as DTR did for the filesystem driver).
 func (s Storage) Shared() bool { return s.NFSURL != "" }
 
-// ReplicaConfig is everything that defines one replica's service.
+// ReplicaConfig is everything that defines one replica's service:
+// ServiceSpec turns it into the service, and Replica.Config reads it back
+// from one (docs/architecture.md §3).
 type ReplicaConfig struct {
 	ID            string
 	Node          string // hostname
@@ -48,7 +51,6 @@ type ReplicaConfig struct {
 	HTTPProxy     string
 	HTTPSProxy    string
 	NoProxy       string
-	EnablePprof   bool
 	AdminUsername string // set on the replica that bootstraps a new cluster
 	// Join: start as a learner of an existing cluster with InitialCluster.
 	Join           bool
@@ -56,16 +58,25 @@ type ReplicaConfig struct {
 	// TLSSecret and TLSConfig name the operator's certificate objects, if any.
 	TLSKeySecret  string
 	TLSCertConfig string
-	// JobImageID is the installer image's ID, run by node jobs.
+	// JobImageID is the installer image's ID, run by node jobs. It is the
+	// only field that is not part of the replica's service (the installer
+	// that runs now knows it, from its own image), so Replica.Config leaves
+	// it empty.
 	JobImageID string
 	// Restore: the replica waits for the installer to send a backup;
-	// RestoreStorage is "backup" (keep its storage settings) or "filesystem".
+	// RestoreStorage is contract.RestoreKeepStorage or RestoreFilesystem.
 	Restore        bool
 	RestoreStorage string
 }
 
-// PeerURL is the URL other members reach this replica's member at, over dtr-ol.
-func (c ReplicaConfig) PeerURL() string { return "https://" + ServiceName(c.ID) + ":12380" }
+// ObjectIDs are the Swarm IDs of the secrets and configs a replica's
+// service references; "" for those it does not reference.
+type ObjectIDs struct {
+	CAKey, CACert string
+	Admin         string // the first admin's password, on a new cluster's first replica
+	TLSKey        string
+	TLSCert       string
+}
 
 // healthcheck is the replica's container health check: the image's, every
 // 2 s instead of 5 s. Swarm puts a task's names into the overlay's DNS only
@@ -82,20 +93,6 @@ func healthcheck() *container.HealthConfig {
 		Retries:     3,
 	}
 }
-
-// containerHTTPSPort is the replica's HTTPS port inside its container (the
-// published port may differ per replica).
-const containerHTTPSPort = 8443
-
-// Paths inside the replica container.
-const (
-	dataDir      = "/var/lib/dtr/data"
-	caDir        = "/var/lib/dtr/ca"
-	storageDir   = "/storage"
-	secretsDir   = "/run/secrets/"
-	caCertTarget = "/run/dtr/ca.pem"
-	tlsCertPath  = "/run/dtr/tls.pem"
-)
 
 // nfsVolumeOptions are the local driver's options for an NFS-backed volume.
 func nfsVolumeOptions(s Storage) map[string]string {
@@ -121,7 +118,7 @@ func labels(c ReplicaConfig, role string) map[string]string {
 
 // storageMount is the replica's blob storage mount.
 func storageMount(c ReplicaConfig) mount.Mount {
-	m := mount.Mount{Target: storageDir}
+	m := mount.Mount{Target: contract.StorageDir}
 	switch {
 	case c.Storage.NFSURL != "":
 		m.Type, m.Source = mount.TypeVolume, nfsVolume(c.ID)
@@ -138,62 +135,69 @@ func storageMount(c ReplicaConfig) mount.Mount {
 	return m
 }
 
-// ServiceSpec is the Swarm service of a replica (docs/architecture.md §3).
-func ServiceSpec(c ReplicaConfig, caKeySecretID, caCertConfigID, adminSecretID, tlsKeySecretID, tlsCertConfigID string) swarm.ServiceSpec {
-	one := uint64(1)
-	env := map[string]string{
-		"DTR_REPLICA_ID":        c.ID,
-		"DTR_DATA_DIR":          dataDir,
-		"DTR_CA_DIR":            caDir,
-		"DTR_STORAGE_ROOT":      storageDir,
-		"DTR_PEER_ADVERTISE":    c.PeerURL(),
-		"DTR_PUBLIC_HTTPS_PORT": strconv.Itoa(c.HTTPSPort),
-		"DTR_CA_CERT_FILE":      caCertTarget,
-		"DTR_CA_KEY_FILE":       secretsDir + CAKeySecret,
-		"DTR_HOSTNAMES":         strings.Trim(c.NodeAddr+","+c.Node, ","),
-		"DTR_LOG_LEVEL":         c.LogLevel,
-		"DTR_EXTERNAL_URL":      c.ExternalURL,
+// env is what the replica reads at start (its service's environment).
+func (c ReplicaConfig) env() contract.Config {
+	e := contract.Config{
+		ReplicaID:       c.ID,
+		DataDir:         contract.DataDir,
+		CADir:           contract.CADir,
+		StorageRoot:     contract.StorageDir,
+		PeerAdvertise:   contract.PeerURL(c.ID),
+		PublicHTTPSPort: c.HTTPSPort,
+		CACertFile:      contract.CACertTarget,
+		CAKeyFile:       contract.SecretsDir + CAKeySecret,
+		LogLevel:        c.LogLevel,
+		ExternalURL:     c.ExternalURL,
+		HTTPProxy:       c.HTTPProxy,
+		HTTPSProxy:      c.HTTPSProxy,
+		NoProxy:         c.NoProxy,
 	}
-	if c.Join {
-		env["DTR_JOIN"] = "true"
-		env["DTR_INITIAL_CLUSTER"] = c.InitialCluster
-	}
-	if c.Restore {
-		env["DTR_RESTORE"] = "true"
-		env["DTR_RESTORE_STORAGE"] = c.RestoreStorage
-	}
-	if c.AdminUsername != "" {
-		env["DTR_ADMIN_USERNAME"] = c.AdminUsername
-		env["DTR_ADMIN_PASSWORD_FILE"] = secretsDir + AdminSecret(c.ID)
-	}
-	if c.TLSKeySecret != "" {
-		env["DTR_TLS_CERT"] = tlsCertPath
-		env["DTR_TLS_KEY"] = secretsDir + c.TLSKeySecret
-	}
-	for k, v := range map[string]string{"HTTP_PROXY": c.HTTPProxy, "HTTPS_PROXY": c.HTTPSProxy, "NO_PROXY": c.NoProxy} {
-		if v != "" {
-			env[k] = v
+	// The node's address and name, for the replica's certificates;
+	// Replica.Config reads NodeAddr back from here.
+	for _, h := range []string{c.NodeAddr, c.Node} {
+		if h != "" {
+			e.Hostnames = append(e.Hostnames, h)
 		}
 	}
-	var envList []string
-	for k, v := range env {
-		envList = append(envList, k+"="+v)
+	if c.Join {
+		e.Join, e.InitialCluster = true, c.InitialCluster
 	}
-	sort.Strings(envList)
-	secretRef := func(id, name string) *swarm.SecretReference {
-		return &swarm.SecretReference{SecretID: id, SecretName: name,
-			File: &swarm.SecretReferenceFileTarget{Name: name, UID: "10001", GID: "10001", Mode: 0o400}}
+	if c.Restore {
+		e.Restore, e.RestoreStorage = true, c.RestoreStorage
 	}
-	secrets := []*swarm.SecretReference{secretRef(caKeySecretID, CAKeySecret)}
-	if adminSecretID != "" {
-		secrets = append(secrets, secretRef(adminSecretID, AdminSecret(c.ID)))
+	if c.AdminUsername != "" {
+		e.AdminUsername, e.AdminPasswordFile = c.AdminUsername, contract.SecretsDir+AdminSecret(c.ID)
 	}
-	configs := []*swarm.ConfigReference{{ConfigID: caCertConfigID, ConfigName: CACertConfig,
-		File: &swarm.ConfigReferenceFileTarget{Name: caCertTarget, UID: "10001", GID: "10001", Mode: 0o444}}}
 	if c.TLSKeySecret != "" {
-		secrets = append(secrets, secretRef(tlsKeySecretID, c.TLSKeySecret))
-		configs = append(configs, &swarm.ConfigReference{ConfigID: tlsCertConfigID, ConfigName: c.TLSCertConfig,
-			File: &swarm.ConfigReferenceFileTarget{Name: tlsCertPath, UID: "10001", GID: "10001", Mode: 0o444}})
+		e.TLSCertFile, e.TLSKeyFile = contract.TLSCertPath, contract.SecretsDir+c.TLSKeySecret
+	}
+	return e
+}
+
+// secretRef mounts a secret for the replica's user, under SecretsDir.
+func secretRef(id, name string) *swarm.SecretReference {
+	return &swarm.SecretReference{SecretID: id, SecretName: name,
+		File: &swarm.SecretReferenceFileTarget{Name: name, UID: "10001", GID: "10001", Mode: 0o400}}
+}
+
+// configRef mounts a config, readable by all, at target.
+func configRef(id, name, target string) *swarm.ConfigReference {
+	return &swarm.ConfigReference{ConfigID: id, ConfigName: name,
+		File: &swarm.ConfigReferenceFileTarget{Name: target, UID: "10001", GID: "10001", Mode: 0o444}}
+}
+
+// ServiceSpec is the Swarm service of a replica (docs/architecture.md §3);
+// ids are the secrets and configs it references.
+func ServiceSpec(c ReplicaConfig, ids ObjectIDs) swarm.ServiceSpec {
+	one := uint64(1)
+	secrets := []*swarm.SecretReference{secretRef(ids.CAKey, CAKeySecret)}
+	if c.AdminUsername != "" {
+		secrets = append(secrets, secretRef(ids.Admin, AdminSecret(c.ID)))
+	}
+	configs := []*swarm.ConfigReference{configRef(ids.CACert, CACertConfig, contract.CACertTarget)}
+	if c.TLSKeySecret != "" {
+		secrets = append(secrets, secretRef(ids.TLSKey, c.TLSKeySecret))
+		configs = append(configs, configRef(ids.TLSCert, c.TLSCertConfig, contract.TLSCertPath))
 	}
 	lbl := labels(c, "registry")
 	lbl[LabelHTTPPort] = strconv.Itoa(c.HTTPPort)
@@ -201,17 +205,18 @@ func ServiceSpec(c ReplicaConfig, caKeySecretID, caCertConfigID, adminSecretID, 
 	st, _ := json.Marshal(c.Storage)
 	lbl[LabelStorage] = string(st)
 	lbl[LabelImage] = c.Image
+	name := contract.ServiceName(c.ID)
 	spec := swarm.ServiceSpec{
-		Annotations: swarm.Annotations{Name: ServiceName(c.ID), Labels: lbl},
+		Annotations: swarm.Annotations{Name: name, Labels: lbl},
 		TaskTemplate: swarm.TaskSpec{
 			ContainerSpec: &swarm.ContainerSpec{
 				Image:    c.ImageID,
 				Labels:   labels(c, "registry"),
-				Hostname: ServiceName(c.ID),
-				Env:      envList,
+				Hostname: name,
+				Env:      c.env().Env(),
 				Mounts: []mount.Mount{
-					{Type: mount.TypeVolume, Source: caVolume(c.ID), Target: caDir, VolumeOptions: &mount.VolumeOptions{Labels: labels(c, "ca")}},
-					{Type: mount.TypeVolume, Source: etcdVolume(c.ID), Target: dataDir, VolumeOptions: &mount.VolumeOptions{Labels: labels(c, "metadata")}},
+					{Type: mount.TypeVolume, Source: caVolume(c.ID), Target: contract.CADir, VolumeOptions: &mount.VolumeOptions{Labels: labels(c, "ca")}},
+					{Type: mount.TypeVolume, Source: etcdVolume(c.ID), Target: contract.DataDir, VolumeOptions: &mount.VolumeOptions{Labels: labels(c, "metadata")}},
 					storageMount(c),
 				},
 				Secrets:         secrets,
@@ -221,7 +226,7 @@ func ServiceSpec(c ReplicaConfig, caKeySecretID, caCertConfigID, adminSecretID, 
 			},
 			RestartPolicy: &swarm.RestartPolicy{Condition: swarm.RestartPolicyConditionAny, Delay: ptr(2 * time.Second)},
 			Placement:     &swarm.Placement{Constraints: []string{"node.hostname==" + c.Node}},
-			Networks:      []swarm.NetworkAttachmentConfig{{Target: NetworkName, Aliases: []string{ServiceName(c.ID)}}},
+			Networks:      []swarm.NetworkAttachmentConfig{{Target: NetworkName, Aliases: []string{name}}},
 		},
 		Mode: swarm.ServiceMode{Replicated: &swarm.ReplicatedService{Replicas: &one}},
 		UpdateConfig: &swarm.UpdateConfig{
@@ -230,14 +235,21 @@ func ServiceSpec(c ReplicaConfig, caKeySecretID, caCertConfigID, adminSecretID, 
 		EndpointSpec: &swarm.EndpointSpec{
 			Mode: swarm.ResolutionModeDNSRR,
 			Ports: []swarm.PortConfig{
-				{Protocol: swarm.PortConfigProtocolTCP, TargetPort: 8080, PublishedPort: uint32(c.HTTPPort), PublishMode: swarm.PortConfigPublishModeHost},
-				{Protocol: swarm.PortConfigProtocolTCP, TargetPort: 8443, PublishedPort: uint32(c.HTTPSPort), PublishMode: swarm.PortConfigPublishModeHost},
+				{Protocol: swarm.PortConfigProtocolTCP, TargetPort: contract.HTTPPort, PublishedPort: uint32(c.HTTPPort), PublishMode: swarm.PortConfigPublishModeHost},
+				{Protocol: swarm.PortConfigProtocolTCP, TargetPort: contract.HTTPSPort, PublishedPort: uint32(c.HTTPSPort), PublishMode: swarm.PortConfigPublishModeHost},
 			},
 		},
 	}
-	h := sha256.Sum256(mustJSON(spec))
-	spec.Labels[LabelConfigHash] = hex.EncodeToString(h[:6])
+	setConfigHash(&spec)
 	return spec
+}
+
+// setConfigHash labels spec with a hash of the rest of it, so that a re-run
+// can tell whether a service already has the spec it would set.
+func setConfigHash(spec *swarm.ServiceSpec) {
+	delete(spec.Labels, LabelConfigHash)
+	h := sha256.Sum256(mustJSON(*spec))
+	spec.Labels[LabelConfigHash] = hex.EncodeToString(h[:6])
 }
 
 func mustJSON(v any) []byte {
@@ -273,6 +285,6 @@ func Describe(c ReplicaConfig) string {
 	case c.Restore:
 		mode = "restores a backup"
 	}
-	return fmt.Sprintf("service %s on node %s: image %s, ports %d→8080 and %d→8443 (host mode), volumes %s and %s, storage %s, network %s, %s",
-		ServiceName(c.ID), c.Node, c.Image, c.HTTPPort, c.HTTPSPort, caVolume(c.ID), etcdVolume(c.ID), st, NetworkName, mode)
+	return fmt.Sprintf("service %s on node %s: image %s, ports %d→%d and %d→%d (host mode), volumes %s and %s, storage %s, network %s, %s",
+		contract.ServiceName(c.ID), c.Node, c.Image, c.HTTPPort, contract.HTTPPort, c.HTTPSPort, contract.HTTPSPort, caVolume(c.ID), etcdVolume(c.ID), st, NetworkName, mode)
 }

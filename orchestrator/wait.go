@@ -15,19 +15,19 @@ import (
 
 	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/api/types/swarm"
+
+	"github.com/dtr-registry/dtr/contract"
 )
 
-// ReplicaServerName is a name in every CA-issued replica certificate. The
-// installer asks for it (SNI), so a replica with an operator's certificate
-// for clients still shows the installer its cluster-CA certificate.
-const ReplicaServerName = "dtr-replica"
-
-// HTTPSClient trusts the cluster CA.
+// HTTPSClient trusts the cluster CA. It asks for contract.TLSServerName
+// (SNI), a name in every CA-issued replica certificate, so a replica with an
+// operator's certificate for clients still shows the installer its
+// cluster-CA certificate.
 func HTTPSClient(caPEM []byte) *http.Client {
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(caPEM)
 	return &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
-		TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12, ServerName: ReplicaServerName},
+		TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12, ServerName: contract.TLSServerName},
 	}}
 }
 
@@ -109,10 +109,11 @@ func (o Objects) WaitRestoreReady(ctx context.Context, client *http.Client, url,
 		func(_ int, a answer) bool { return a.Restore == "waiting" && a.Replica == replicaID })
 }
 
-// answer is what /_ping and /_live say.
+// answer is what /_ping and /_live say: /_live adds whether the replica
+// waits for a backup, and which replica it is.
 type answer struct {
-	Healthy                 bool
-	Error, Restore, Replica string
+	contract.Health
+	Restore, Replica string
 }
 
 // get asks url+path once.
@@ -134,19 +135,18 @@ func get(ctx context.Context, client *http.Client, url string) (int, answer, err
 // waitFor polls url+path until done says so, failing at once when Swarm
 // rejects the service's task.
 func (o Objects) waitFor(ctx context.Context, client *http.Client, url, path, service string, within time.Duration, what string, done func(int, answer) bool) error {
-	deadline := time.Now().Add(within)
 	last := "no answer yet"
 	var unwritableSince time.Time
-	for {
+	err := poll(ctx, within, 500*time.Millisecond, func() (bool, error) {
 		if service != "" {
 			if err := o.taskFailure(ctx, service); err != nil {
-				return err
+				return false, err
 			}
 		}
 		status, a, err := get(ctx, client, url+path)
 		switch {
 		case status != 0 && done(status, a):
-			return nil
+			return true, nil
 		case status != 0:
 			last = fmt.Sprintf("%d %s", status, a.Error)
 			if path == "/_ping" && strings.Contains(a.Error, StorageUnwritable) {
@@ -154,23 +154,20 @@ func (o Objects) waitFor(ctx context.Context, client *http.Client, url, path, se
 					unwritableSince = time.Now()
 				}
 				if time.Since(unwritableSince) >= storageGrace {
-					return &StorageError{URL: url, Report: a.Error}
+					return false, &StorageError{URL: url, Report: a.Error}
 				}
-				break
+				return false, nil
 			}
 			unwritableSince = time.Time{}
 		default:
 			last = err.Error()
 		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("replica at %s: %s after %v (last: %s); see docker service logs %s", url, what, within, last, service)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(500 * time.Millisecond):
-		}
+		return false, nil
+	})
+	if errors.Is(err, errTimedOut) {
+		return fmt.Errorf("replica at %s: %s after %v (last: %s); see docker service logs %s", url, what, within, last, service)
 	}
+	return err
 }
 
 // taskFailure returns Swarm's reason when the service's latest task failed
@@ -199,42 +196,36 @@ func (o Objects) taskFailure(ctx context.Context, service string) error {
 
 // WaitUpdated waits until Swarm reports a service update completed.
 func (o Objects) WaitUpdated(ctx context.Context, service string, within time.Duration) error {
-	deadline := time.Now().Add(within)
-	for {
+	name := service
+	err := poll(ctx, within, 500*time.Millisecond, func() (bool, error) {
 		s, _, err := o.C.Engine.ServiceInspectWithRaw(ctx, service, swarm.ServiceInspectOptions{})
 		if err != nil {
-			return err
+			return false, err
 		}
+		name = s.Spec.Name
 		if u := s.UpdateStatus; u != nil {
 			switch u.State {
 			case swarm.UpdateStateCompleted:
-				return nil
+				return true, nil
 			case swarm.UpdateStatePaused, swarm.UpdateStateRollbackStarted, swarm.UpdateStateRollbackPaused, swarm.UpdateStateRollbackCompleted:
-				return fmt.Errorf("Swarm stopped updating %s (%s): %s", s.Spec.Name, u.State, u.Message)
+				return false, fmt.Errorf("Swarm stopped updating %s (%s): %s", s.Spec.Name, u.State, u.Message)
 			}
 		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("the update of %s did not complete within %v", s.Spec.Name, within)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(500 * time.Millisecond):
-		}
+		return false, nil
+	})
+	if errors.Is(err, errTimedOut) {
+		return fmt.Errorf("the update of %s did not complete within %v", name, within)
 	}
+	return err
 }
 
-// Health is a replica's /_ping answer.
-type Health struct {
-	Healthy bool
-	Error   string
-}
-
-// Ping asks a replica's /_ping once.
-func Ping(ctx context.Context, client *http.Client, url string) (Health, error) {
+// Ping asks a replica's /_ping once; Healthy only with a 200.
+func Ping(ctx context.Context, client *http.Client, url string) (contract.Health, error) {
 	status, a, err := get(ctx, client, url+"/_ping")
 	if err != nil {
-		return Health{}, fmt.Errorf("%d: %w", status, err)
+		return contract.Health{}, fmt.Errorf("%d: %w", status, err)
 	}
-	return Health{Healthy: a.Healthy && status == http.StatusOK, Error: a.Error}, nil
+	h := a.Health
+	h.Healthy = h.Healthy && status == http.StatusOK
+	return h, nil
 }

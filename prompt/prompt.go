@@ -7,7 +7,6 @@ package prompt
 import (
 	"errors"
 	"fmt"
-	"strings"
 )
 
 // Prompter asks the operator for values the command still needs.
@@ -51,59 +50,3 @@ func (NonInteractive) Confirm(message string, _ bool) (bool, error) {
 
 // Interactive implements Prompter.
 func (NonInteractive) Interactive() bool { return false }
-
-// Question is one prompt a Script answered, kept for tests of the prompt plan.
-type Question struct {
-	Kind    string // "input", "password" or "confirm"
-	Message string
-	Default string
-}
-
-// Script is a Prompter that answers from a list, in order, and records what it
-// was asked. Tests use it to check which prompts a command shows.
-type Script struct {
-	Answers []string
-	Asked   []Question
-}
-
-func (s *Script) next(q Question) (string, error) {
-	s.Asked = append(s.Asked, q)
-	if len(s.Answers) == 0 {
-		return "", fmt.Errorf("unexpected prompt %q", q.Message)
-	}
-	a := s.Answers[0]
-	s.Answers = s.Answers[1:]
-	return a, nil
-}
-
-// Input implements Prompter.
-func (s *Script) Input(message, def string) (string, error) {
-	a, err := s.next(Question{Kind: "input", Message: message, Default: def})
-	if a == "" {
-		a = def
-	}
-	return a, err
-}
-
-// Password implements Prompter.
-func (s *Script) Password(message string) (string, error) {
-	return s.next(Question{Kind: "password", Message: message})
-}
-
-// Confirm implements Prompter.
-func (s *Script) Confirm(message string, def bool) (bool, error) {
-	a, err := s.next(Question{Kind: "confirm", Message: message})
-	if err != nil {
-		return false, err
-	}
-	switch strings.ToLower(a) {
-	case "":
-		return def, nil
-	case "y", "yes":
-		return true, nil
-	}
-	return false, nil
-}
-
-// Interactive implements Prompter.
-func (s *Script) Interactive() bool { return true }

@@ -2,7 +2,6 @@ package registry
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -10,6 +9,7 @@ import (
 	"time"
 
 	"github.com/dtr-registry/dtr/backup"
+	"github.com/dtr-registry/dtr/contract"
 	"github.com/dtr-registry/dtr/images"
 	"github.com/dtr-registry/dtr/registry/meta"
 )
@@ -63,13 +63,6 @@ func addFile(bw *backup.Writer, name, path string) error {
 	return bw.Add(name, st.Size(), f)
 }
 
-// restoreStorage values: keep the backed-up storage settings, or use the
-// replica's own filesystem mount (--dtr-storage-volume, --nfs-storage-url).
-const (
-	RestoreKeepStorage = "backup"
-	RestoreFilesystem  = "filesystem"
-)
-
 // loadBackup writes a received backup's records into this replica's new,
 // empty metadata member and returns the restored cluster. It verifies the
 // file again: it may have sat on a disk since it was received.
@@ -96,7 +89,7 @@ func (r *Replica) loadBackup(ctx context.Context, path string) (meta.Cluster, er
 		if o.ExternalURL != "" {
 			st.ExternalURL = o.ExternalURL
 		}
-		if o.RestoreStorage == RestoreFilesystem {
+		if o.RestoreStorage == contract.RestoreFilesystem {
 			st.Storage = meta.Storage{Type: "filesystem"}
 		}
 		return nil
@@ -124,22 +117,6 @@ func (r *Replica) loadBackup(ctx context.Context, path string) (meta.Cluster, er
 	r.log.WithFields(map[string]any{"cluster": c.ID, "records": l.Count, "from": m.SourceReplica,
 		"revision": m.EtcdRevision, "took": time.Since(start).Round(time.Millisecond)}).Info("restored the backup's records")
 	return c, nil
-}
-
-// errNoRestore: the replica was not asked to restore.
-var errNoRestore = errors.New("no backup to restore")
-
-// receivedBackup returns the path of a received, verified backup waiting to
-// be loaded, if any.
-func (r *Replica) receivedBackup() (string, error) {
-	p := restoreFile(r.opts.DataDir)
-	if _, err := os.Stat(p); err != nil {
-		if os.IsNotExist(err) {
-			return "", errNoRestore
-		}
-		return "", err
-	}
-	return p, nil
 }
 
 // isRestoreClient: only the installer, holding a client certificate the

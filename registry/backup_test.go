@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/dtr-registry/dtr/backup"
+	"github.com/dtr-registry/dtr/contract"
 	"github.com/dtr-registry/dtr/pki"
 	"github.com/dtr-registry/dtr/registry"
 	"github.com/dtr-registry/dtr/registry/meta"
@@ -49,8 +50,14 @@ func restoreOptions(t *testing.T, bk []byte, dir string) registry.Options {
 	t.Helper()
 	o := registrytest.Options(t, dir)
 	o.AdminUsername, o.AdminPassword = "", ""
-	o.Restore, o.RestoreStorage = true, registry.RestoreKeepStorage
-	caJSON, err := backup.ReadFile(bytes.NewReader(bk), "certs/ca.json")
+	o.Restore, o.RestoreStorage = true, contract.RestoreKeepStorage
+	var caJSON []byte
+	err := backup.Walk(bytes.NewReader(bk), func(p string, b []byte) error {
+		if p == "certs/ca.json" {
+			caJSON = b
+		}
+		return nil
+	})
 	if err != nil || caJSON == nil {
 		t.Fatalf("certs/ca.json: %v", err)
 	}

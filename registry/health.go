@@ -15,17 +15,13 @@ import (
 	"time"
 
 	"github.com/distribution/distribution/v3/registry/storage/driver"
+
+	"github.com/dtr-registry/dtr/contract"
 )
 
-// Health is the body of /_ping and /health, in DTR's shape.
-type Health struct {
-	Error   string `json:"Error"`
-	Healthy bool   `json:"Healthy"`
-	// WriteError, when set, is why pushes are refused while pulls are
-	// served (a full storage); Error says it too, and /_ping?for=push
-	// answers 503.
-	WriteError string `json:"WriteError,omitempty"`
-}
+// Health is the body of /_ping and /health (WriteError: Error says it
+// too, and /_ping?for=push answers 503).
+type Health = contract.Health
 
 // writesRefusedError is a check's failure that stops pushes but not pulls.
 // /_ping stays 200 for it: with shared storage (which every multi-replica

@@ -172,7 +172,7 @@ func sweepLeftovers(ctx context.Context, drv driver.StorageDriver, fsRoot string
 		removeOldFiles(d, func(name string) bool { return strings.HasSuffix(name, ".tmp") }, before, &res, &failed)
 	}
 	if dataDir != "" {
-		removeOldFiles(filepath.Dir(restoreFile(dataDir)), func(name string) bool {
+		removeOldFiles(filepath.Dir(onDisk{dataDir: dataDir}.restoreSpool()), func(name string) bool {
 			ok, _ := filepath.Match("receiving-*.tar", name)
 			return ok
 		}, before, &res, &failed)

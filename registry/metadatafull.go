@@ -9,6 +9,7 @@ import (
 	"github.com/distribution/distribution/v3/configuration"
 	"golang.org/x/sys/unix"
 
+	"github.com/dtr-registry/dtr/registry/internal/httpjson"
 	"github.com/dtr-registry/dtr/registry/member"
 )
 
@@ -79,13 +80,13 @@ func (r *Replica) spareMetadataDisk(root string) {
 		state.metadataLow.Store(nil)
 		return
 	}
-	low := func() bool { return r.member != nil && r.member.Space().Low }
+	low := func() bool { return r.member != nil && (r.member.Space().Low || r.member.SpaceLow()) }
 	state.metadataLow.Store(&low)
 }
 
 // refuseFullMetadata answers 507 in the registry's error format.
 func refuseFullMetadata(w http.ResponseWriter, reason string) {
 	w.Header().Set("Retry-After", metadataRetryAfter)
-	registryError(w, http.StatusInsufficientStorage, "UNAVAILABLE",
+	httpjson.Error(w, http.StatusInsufficientStorage, "UNAVAILABLE",
 		reason+": pushes are refused until an administrator frees space; pulls are served")
 }

@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/dtr-registry/dtr/registry/internal/httpjson"
 	"github.com/dtr-registry/dtr/registry/meta"
 )
 
@@ -43,7 +44,7 @@ func refuseInvalidName(w http.ResponseWriter, r *http.Request) bool {
 		return false
 	}
 	if _, _, err := meta.SplitRepository(name); err != nil {
-		registryError(w, http.StatusBadRequest, "NAME_INVALID", err.Error())
+		httpjson.Error(w, http.StatusBadRequest, "NAME_INVALID", err.Error())
 		return true
 	}
 	return false

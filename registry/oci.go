@@ -23,6 +23,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/dtr-registry/dtr/registry/auth"
+	"github.com/dtr-registry/dtr/registry/internal/httpjson"
 	"github.com/dtr-registry/dtr/registry/meta"
 )
 
@@ -207,20 +208,13 @@ func revisionLink(repo, d string) string {
 	return path.Join("/docker/registry/v2/repositories", repo, "_manifests/revisions", alg, hex, "link")
 }
 
-// registryError writes a Distribution-style error body.
-func registryError(w http.ResponseWriter, status int, code, msg string) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(map[string]any{"errors": []map[string]string{{"code": code, "message": msg}}})
-}
-
 // authorize checks the bearer token for action on repo, as Distribution does
 // for its own routes, and answers the challenge itself when it fails.
 func (o *ociExtensions) authorize(w http.ResponseWriter, r *http.Request, repo, action string) (*token.ClaimSet, bool) {
 	challenge := func(errCode string) {
 		ch := &auth.Challenge{Realm: o.realm(r), Err: errCode, Access: []distauth.Access{{Resource: distauth.Resource{Type: "repository", Name: repo}, Action: action}}}
 		ch.SetHeaders(r, w)
-		registryError(w, http.StatusUnauthorized, "UNAUTHORIZED", "authentication required")
+		httpjson.Error(w, http.StatusUnauthorized, "UNAUTHORIZED", "authentication required")
 	}
 	raw, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 	if !ok {
@@ -243,21 +237,21 @@ func (o *ociExtensions) authorize(w http.ResponseWriter, r *http.Request, repo, 
 func (o *ociExtensions) referrers(w http.ResponseWriter, r *http.Request, repo, digest string) {
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		w.Header().Set("Allow", "GET, HEAD")
-		registryError(w, http.StatusMethodNotAllowed, "UNSUPPORTED", "use GET")
+		httpjson.Error(w, http.StatusMethodNotAllowed, "UNSUPPORTED", "use GET")
 		return
 	}
 	if _, ok := o.authorize(w, r, repo, "pull"); !ok {
 		return
 	}
 	if !isDigest(digest) {
-		registryError(w, http.StatusBadRequest, "DIGEST_INVALID", "invalid digest "+digest)
+		httpjson.Error(w, http.StatusBadRequest, "DIGEST_INVALID", "invalid digest "+digest)
 		return
 	}
 	descs, err := o.store.Referrers(r.Context(), repo, digest)
 	if err != nil {
 		o.log.WithError(err).Error("reading the referrers index")
 		w.Header().Set("Retry-After", "5")
-		registryError(w, http.StatusServiceUnavailable, "UNAVAILABLE", "metadata unavailable; try again")
+		httpjson.Error(w, http.StatusServiceUnavailable, "UNAVAILABLE", "metadata unavailable; try again")
 		return
 	}
 	if at := r.URL.Query().Get("artifactType"); at != "" {
@@ -360,7 +354,7 @@ var afterManifestCommit atomic.Pointer[func(repo, digest string) error]
 // retryLater answers 503 with Retry-After in Distribution's error format.
 func retryLater(w http.ResponseWriter, msg string) {
 	w.Header().Set("Retry-After", retryAfterSeconds)
-	registryError(w, http.StatusServiceUnavailable, "UNAVAILABLE", msg)
+	httpjson.Error(w, http.StatusServiceUnavailable, "UNAVAILABLE", msg)
 }
 
 func (o *ociExtensions) putManifest(w http.ResponseWriter, r *http.Request, repo, ref string) {
@@ -372,11 +366,11 @@ func (o *ociExtensions) putManifest(w http.ResponseWriter, r *http.Request, repo
 	}
 	body, err := io.ReadAll(io.LimitReader(r.Body, maxManifest+1))
 	if err != nil {
-		registryError(w, http.StatusBadRequest, "MANIFEST_INVALID", "reading the manifest: "+err.Error())
+		httpjson.Error(w, http.StatusBadRequest, "MANIFEST_INVALID", "reading the manifest: "+err.Error())
 		return
 	}
 	if len(body) > maxManifest {
-		registryError(w, http.StatusRequestEntityTooLarge, "SIZE_INVALID", "manifest larger than 4 MiB")
+		httpjson.Error(w, http.StatusRequestEntityTooLarge, "SIZE_INVALID", "manifest larger than 4 MiB")
 		return
 	}
 	// The tags (the path's and ?tag=) and the manifest are checked here:
@@ -392,7 +386,7 @@ func (o *ociExtensions) putManifest(w http.ResponseWriter, r *http.Request, repo
 	}
 	var perr *pushError
 	if errors.As(err, &perr) {
-		registryError(w, perr.status, perr.code, perr.msg)
+		httpjson.Error(w, perr.status, perr.code, perr.msg)
 		return
 	}
 	// Distribution stores the manifest by its sha256 digest and tags
@@ -419,7 +413,7 @@ func (o *ociExtensions) putManifest(w http.ResponseWriter, r *http.Request, repo
 					break
 				}
 				if existing := o.tagDigest(r, repo, tag); existing != "" && !sameContent(existing, body) {
-					registryError(w, http.StatusBadRequest, "TAG_INVALID", fmt.Sprintf("tag %s of %s is immutable; push a new tag", tag, repo))
+					httpjson.Error(w, http.StatusBadRequest, "TAG_INVALID", fmt.Sprintf("tag %s of %s is immutable; push a new tag", tag, repo))
 					return
 				}
 			}
@@ -484,7 +478,7 @@ func (o *ociExtensions) putManifest(w http.ResponseWriter, r *http.Request, repo
 		}
 		if errors.Is(err, meta.ErrNotFound) {
 			// The namespace's account was deleted during the push.
-			registryError(w, http.StatusNotFound, "NAME_UNKNOWN", err.Error())
+			httpjson.Error(w, http.StatusNotFound, "NAME_UNKNOWN", err.Error())
 			return true
 		}
 		if meta.NoSpace(err) {

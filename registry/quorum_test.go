@@ -11,8 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dtr-registry/dtr/contract"
 	"github.com/dtr-registry/dtr/registry"
-	"github.com/dtr-registry/dtr/registry/adminapi"
 	"github.com/dtr-registry/dtr/registry/registrytest"
 )
 
@@ -28,8 +28,8 @@ func join(t *testing.T, r *registrytest.Replica, id string) *registrytest.Replic
 		caDir = filepath.Join(r.Opts.DataDir, "ca") // the default
 	}
 	o.CACertFile, o.CAKeyFile = filepath.Join(caDir, "ca.pem"), filepath.Join(caDir, "ca-key.pem")
-	var added adminapi.AddReplicaResponse
-	if st := r.API(t, admin, adminPW, "POST", "/api/v0/meta/replicas", adminapi.AddReplicaRequest{ReplicaID: id, PeerURL: o.PeerAdvertise}, &added); st != 201 {
+	var added contract.AddReplicaResponse
+	if st := r.API(t, admin, adminPW, "POST", "/api/v0/meta/replicas", contract.AddReplicaRequest{ReplicaID: id, PeerURL: o.PeerAdvertise}, &added); st != 201 {
 		t.Fatalf("adding replica %s: %d", id, st)
 	}
 	o.InitialCluster = added.InitialCluster

@@ -12,11 +12,10 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"path/filepath"
 	"reflect"
-	"strings"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -25,6 +24,7 @@ import (
 	"github.com/sirupsen/logrus"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/dtr-registry/dtr/contract"
 	"github.com/dtr-registry/dtr/images"
 	"github.com/dtr-registry/dtr/pki"
 	"github.com/dtr-registry/dtr/registry/adminapi"
@@ -69,8 +69,8 @@ type Options struct {
 	Storage       meta.Storage
 
 	// Restore: a replica with no metadata waits for the installer to send a
-	// backup (see awaitBackup) and loads it instead of founding a cluster.
-	// RestoreStorage is RestoreKeepStorage or RestoreFilesystem.
+	// backup (see restorePhase) and loads it instead of founding a cluster.
+	// RestoreStorage is contract.RestoreKeepStorage or RestoreFilesystem.
 	Restore        bool
 	RestoreStorage string
 	// ForceNewCluster, when it differs from the token this replica last
@@ -109,14 +109,15 @@ func (o *Options) defaults() error {
 	}
 	def(&o.CADir, filepath.Join(o.DataDir, "ca"))
 	def(&o.StorageRoot, filepath.Join(o.DataDir, "registry"))
-	def(&o.HTTPAddr, ":8080")
-	def(&o.HTTPSAddr, ":8443")
+	def(&o.HTTPAddr, ":"+strconv.Itoa(contract.HTTPPort))
+	def(&o.HTTPSAddr, ":"+strconv.Itoa(contract.HTTPSPort))
 	scheme := "https"
 	if o.InsecurePeers {
 		scheme = "http"
 	}
-	def(&o.PeerListen, scheme+"://0.0.0.0:12380")
-	def(&o.PeerAdvertise, scheme+"://dtr-registry-"+o.ReplicaID+":12380")
+	peerPort := ":" + strconv.Itoa(contract.PeerPort)
+	def(&o.PeerListen, scheme+"://0.0.0.0"+peerPort)
+	def(&o.PeerAdvertise, scheme+"://"+contract.ServiceName(o.ReplicaID)+peerPort) // contract.PeerURL with https
 	def(&o.ClientSocket, member.ClientSocketIn(o.DataDir))
 	def(&o.LogLevel, "info")
 	if o.PublicHTTPSPort == 0 {
@@ -141,6 +142,7 @@ func (o *Options) defaults() error {
 type Replica struct {
 	opts     Options
 	log      *logrus.Entry
+	disk     onDisk // markers and spool start-up reads and leaves
 	member   *member.Member
 	store    *meta.Store
 	cluster  meta.Cluster
@@ -174,286 +176,6 @@ type Replica struct {
 }
 
 type driverBox struct{ d driver.StorageDriver }
-
-// bootstrapMarker, in the CA directory (a volume of its own), remembers that
-// this replica founded a cluster.
-const bootstrapMarker = "founded-cluster"
-
-// Start brings the replica up: the CA and certificates, the metadata member,
-// the cluster's records (bootstrapped on a new cluster), the registry App and
-// the background health checks. Serve then listens.
-func Start(ctx context.Context, o Options) (*Replica, error) {
-	if err := o.defaults(); err != nil {
-		return nil, err
-	}
-	r := &Replica{opts: o, log: o.Log.WithField("replica", o.ReplicaID)}
-	r.accounts = &auth.Accounts{}
-	r.verify = &auth.Verifier{Keys: r.keys.Load, Accounts: r.accounts}
-	for _, d := range []string{o.DataDir, filepath.Join(o.DataDir, "tls")} {
-		if err := os.MkdirAll(d, 0o700); err != nil {
-			return nil, fmt.Errorf("data directory: %w", err)
-		}
-	}
-	if o.CACertFile != "" || o.CAKeyFile != "" {
-		if err := installCA(o.CACertFile, o.CAKeyFile, o.CADir); err != nil {
-			return nil, err
-		}
-	}
-	etcdDir := filepath.Join(o.DataDir, "etcd")
-	newCluster := !o.Join && !hasEtcdData(etcdDir)
-	ca, err := loadOrCreateCA(o.CADir, newCluster)
-	if err != nil {
-		return nil, err
-	}
-	r.ca = ca
-	// "dtr-replica" is the name the installer asks for (SNI): see serverTLS.
-	hosts := append([]string{"dtr-registry-" + o.ReplicaID, "dtr-replica", "localhost", "127.0.0.1"}, o.Hostnames...)
-	hosts = append(hosts, localAddresses()...)
-	if pu, err := url.Parse(o.PeerAdvertise); err == nil {
-		hosts = append(hosts, pu.Hostname())
-	}
-
-	mcfg := member.Config{
-		Name: o.ReplicaID, Dir: etcdDir,
-		PeerListen: o.PeerListen, PeerAdvertise: o.PeerAdvertise, ClientSocket: o.ClientSocket,
-		InitialCluster: o.InitialCluster, Join: o.Join,
-		ClusterToken: "dtr-" + o.ReplicaID, LogLevel: "error",
-		LowSpace: o.MetadataLowSpace, SpaceReserve: o.MetadataSpaceReserve,
-	}
-	if o.LogLevel == "debug" || o.LogLevel == "trace" {
-		mcfg.LogLevel = "info" // etcd's peer connections and elections, for debugging a cluster
-	}
-	if !o.InsecurePeers {
-		cert, key, err := issueFiles(ca, filepath.Join(o.DataDir, "tls"), "peer", hosts)
-		if err != nil {
-			return nil, err
-		}
-		mcfg.PeerTLS = &member.TLSFiles{CertFile: cert, KeyFile: key, CAFile: filepath.Join(o.CADir, caCertFile)}
-	}
-	if o.Restore && !hasEtcdData(etcdDir) {
-		if _, err := r.receivedBackup(); errors.Is(err, errNoRestore) {
-			if err := r.awaitBackup(ctx, ca, hosts); err != nil {
-				return nil, err
-			}
-		} else if err != nil {
-			return nil, err
-		}
-	}
-	r.log.Info("starting the metadata member")
-	stopWaiting := func() {}
-	if hasEtcdData(etcdDir) {
-		// A restarted member serves only once a quorum answers, which may
-		// be long after a node outage: answer meanwhile, and wait.
-		mcfg.StartTimeout = restartTimeout
-		stopWaiting = r.serveWhileStarting(ca, hosts)
-	}
-	m, err := r.startMember(ctx, mcfg)
-	stopWaiting()
-	if err != nil {
-		return nil, err
-	}
-	r.member = m
-	r.store = meta.New(m.Client())
-	r.logins = &auth.Logins{Store: r.store, Log: r.log}
-	if err := r.loadCluster(ctx, newCluster, ca); err != nil {
-		m.Close()
-		return nil, err
-	}
-	if r.forced {
-		// The other replicas are gone for good: forget their health.
-		if err := r.store.KeepReplicaReports(ctx, []string{o.ReplicaID}); err != nil {
-			r.log.WithError(err).Warn("forgetting the removed replicas' health reports")
-		}
-	}
-
-	if o.TLSCertFile == "" {
-		st, _, _ := r.store.Settings(ctx)
-		if u, err := url.Parse(st.ExternalURL); err == nil && u.Hostname() != "" {
-			hosts = append(hosts, u.Hostname())
-		}
-	}
-	r.ownNames = map[string]bool{}
-	for _, h := range hosts {
-		r.ownNames[strings.ToLower(h)] = true
-	}
-	certFile, keyFile, err := issueFiles(ca, filepath.Join(o.DataDir, "tls"), "server", hosts)
-	if err != nil {
-		m.Close()
-		return nil, err
-	}
-	// With an operator's certificate, it comes first (clients asking for the
-	// external name get it); the cluster-CA one answers the installer and peers.
-	var files [][2]string
-	if o.TLSCertFile != "" {
-		files = append(files, [2]string{o.TLSCertFile, o.TLSKeyFile})
-	}
-	files = append(files, [2]string{certFile, keyFile})
-	if r.tls, err = serverTLS(files...); err != nil {
-		m.Close()
-		return nil, err
-	}
-
-	r.health = newHealthChecker(o.HealthInterval, 1500*time.Millisecond,
-		check{"metadata", func(ctx context.Context) error {
-			// Within the check's own 1.5 s, so that a lost quorum is named as
-			// such rather than as a slow check.
-			ctx, cancel := context.WithTimeout(ctx, time.Second)
-			defer cancel()
-			if st := r.member.Status(ctx); !st.HasQuorum {
-				if strings.HasPrefix(st.Err, "no quorum") {
-					return errors.New(st.Err)
-				}
-				return fmt.Errorf("no quorum: %s", st.Err)
-			}
-			return nil
-		}},
-		check{"storage", storageProbe(func() driver.StorageDriver {
-			if b := r.driver.Load(); b != nil {
-				return b.d
-			}
-			return nil
-		})},
-		check{"drain", func(ctx context.Context) error {
-			if d, err := r.store.Draining(ctx, o.ReplicaID); err == nil && d {
-				return errors.New("draining: this replica is being removed")
-			}
-			return nil
-		}},
-		check{"metadata-space", r.metadataSpaceCheck},
-		check{"auth", func(context.Context) error {
-			if r.keys.Load() == nil {
-				return errors.New("token signing key not loaded")
-			}
-			return nil
-		}},
-	)
-	r.health.onResult = r.reportHealth()
-	accountsRev, err := r.loadAccounts(ctx)
-	if err != nil {
-		m.Close()
-		return nil, err
-	}
-	r.handler = r.routes()
-	bg, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	r.cancel = cancel
-	r.done.Add(4)
-	go func() { defer r.done.Done(); r.health.run(bg) }()
-	go func() { defer r.done.Done(); r.watchSettings(bg) }()
-	go func() { defer r.done.Done(); r.watchAccounts(bg, accountsRev) }()
-	go func() { defer r.done.Done(); r.watchTokenKeys(bg) }()
-	r.done.Add(1) // storage and metadata reconciliation: reconcile.go
-	go func() { defer r.done.Done(); r.reconcileLoop(bg) }()
-	r.done.Add(1) // leftovers of interrupted uploads: leftovers.go
-	go func() { defer r.done.Done(); r.leftoversLoop(bg) }()
-	r.log.WithField("cluster", r.cluster.ID).Info("replica started")
-	return r, nil
-}
-
-// startMember starts the metadata member, or forces a new single-member
-// cluster from its data when an emergency repair asks for it.
-func (r *Replica) startMember(ctx context.Context, cfg member.Config) (*member.Member, error) {
-	tok := r.opts.ForceNewCluster
-	marker := filepath.Join(r.opts.DataDir, forcedMarker)
-	if tok == "" || !hasEtcdData(cfg.Dir) {
-		return member.Start(ctx, cfg)
-	}
-	if b, err := os.ReadFile(marker); err == nil && strings.TrimSpace(string(b)) == tok {
-		return member.Start(ctx, cfg)
-	}
-	r.log.Warn("emergency repair: restarting the metadata member as the only member of a new cluster, keeping its data")
-	m, err := member.ForceNewCluster(ctx, cfg)
-	if err != nil {
-		return nil, err
-	}
-	if err := writeFileAtomic(marker, []byte(tok+"\n"), 0o600); err != nil {
-		m.Close()
-		return nil, err
-	}
-	r.forced = true
-	return m, nil
-}
-
-// restartTimeout bounds how long a restarted replica waits for a quorum
-// before it exits (and Swarm starts it again, re-reading its settings).
-const restartTimeout = 10 * time.Minute
-
-// forcedMarker, in the data directory, holds the token of the last forced
-// new cluster.
-const forcedMarker = "forced-new-cluster"
-
-func hasEtcdData(dir string) bool {
-	_, err := os.Stat(filepath.Join(dir, "member", "wal"))
-	return err == nil
-}
-
-// loadCluster bootstraps a new cluster or reads an existing one, then loads
-// the token key and builds the registry App.
-func (r *Replica) loadCluster(ctx context.Context, newCluster bool, ca *pki.CA) error {
-	o := r.opts
-	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	c, err := r.store.Cluster(cctx)
-	restoreFrom, rerr := r.receivedBackup()
-	switch {
-	case errors.Is(err, meta.ErrNotFound) && rerr == nil:
-		// A received backup, or one whose load was cut short (the cluster
-		// record is written last): load it (again).
-		if c, err = r.loadBackup(cctx, restoreFrom); err != nil {
-			return err
-		}
-		if err := writeFileAtomic(filepath.Join(o.CADir, bootstrapMarker), []byte(c.ID+"\n"), 0o644); err != nil {
-			return err
-		}
-		if err := os.Remove(restoreFrom); err != nil {
-			return err
-		}
-	case errors.Is(err, meta.ErrNotFound) && newCluster:
-		if b, err := os.ReadFile(filepath.Join(o.CADir, bootstrapMarker)); err == nil {
-			// This replica founded a cluster before and its metadata is gone:
-			// founding another would split the registry in two.
-			return fmt.Errorf("replica %s founded cluster %s, but its metadata volume is empty: it will not start a second cluster. Restore from a backup, or destroy this replica and join a new one", o.ReplicaID, strings.TrimSpace(string(b)))
-		}
-		if o.AdminUsername == "" || o.AdminPassword == "" {
-			return errors.New("a new cluster needs its first admin: --admin-username and --admin-password-file")
-		}
-		tokCert, tokKey, err := newTokenKey()
-		if err != nil {
-			return err
-		}
-		caKey, err := ca.KeyPEM()
-		if err != nil {
-			return err
-		}
-		c, err = r.store.Bootstrap(cctx, meta.Bootstrap{
-			Version:       images.Version,
-			CA:            meta.KeyPair{CertPEM: string(ca.CertPEM()), KeyPEM: string(caKey)},
-			TokenKey:      meta.KeyPair{CertPEM: string(tokCert), KeyPEM: string(tokKey)},
-			Settings:      meta.Settings{ExternalURL: o.ExternalURL, Storage: o.Storage, LogLevel: o.LogLevel},
-			AdminUsername: o.AdminUsername,
-			AdminPassword: o.AdminPassword,
-		})
-		if err != nil {
-			return fmt.Errorf("bootstrapping the cluster: %w", err)
-		}
-		if err := writeFileAtomic(filepath.Join(o.CADir, bootstrapMarker), []byte(c.ID+"\n"), 0o644); err != nil {
-			return err
-		}
-		r.log.WithField("admin", o.AdminUsername).Info("bootstrapped a new cluster")
-	case err != nil:
-		return fmt.Errorf("reading the cluster's identity: %w", err)
-	}
-	r.cluster = c
-	if err := r.loadKeyring(cctx); err != nil {
-		return err
-	}
-	st, _, err := r.store.Settings(cctx)
-	if err != nil {
-		return fmt.Errorf("reading the settings: %w", err)
-	}
-	r.externalURL.Store(&st.ExternalURL)
-	r.sparseRefused.Store(!st.SparseManifestsAllowed())
-	return r.applyStorage(ctx, st)
-}
 
 // applyStorage (re)builds the registry App and the health probe's driver for
 // the storage settings.
@@ -550,6 +272,12 @@ func (r *Replica) reportHealth() func(Health) {
 		if h == last && time.Since(at) < r.opts.ReportInterval {
 			return
 		}
+		if r.metadataWritesRefused() != "" {
+			// The write would be refused, and each refused write still
+			// grows every member's log; cluster_status says why reports
+			// stopped.
+			return
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
 		defer cancel()
 		err := r.store.ReportHealth(ctx, meta.ReplicaReport{ID: r.opts.ReplicaID, Healthy: h.Healthy, Error: h.Error, Version: images.Version, At: time.Now().UTC()})
@@ -558,9 +286,6 @@ func (r *Replica) reportHealth() func(Health) {
 		}
 	}
 }
-
-// Handler is the HTTPS handler (for tests with httptest).
-func (r *Replica) Handler() http.Handler { return r.handler }
 
 // TLSConfig is the HTTPS server configuration.
 func (r *Replica) TLSConfig() *tls.Config { return r.tls.Clone() }

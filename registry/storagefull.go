@@ -24,6 +24,8 @@ import (
 	"github.com/distribution/distribution/v3/configuration"
 	"github.com/distribution/distribution/v3/registry/storage/driver"
 	storagemiddleware "github.com/distribution/distribution/v3/registry/storage/driver/middleware"
+
+	"github.com/dtr-registry/dtr/registry/internal/httpjson"
 )
 
 // faultMiddleware is the name dtr's storage middleware registers under.
@@ -162,7 +164,11 @@ func (d *faultDriver) Writer(ctx context.Context, path string, append bool) (dri
 	if err != nil {
 		return nil, d.note(ctx, err)
 	}
-	return &faultWriter{FileWriter: fw, ctx: ctx, d: d}, nil
+	w := &faultWriter{FileWriter: fw, ctx: ctx, d: d}
+	if f, ok := ctx.Value(requestFaultsKey{}).(*requestFaults); ok {
+		f.opened(w)
+	}
+	return w, nil
 }
 
 // Move commits uploads (a copy on drivers without rename).
@@ -172,8 +178,9 @@ func (d *faultDriver) Move(ctx context.Context, src, dst string) error {
 
 type faultWriter struct {
 	driver.FileWriter
-	ctx context.Context // the request that opened it
-	d   *faultDriver
+	ctx  context.Context // the request that opened it
+	d    *faultDriver
+	done atomic.Bool // closed, committed or cancelled: its file is released
 }
 
 func (w *faultWriter) Write(p []byte) (int, error) {
@@ -184,14 +191,63 @@ func (w *faultWriter) Write(p []byte) (int, error) {
 	return n, w.d.note(w.ctx, err)
 }
 
-func (w *faultWriter) Close() error { return w.d.note(w.ctx, w.FileWriter.Close()) }
-
-func (w *faultWriter) Commit(ctx context.Context) error {
-	return w.d.note(ctx, w.FileWriter.Commit(ctx))
+// Close closes the upload's file.
+func (w *faultWriter) Close() error {
+	err := w.FileWriter.Close()
+	if err == nil {
+		w.done.Store(true)
+	}
+	return w.d.note(w.ctx, err)
 }
 
-// requestFaults is the worst storage fault one request met.
-type requestFaults struct{ worst atomic.Int32 }
+func (w *faultWriter) Cancel(ctx context.Context) error {
+	w.done.Store(true)
+	return w.FileWriter.Cancel(ctx)
+}
+
+func (w *faultWriter) Commit(ctx context.Context) error {
+	err := w.FileWriter.Commit(ctx)
+	if err == nil {
+		w.done.Store(true)
+	}
+	return w.d.note(ctx, err)
+}
+
+// requestFaults is the worst storage fault one request met, and the upload
+// files it opened.
+type requestFaults struct {
+	worst atomic.Int32
+
+	mu      sync.Mutex
+	writers []*faultWriter
+}
+
+func (f *requestFaults) opened(w *faultWriter) {
+	f.mu.Lock()
+	f.writers = append(f.writers, w)
+	f.mu.Unlock()
+}
+
+// releaseBroken cancels the uploads a request left open after a storage
+// fault. Distribution leaves an upload's file open when a write fails: its
+// blob writer returns before closing the file when saving its hash state
+// fails, and the filesystem writer returns before closing it when flushing
+// its buffer fails. Each such file would stay open for the life of the
+// process (a descriptor per failed push, and a disk that cannot be
+// unmounted). Such an upload has lost bytes and cannot be resumed anyway:
+// cancelling closes the file and frees its space.
+func (f *requestFaults) releaseBroken(ctx context.Context) {
+	if storageFault(f.worst.Load()) == faultNone {
+		return
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, w := range f.writers {
+		if !w.done.Load() {
+			_ = w.Cancel(ctx)
+		}
+	}
+}
 
 type requestFaultsKey struct{}
 
@@ -222,8 +278,9 @@ func scrubPaths(b []byte) []byte { return hostPathRE.ReplaceAll(b, []byte("$1<pa
 // hundred bytes.
 const maxErrorBody = 64 << 10
 
-// appErrorWriter holds back the App's 5xx answers so that answerStorageErrors
-// can replace them: 2xx-4xx answers pass straight through.
+// appErrorWriter holds back the App's 5xx answers, and its successes after a
+// storage fault, so that answerStorageErrors can replace them; other answers
+// pass straight through.
 type appErrorWriter struct {
 	http.ResponseWriter
 	faults   *requestFaults
@@ -238,7 +295,10 @@ func (w *appErrorWriter) WriteHeader(code int) {
 		return // a second WriteHeader (after a 499) would only be logged as superfluous
 	}
 	w.status = code
-	if code >= 500 {
+	// A success after a storage fault is held too: Distribution ignores the
+	// error of closing an upload's file (a chunk smaller than its buffer
+	// fails only then) and answers 202 for bytes that were lost.
+	if code >= 500 || code < 300 && storageFault(w.faults.worst.Load()) != faultNone {
 		w.held = true
 		return
 	}
@@ -279,7 +339,7 @@ func (w *appErrorWriter) finish() {
 		return
 	}
 	if w.overflow || w.body.Len() == 0 {
-		registryError(w.ResponseWriter, w.status, "UNKNOWN", "internal error; the replica's log has the details")
+		httpjson.Error(w.ResponseWriter, w.status, "UNKNOWN", "internal error; the replica's log has the details")
 		return
 	}
 	w.ResponseWriter.WriteHeader(w.status)
@@ -292,12 +352,12 @@ func answerStorageFault(w http.ResponseWriter, fault storageFault) bool {
 	switch fault {
 	case faultFull:
 		w.Header().Set("Retry-After", storageRetryAfter)
-		registryError(w, http.StatusInsufficientStorage, "UNAVAILABLE",
+		httpjson.Error(w, http.StatusInsufficientStorage, "UNAVAILABLE",
 			"the registry storage is full: push again once an administrator has freed space; pulls are served")
 		return true
 	case faultFailing:
 		w.Header().Set("Retry-After", storageRetryAfter)
-		registryError(w, http.StatusServiceUnavailable, "UNAVAILABLE",
+		httpjson.Error(w, http.StatusServiceUnavailable, "UNAVAILABLE",
 			"the registry storage cannot be written to (read-only or failing); try again later; pulls are served")
 		return true
 	}
@@ -315,5 +375,6 @@ func answerStorageErrors(app http.Handler, w http.ResponseWriter, r *http.Reques
 		r = r.WithContext(context.WithValue(r.Context(), requestFaultsKey{}, faults))
 	}
 	app.ServeHTTP(ew, r)
+	faults.releaseBroken(context.WithoutCancel(r.Context()))
 	ew.finish()
 }

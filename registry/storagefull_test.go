@@ -182,6 +182,13 @@ func TestStorageFull(t *testing.T) {
 		t.Fatalf("pushing the first image: %d", st)
 	}
 
+	// An upload started now gets its bytes once the storage is full.
+	st, h0, _ := r.Do(t, http.MethodPost, "/v2/"+repo+"/blobs/uploads/", tok, nil, nil)
+	if st != http.StatusAccepted {
+		t.Fatalf("starting an upload: %d", st)
+	}
+	late := uploadPath(h0.Get("Location"))
+
 	// Fill it: 1 MiB blobs, alternately chunked, then 16 KiB ones for what
 	// is left, each until the storage refuses.
 	var refused time.Time
@@ -196,17 +203,29 @@ func TestStorageFull(t *testing.T) {
 				continue
 			}
 			checkRefused(t, "blob push ("+map[bool]string{true: "chunked", false: "monolithic"}[i%2 == 1]+")", a, storage)
-			if refused.IsZero() {
-				refused = time.Now()
-				waitPushPing(t, r, http.StatusServiceUnavailable, 10*time.Second)
-				detect = time.Since(refused)
-			}
 			break
 		}
 	}
+	// A refused upload's partial bytes are freed at once (the upload is
+	// cancelled), so the last pages go to a file of the test's: then even
+	// the health probe's few bytes do not fit.
+	fill(t, storage, "filler", 0)
+	a := uploadBlob(t, r, tok, repo, randomBlob(t, 16<<10), false)
+	checkRefused(t, "blob push on a storage full to the last byte", a, storage)
+	refused = time.Now()
+	waitPushPing(t, r, http.StatusServiceUnavailable, 10*time.Second)
+	detect = time.Since(refused)
 	manifest := strings.Replace(string(img.Manifest), `"schemaVersion":2`, `"schemaVersion":2,"annotations":{"a":"b"}`, 1)
 	st, h, body := r.Do(t, http.MethodPut, "/v2/"+repo+"/manifests/after", tok, []byte(manifest), map[string]string{"Content-Type": "application/vnd.oci.image.manifest.v1+json"})
 	checkRefused(t, "manifest PUT", registryAnswer{st, h, body}, storage)
+
+	// A chunk smaller than Distribution's write buffer fails only when the
+	// upload's file is closed (its flush): the file must not stay open.
+	st, h, body = r.Do(t, http.MethodPatch, late, tok, randomBlob(t, 1<<10), map[string]string{"Content-Type": "application/octet-stream"})
+	checkRefused(t, "a small chunk", registryAnswer{st, h, body}, storage)
+	if open := openFilesUnder(storage); len(open) > 0 {
+		t.Errorf("files left open after refused uploads: %v", open)
+	}
 
 	// Pulls keep working, bytes and all.
 	st, _, body = r.Do(t, http.MethodGet, "/v2/"+repo+"/manifests/before", tok, nil, map[string]string{"Accept": "application/vnd.oci.image.manifest.v1+json"})

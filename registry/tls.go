@@ -84,6 +84,10 @@ func localAddresses() []string {
 func issueFiles(ca *pki.CA, dir, name string, hosts []string) (certFile, keyFile string, err error) {
 	certFile, keyFile = filepath.Join(dir, name+".pem"), filepath.Join(dir, name+"-key.pem")
 	if certFits(ca, certFile, keyFile, hosts) {
+		// Kept as it is, but never readable by others, whatever put it there.
+		if err := os.Chmod(keyFile, 0o600); err != nil {
+			return "", "", err
+		}
 		return certFile, keyFile, nil
 	}
 	kp, err := ca.Issue(name, hosts, certValidity)
@@ -94,7 +98,12 @@ func issueFiles(ca *pki.CA, dir, name string, hosts []string) (certFile, keyFile
 	if werr == nil {
 		return certFile, keyFile, nil
 	}
-	tmp, err := os.MkdirTemp("", "dtr-tls-")
+	// /dev/shm is memory in a container: not the full disk the data
+	// volume and the container's own layer usually share.
+	tmp, err := os.MkdirTemp("/dev/shm", "dtr-tls-")
+	if err != nil {
+		tmp, err = os.MkdirTemp("", "dtr-tls-")
+	}
 	if err != nil {
 		return "", "", fmt.Errorf("writing the %s certificate: %w (and no temporary directory: %v)", name, werr, err)
 	}
@@ -123,6 +132,10 @@ func writePair(dir, certFile, keyFile string, kp pki.KeyPair) error {
 }
 
 // certFits reports whether the pair on disk is one issueFiles would keep.
+// The node's interface addresses are not required: a new Swarm task gets
+// new overlay addresses, and every peer, the installer and clients reach a
+// replica by name (its service name, TLSServerName, the external name) or
+// by the node address the installer passes among hosts.
 func certFits(ca *pki.CA, certFile, keyFile string, hosts []string) bool {
 	certPEM, err1 := os.ReadFile(certFile)
 	keyPEM, err2 := os.ReadFile(keyFile)
@@ -137,8 +150,12 @@ func certFits(ca *pki.CA, certFile, keyFile string, hosts []string) bool {
 	if err != nil || cert.CheckSignatureFrom(ca.Cert) != nil || time.Until(cert.NotAfter) < certRenewBefore {
 		return false
 	}
+	local := map[string]bool{}
+	for _, a := range localAddresses() {
+		local[a] = true
+	}
 	for _, h := range hosts {
-		if h == "" {
+		if h == "" || local[h] {
 			continue
 		}
 		if ip := net.ParseIP(h); ip != nil {

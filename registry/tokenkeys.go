@@ -8,7 +8,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
-	"github.com/dtr-registry/dtr/registry/adminapi"
+	"github.com/dtr-registry/dtr/contract"
 	"github.com/dtr-registry/dtr/registry/auth"
 	"github.com/dtr-registry/dtr/registry/meta"
 )
@@ -39,25 +39,25 @@ func (r *Replica) loadKeyring(ctx context.Context) error {
 
 // rotateTokenKey makes a new signing key current. The old one verifies for
 // a token's lifetime and the replicas' clock allowance more.
-func (r *Replica) rotateTokenKey(ctx context.Context) (adminapi.TokenKeyRotation, error) {
+func (r *Replica) rotateTokenKey(ctx context.Context) (contract.TokenKeyRotation, error) {
 	certPEM, keyPEM, err := newTokenKey()
 	if err != nil {
-		return adminapi.TokenKeyRotation{}, err
+		return contract.TokenKeyRotation{}, err
 	}
 	next, err := auth.NewSigner(certPEM, keyPEM)
 	if err != nil {
-		return adminapi.TokenKeyRotation{}, err
+		return contract.TokenKeyRotation{}, err
 	}
 	keep := auth.TokenTTL + 2*time.Minute
 	retired, err := r.store.RotateTokenKey(ctx, meta.KeyPair{CertPEM: string(certPEM), KeyPEM: string(keyPEM)}, keep, time.Now())
 	if err != nil {
-		return adminapi.TokenKeyRotation{}, err
+		return contract.TokenKeyRotation{}, err
 	}
 	// This replica switches at once; the others when their watch sees it.
 	if err := r.loadKeyring(ctx); err != nil {
-		return adminapi.TokenKeyRotation{}, err
+		return contract.TokenKeyRotation{}, err
 	}
-	res := adminapi.TokenKeyRotation{KeyID: next.KeyID(), PreviousKeyIDs: []string{}}
+	res := contract.TokenKeyRotation{KeyID: next.KeyID(), PreviousKeyIDs: []string{}}
 	for _, k := range retired {
 		if v, err := auth.NewVerifyingKey([]byte(k.CertPEM)); err == nil {
 			res.PreviousKeyIDs = append(res.PreviousKeyIDs, v.KeyID())

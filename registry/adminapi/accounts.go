@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/dtr-registry/dtr/registry/internal/httpjson"
 	"github.com/dtr-registry/dtr/registry/meta"
 )
 
@@ -76,7 +77,7 @@ func (a *API) listAccounts(w http.ResponseWriter, r *http.Request, me *meta.Acco
 	for _, acc := range accs {
 		out = append(out, viewFor(me, acc))
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"accounts": out})
+	httpjson.Write(w, http.StatusOK, map[string]any{"accounts": out})
 	return nil
 }
 
@@ -104,7 +105,7 @@ func (a *API) createAccount(w http.ResponseWriter, r *http.Request, me *meta.Acc
 			return err
 		}
 	}
-	writeJSON(w, http.StatusCreated, view(acc))
+	httpjson.Write(w, http.StatusCreated, view(acc))
 	return nil
 }
 
@@ -113,7 +114,7 @@ func (a *API) getAccount(w http.ResponseWriter, r *http.Request, me *meta.Accoun
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, viewFor(me, acc))
+	httpjson.Write(w, http.StatusOK, viewFor(me, acc))
 	return nil
 }
 
@@ -160,7 +161,7 @@ func (a *API) patchAccount(w http.ResponseWriter, r *http.Request, me *meta.Acco
 			return err
 		}
 	}
-	writeJSON(w, http.StatusOK, view(acc))
+	httpjson.Write(w, http.StatusOK, view(acc))
 	return nil
 }
 
@@ -263,7 +264,7 @@ func (a *API) listOrgMembers(w http.ResponseWriter, r *http.Request, me *meta.Ac
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"members": ms})
+	httpjson.Write(w, http.StatusOK, map[string]any{"members": ms})
 	return nil
 }
 
@@ -286,7 +287,7 @@ func (a *API) putOrgMember(w http.ResponseWriter, r *http.Request, me *meta.Acco
 	if err := a.cfg.Store.SetOrgMember(r.Context(), org, r.PathValue("member"), req.IsAdmin); err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, meta.Membership{User: r.PathValue("member"), IsAdmin: req.IsAdmin})
+	httpjson.Write(w, http.StatusOK, meta.Membership{User: r.PathValue("member"), IsAdmin: req.IsAdmin})
 	return nil
 }
 
@@ -313,7 +314,7 @@ func (a *API) listTeams(w http.ResponseWriter, r *http.Request, me *meta.Account
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"teams": ts})
+	httpjson.Write(w, http.StatusOK, map[string]any{"teams": ts})
 	return nil
 }
 
@@ -336,7 +337,7 @@ func (a *API) createTeam(w http.ResponseWriter, r *http.Request, me *meta.Accoun
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusCreated, t)
+	httpjson.Write(w, http.StatusCreated, t)
 	return nil
 }
 
@@ -348,7 +349,7 @@ func (a *API) getTeam(w http.ResponseWriter, r *http.Request, me *meta.Account) 
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, t)
+	httpjson.Write(w, http.StatusOK, t)
 	return nil
 }
 
@@ -375,7 +376,7 @@ func (a *API) listTeamMembers(w http.ResponseWriter, r *http.Request, me *meta.A
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"members": ms})
+	httpjson.Write(w, http.StatusOK, map[string]any{"members": ms})
 	return nil
 }
 
@@ -387,7 +388,7 @@ func (a *API) putTeamMember(w http.ResponseWriter, r *http.Request, me *meta.Acc
 	if err := a.cfg.Store.AddTeamMember(r.Context(), org, r.PathValue("team"), r.PathValue("member")); err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, meta.TeamMember{User: r.PathValue("member")})
+	httpjson.Write(w, http.StatusOK, meta.TeamMember{User: r.PathValue("member")})
 	return nil
 }
 

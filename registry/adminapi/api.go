@@ -6,7 +6,6 @@ package adminapi
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -17,7 +16,9 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/dtr-registry/dtr/contract"
 	"github.com/dtr-registry/dtr/registry/auth"
+	"github.com/dtr-registry/dtr/registry/internal/httpjson"
 	"github.com/dtr-registry/dtr/registry/member"
 	"github.com/dtr-registry/dtr/registry/meta"
 )
@@ -49,7 +50,7 @@ type Config struct {
 	DeleteNamespaceContent  func(ctx context.Context, namespace string) error
 	// RotateTokenKey makes a new token-signing key current (POST
 	// /api/v0/meta/token_key/rotate).
-	RotateTokenKey func(ctx context.Context) (TokenKeyRotation, error)
+	RotateTokenKey func(ctx context.Context) (contract.TokenKeyRotation, error)
 }
 
 // API is the admin API handler.
@@ -148,14 +149,6 @@ var (
 	errForbidden = errorf(http.StatusForbidden, "FORBIDDEN", "you may not do this")
 )
 
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	if v != nil {
-		_ = json.NewEncoder(w).Encode(v)
-	}
-}
-
 func writeError(w http.ResponseWriter, e *Error) {
 	switch e.Status {
 	case http.StatusUnauthorized:
@@ -167,7 +160,7 @@ func writeError(w http.ResponseWriter, e *Error) {
 		}
 		w.Header().Set("Retry-After", strconv.Itoa(int((after+time.Second-1)/time.Second)))
 	}
-	writeJSON(w, e.Status, map[string]any{"errors": []map[string]string{{"code": e.Code, "message": e.Message}}})
+	httpjson.Error(w, e.Status, e.Code, e.Message)
 }
 
 // classify maps store errors to API errors.

@@ -5,6 +5,8 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/dtr-registry/dtr/contract"
+	"github.com/dtr-registry/dtr/registry/internal/httpjson"
 	"github.com/dtr-registry/dtr/registry/meta"
 )
 
@@ -28,7 +30,7 @@ func (a *API) getSettings(w http.ResponseWriter, r *http.Request, me *meta.Accou
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, settingsView(st))
+	httpjson.Write(w, http.StatusOK, settingsView(st))
 	return nil
 }
 
@@ -88,16 +90,8 @@ func (a *API) patchSettings(w http.ResponseWriter, r *http.Request, me *meta.Acc
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, settingsView(st))
+	httpjson.Write(w, http.StatusOK, settingsView(st))
 	return nil
-}
-
-type replicaHealth struct {
-	Healthy bool      `json:"healthy"`
-	Error   string    `json:"error,omitempty"`
-	Version string    `json:"version"`
-	At      time.Time `json:"reportedAt"`
-	Stale   bool      `json:"stale"`
 }
 
 // staleAfter: a replica that has not reported for this long is unhealthy.
@@ -125,48 +119,45 @@ func (a *API) clusterStatus(w http.ResponseWriter, r *http.Request, me *meta.Acc
 	if err != nil && st.HasQuorum {
 		return err
 	}
-	health := map[string]replicaHealth{}
-	var issues []map[string]any
-	alarms := make([]map[string]string, 0, len(st.Alarms))
+	cs := contract.ClusterStatus{
+		Replica:       a.cfg.ReplicaID,
+		Members:       make([]contract.Member, 0, len(st.Members)),
+		Leader:        st.Leader,
+		Revision:      st.Revision,
+		HasQuorum:     st.HasQuorum,
+		ReplicaHealth: map[string]contract.ReplicaHealth{},
+		CurrentIssues: []contract.Issue{},
+		Alarms:        make([]contract.Alarm, 0, len(st.Alarms)),
+	}
+	issue := func(description string) {
+		cs.CurrentIssues = append(cs.CurrentIssues, contract.Issue{Critical: true, Description: description})
+	}
 	staleWhy := ""
 	for _, al := range st.Alarms {
-		alarms = append(alarms, map[string]string{"replica": al.Member, "alarm": al.Kind})
+		cs.Alarms = append(cs.Alarms, contract.Alarm{Replica: al.Member, Alarm: al.Kind})
 		if al.Kind == "NOSPACE" {
-			issues = append(issues, map[string]any{"critical": true, "description": "the metadata store is full (NOSPACE alarm raised by replica " + al.Member +
-				": its metadata volume is nearly full or the database reached its quota): pushes and changes are refused, pulls are served; free space on that replica's metadata volume"})
+			issue("the metadata store is full (NOSPACE alarm raised by replica " + al.Member +
+				": its metadata volume is nearly full or the database reached its quota): pushes and changes are refused, pulls are served; free space on that replica's metadata volume")
 			staleWhy = " (health reports cannot be written while the metadata store is full)"
 		}
 	}
 	for _, rep := range reports {
-		h := replicaHealth{Healthy: rep.Healthy, Error: rep.Error, Version: rep.Version, At: rep.At}
+		h := contract.ReplicaHealth{Healthy: rep.Healthy, Error: rep.Error, Version: rep.Version, At: rep.At}
 		if time.Since(rep.At) > staleAfter {
 			h.Stale, h.Healthy = true, false
-			issues = append(issues, map[string]any{"critical": true, "description": "Replica " + rep.ID + " reported health too long ago: " + rep.At.Format(time.RFC3339) + staleWhy})
+			issue("Replica " + rep.ID + " reported health too long ago: " + rep.At.Format(time.RFC3339) + staleWhy)
 		} else if !rep.Healthy {
-			issues = append(issues, map[string]any{"critical": true, "description": "Replica " + rep.ID + " is unhealthy: " + rep.Error})
+			issue("Replica " + rep.ID + " is unhealthy: " + rep.Error)
 		}
-		health[rep.ID] = h
+		cs.ReplicaHealth[rep.ID] = h
 	}
 	if !st.HasQuorum {
-		issues = append(issues, map[string]any{"critical": true, "description": "metadata has no quorum: " + st.Err})
+		issue("metadata has no quorum: " + st.Err)
 	}
-	members := make([]map[string]any, 0, len(st.Members))
 	for _, m := range st.Members {
-		members = append(members, map[string]any{"id": m.ID, "name": m.Name, "peerURLs": m.PeerURLs, "isLearner": m.IsLearner, "isLeader": m.ID == st.Leader})
+		cs.Members = append(cs.Members, contract.Member{ID: m.ID, Name: m.Name, PeerURLs: m.PeerURLs, IsLearner: m.IsLearner, IsLeader: m.ID == st.Leader})
 	}
-	if issues == nil {
-		issues = []map[string]any{}
-	}
-	writeJSON(w, http.StatusOK, map[string]any{
-		"replica":        a.cfg.ReplicaID,
-		"members":        members,
-		"leader":         st.Leader,
-		"revision":       st.Revision,
-		"hasQuorum":      st.HasQuorum,
-		"replica_health": health,
-		"current_issues": issues,
-		"alarms":         alarms,
-	})
+	httpjson.Write(w, http.StatusOK, cs)
 	return nil
 }
 
@@ -193,13 +184,6 @@ func (a *API) backup(w http.ResponseWriter, r *http.Request, me *meta.Account) e
 	panic(http.ErrAbortHandler)
 }
 
-// TokenKeyRotation is the answer of POST /api/v0/meta/token_key/rotate.
-type TokenKeyRotation struct {
-	KeyID              string    `json:"keyID"`
-	PreviousKeyIDs     []string  `json:"previousKeyIDs"`
-	PreviousValidUntil time.Time `json:"previousValidUntil"`
-}
-
 // rotateTokenKey makes a new token-signing key current. Tokens signed with
 // the old key keep working until they expire; no request fails.
 func (a *API) rotateTokenKey(w http.ResponseWriter, r *http.Request, me *meta.Account) error {
@@ -222,7 +206,7 @@ func (a *API) rotateTokenKey(w http.ResponseWriter, r *http.Request, me *meta.Ac
 	if a.cfg.Log != nil {
 		a.cfg.Log.WithFields(map[string]any{"user": me.Name, "key": res.KeyID}).Info("token signing key rotated")
 	}
-	writeJSON(w, http.StatusOK, res)
+	httpjson.Write(w, http.StatusOK, res)
 	return nil
 }
 

@@ -9,32 +9,23 @@ import (
 	"strings"
 	"time"
 
+	"github.com/dtr-registry/dtr/contract"
+	"github.com/dtr-registry/dtr/registry/internal/httpjson"
 	"github.com/dtr-registry/dtr/registry/member"
 	"github.com/dtr-registry/dtr/registry/meta"
 )
 
-// AddReplicaRequest asks the cluster to expect a new replica: its metadata
-// member is added as a learner, which the installer then starts and promotes.
-type AddReplicaRequest struct {
-	ReplicaID string `json:"replicaID"`
-	PeerURL   string `json:"peerURL"`
-}
-
-// AddReplicaResponse tells the installer how to start the new member.
-type AddReplicaResponse struct {
-	MemberID       string `json:"memberID"`
-	InitialCluster string `json:"initialCluster"`
-}
-
+// addReplica makes the cluster expect a new replica: its metadata member is
+// added as a learner, which the installer then starts and promotes.
 func (a *API) addReplica(w http.ResponseWriter, r *http.Request, me *meta.Account) error {
 	if err := requireAdmin(me); err != nil {
 		return err
 	}
-	var req AddReplicaRequest
+	var req contract.AddReplicaRequest
 	if err := decode(r.Body, &req); err != nil {
 		return err
 	}
-	if len(req.ReplicaID) != 12 || strings.Trim(req.ReplicaID, "0123456789abcdef") != "" || !strings.HasPrefix(req.PeerURL, "http") {
+	if !contract.ValidReplicaID(req.ReplicaID) || !strings.HasPrefix(req.PeerURL, "http") {
 		return errorf(http.StatusBadRequest, "INVALID", "replicaID must be 12 hex characters and peerURL an http(s) URL")
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
@@ -43,7 +34,7 @@ func (a *API) addReplica(w http.ResponseWriter, r *http.Request, me *meta.Accoun
 	if err != nil {
 		return errorf(http.StatusConflict, "MEMBERSHIP", "adding the metadata member of %s: %v", req.ReplicaID, err)
 	}
-	writeJSON(w, http.StatusCreated, AddReplicaResponse{MemberID: strconv.FormatUint(id, 16), InitialCluster: initial})
+	httpjson.Write(w, http.StatusCreated, contract.AddReplicaResponse{MemberID: strconv.FormatUint(id, 16), InitialCluster: initial})
 	return nil
 }
 

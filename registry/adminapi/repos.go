@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/dtr-registry/dtr/registry/internal/httpjson"
 	"github.com/dtr-registry/dtr/registry/meta"
 )
 
@@ -86,7 +87,7 @@ func (a *API) listAllRepositories(w http.ResponseWriter, r *http.Request, me *me
 	if rs, err = a.visible(r.Context(), me, rs); err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"repositories": rs})
+	httpjson.Write(w, http.StatusOK, map[string]any{"repositories": rs})
 	return nil
 }
 
@@ -101,7 +102,7 @@ func (a *API) listRepositories(w http.ResponseWriter, r *http.Request, me *meta.
 	if rs, err = a.visible(r.Context(), me, rs); err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"repositories": rs})
+	httpjson.Write(w, http.StatusOK, map[string]any{"repositories": rs})
 	return nil
 }
 
@@ -143,7 +144,7 @@ func (a *API) createRepository(w http.ResponseWriter, r *http.Request, me *meta.
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusCreated, rec)
+	httpjson.Write(w, http.StatusCreated, rec)
 	return nil
 }
 
@@ -152,7 +153,7 @@ func (a *API) getRepository(w http.ResponseWriter, r *http.Request, me *meta.Acc
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, rec)
+	httpjson.Write(w, http.StatusOK, rec)
 	return nil
 }
 
@@ -187,7 +188,7 @@ func (a *API) patchRepository(w http.ResponseWriter, r *http.Request, me *meta.A
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, rec)
+	httpjson.Write(w, http.StatusOK, rec)
 	return nil
 }
 
@@ -254,7 +255,7 @@ func (a *API) listTeamAccess(w http.ResponseWriter, r *http.Request, me *meta.Ac
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"teamAccessList": gs})
+	httpjson.Write(w, http.StatusOK, map[string]any{"teamAccessList": gs})
 	return nil
 }
 
@@ -270,7 +271,7 @@ func (a *API) putTeamAccess(w http.ResponseWriter, r *http.Request, me *meta.Acc
 	if err := a.cfg.Store.SetTeamAccess(r.Context(), ns, repo, team, level); err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, meta.Grant{Team: team, Level: level})
+	httpjson.Write(w, http.StatusOK, meta.Grant{Team: team, Level: level})
 	return nil
 }
 
@@ -295,7 +296,7 @@ func (a *API) listUserAccess(w http.ResponseWriter, r *http.Request, me *meta.Ac
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"userAccessList": gs})
+	httpjson.Write(w, http.StatusOK, map[string]any{"userAccessList": gs})
 	return nil
 }
 
@@ -311,7 +312,7 @@ func (a *API) putUserAccess(w http.ResponseWriter, r *http.Request, me *meta.Acc
 	if err := a.cfg.Store.SetUserAccess(r.Context(), ns, repo, user, level); err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, meta.Grant{User: user, Level: level})
+	httpjson.Write(w, http.StatusOK, meta.Grant{User: user, Level: level})
 	return nil
 }
 
@@ -336,7 +337,7 @@ func (a *API) listNamespaceAccess(w http.ResponseWriter, r *http.Request, me *me
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"teamAccessList": gs})
+	httpjson.Write(w, http.StatusOK, map[string]any{"teamAccessList": gs})
 	return nil
 }
 
@@ -352,7 +353,7 @@ func (a *API) putNamespaceAccess(w http.ResponseWriter, r *http.Request, me *met
 	if err := a.cfg.Store.SetNamespaceTeamAccess(r.Context(), ns, team, level); err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, meta.Grant{Team: team, Level: level})
+	httpjson.Write(w, http.StatusOK, meta.Grant{Team: team, Level: level})
 	return nil
 }
 

@@ -2,7 +2,6 @@ package auth
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -14,6 +13,7 @@ import (
 	"github.com/distribution/distribution/v3/registry/auth/token"
 	"github.com/sirupsen/logrus"
 
+	"github.com/dtr-registry/dtr/registry/internal/httpjson"
 	"github.com/dtr-registry/dtr/registry/meta"
 )
 
@@ -54,11 +54,10 @@ type tokenResponse struct {
 	Scope        string `json:"scope,omitempty"`
 }
 
+// writeJSON answers the token endpoint, whose answers are never cached.
 func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v)
+	httpjson.Write(w, status, v)
 }
 
 func unauthorized(w http.ResponseWriter, details string) {

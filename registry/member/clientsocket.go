@@ -51,7 +51,7 @@ func validateClientSocket(path, dataDir string) error {
 			field, path, len(path), MaxClientSocketPath)
 	}
 	if rel, err := filepath.Rel(dataDir, path); err == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator)) {
-		return fmt.Errorf("%s %q is inside Dir %s; put it outside: Restore needs Dir empty, and wiping Dir must not touch a running member's socket",
+		return fmt.Errorf("%s %q is inside Dir %s; put it outside: wiping Dir must not touch a running member's socket",
 			field, path, dataDir)
 	}
 	return nil

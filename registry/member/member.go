@@ -10,7 +10,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -800,21 +799,6 @@ func (m *Member) Status(ctx context.Context) Status {
 	}
 	st.HasQuorum = true
 	return st
-}
-
-// Snapshot streams a point-in-time copy of the database (with its sha256
-// trailer, which Restore verifies) into w and returns the bytes written.
-func (m *Member) Snapshot(ctx context.Context, w io.Writer) (int64, error) {
-	sr, err := m.cli.SnapshotWithVersion(ctx)
-	if err != nil {
-		return 0, fmt.Errorf("etcd snapshot from %s: %w", m.cfg.Name, err)
-	}
-	defer sr.Snapshot.Close()
-	n, err := io.Copy(w, sr.Snapshot)
-	if err != nil {
-		return n, fmt.Errorf("etcd snapshot from %s: streaming after %d bytes: %w", m.cfg.Name, n, err)
-	}
-	return n, nil
 }
 
 // newLogger builds etcd's zap logger at level, teed into watch, which sees

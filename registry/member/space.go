@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -25,9 +26,12 @@ import (
 //     go on), so the cluster stops growing this member's WAL and database
 //     while the operator frees space; the replica refuses writes with 507.
 //   - a reserve file of SpaceReserve bytes sits beside the data. When free
-//     space falls under a quarter of LowSpace anyway (something else filled
-//     the disk), the guard deletes it, and the member's last writes (the
-//     alarm, raft's hard state, the database's commits) find room.
+//     space falls under what etcd needs to allocate its next WAL segment
+//     (releaseBelow; something else filled the disk), the guard deletes it,
+//     and the member's next segment, raft's hard state and the database's
+//     commits find room. etcd's WAL preallocation stops for good after one
+//     failure, and the next segment cut is then fatal, so the reserve goes
+//     before free space is under a segment, not after.
 //   - once free space is back above LowSpace with room for a new reserve,
 //     the guard recreates the reserve and lowers the alarm: writes resume
 //     with no restart.
@@ -44,9 +48,11 @@ const (
 	DefaultSpaceReserve = 128 << 20
 	spaceCheckEvery     = 250 * time.Millisecond
 
-	// minStartSpace is the least free space Start accepts: the WAL segment
-	// etcd allocates as it opens its log, and a few pages for its database.
+	// minStartSpace is the least free space Start accepts, and releaseBelow
+	// where the reserve is released: the WAL segment etcd allocates as it
+	// opens its log or cuts a segment, and a few pages for its database.
 	minStartSpace = walSegment + 4<<20
+	releaseBelow  = minStartSpace
 	walSegment    = 64 * 1000 * 1000 // go.etcd.io/etcd/server/v3/storage/wal.SegmentSizeBytes
 
 	// reserveFile is the reserve's name in the replica's data directory
@@ -83,6 +89,11 @@ type spaceGuard struct {
 	state         SpaceState
 	raisedAlarmAt time.Time
 	defraggedAt   time.Time
+
+	// For SpaceLow: when the volume was last read and whether it was under
+	// the low mark then.
+	readAt  atomic.Int64
+	readLow atomic.Bool
 }
 
 func newSpaceGuard(cfg Config, lg *zap.Logger) *spaceGuard {
@@ -134,7 +145,8 @@ func (g *spaceGuard) prepareStart() error {
 	if err != nil {
 		return nil // not a reason to refuse a start; the guard reports it
 	}
-	if free < g.low/4 && g.hasReserve() {
+	os.Remove(g.reserve + ".tmp") // a reserve cut short by a kill
+	if free < releaseBelow && g.hasReserve() {
 		if err := os.Remove(g.reserve); err == nil {
 			g.lg.Warn("the metadata volume is nearly full: released the space reserve so that the member can start",
 				zap.String("dir", dir), zap.Int64("free-bytes", free), zap.Int64("released-bytes", g.size))
@@ -150,6 +162,23 @@ func (g *spaceGuard) prepareStart() error {
 		g.state.Released = false
 	}
 	return nil
+}
+
+// PrepareSpace does for the volume under cfg.Dir what Start does first, for
+// a caller that writes to that volume before Start (the replica issues its
+// certificates there): it releases the reserve on a nearly full volume and
+// says when even that leaves too little to start. It reports whether it
+// released the reserve.
+func PrepareSpace(cfg Config) (released bool, err error) {
+	if cfg.LowSpace == 0 {
+		cfg.LowSpace = DefaultLowSpace
+	}
+	if cfg.SpaceReserve == 0 {
+		cfg.SpaceReserve = DefaultSpaceReserve
+	}
+	g := newSpaceGuard(cfg, zap.NewNop())
+	err = g.prepareStart()
+	return g.state.Released, err
 }
 
 // takeReserve creates the reserve file with its blocks allocated.
@@ -204,6 +233,27 @@ func writeZeros(f *os.File, size int64) error {
 	return nil
 }
 
+// SpaceLow reports whether the volume is under the low mark now, for the
+// write paths that fill it (blob uploads to a storage on the same disk): a
+// reading at most spaceFresh old, else a new statfs. The guard's 250 ms
+// round alone could be outrun by fast uploads.
+func (m *Member) SpaceLow() bool {
+	g := m.space
+	if time.Since(time.Unix(0, g.readAt.Load())) > spaceFresh {
+		free, err := g.statfs(g.dir)
+		if err != nil {
+			return false
+		}
+		g.readLow.Store(free < g.low)
+		g.readAt.Store(time.Now().UnixNano())
+	}
+	return g.readLow.Load()
+}
+
+// spaceFresh bounds how old a reading SpaceLow may answer from: a statfs is
+// about a microsecond, a 32 KiB write a few.
+const spaceFresh = 10 * time.Millisecond
+
 // Space is the guard's last reading.
 func (m *Member) Space() SpaceState {
 	m.space.mu.Lock()
@@ -250,7 +300,7 @@ func (m *Member) checkSpace() {
 				zap.String("dir", g.dir), zap.Int64("free-bytes", free), zap.Int64("low-bytes", g.low))
 		}
 		st.Low = true
-		if free < g.low/4 && g.hasReserve() {
+		if free < releaseBelow && g.hasReserve() {
 			if rerr := os.Remove(g.reserve); rerr == nil {
 				st.Released = true
 				g.lg.Warn("the metadata volume is almost out of space: released the space reserve for the member's last writes",
@@ -258,7 +308,7 @@ func (m *Member) checkSpace() {
 			}
 		}
 		if !m.hasNoSpaceAlarm() && time.Since(g.raisedAlarmAt) > time.Second {
-			if err := m.setNoSpaceAlarm(pb.AlarmRequest_ACTIVATE); err != nil {
+			if err := m.setNoSpaceAlarm(m.id, pb.AlarmRequest_ACTIVATE); err != nil {
 				st.Err = "raising the NOSPACE alarm: " + err.Error()
 			} else {
 				g.raisedAlarmAt = time.Now()
@@ -276,21 +326,56 @@ func (m *Member) checkSpace() {
 		}
 		if !g.hasReserve() && g.takeReserve() {
 			st.Released = false
+			if free, err = g.statfs(g.dir); err != nil {
+				return
+			}
+			st.Free = free
 		}
 		if m.hasNoSpaceAlarm() && !m.dbBelowQuota() {
 			m.defragWhenCompacted(free)
 		}
-		if m.hasNoSpaceAlarm() && m.dbBelowQuota() {
-			if err := m.setNoSpaceAlarm(pb.AlarmRequest_DEACTIVATE); err != nil {
+		if m.hasNoSpaceAlarm() {
+			if !m.dbBelowQuota() {
+				if st.Low {
+					g.lg.Warn("the metadata volume has space again, but the NOSPACE alarm stays: the database is at its quota; delete data and let compaction run",
+						zap.String("dir", g.dir), zap.Int64("free-bytes", free), zap.Int64("db-bytes", m.etcd.Server.Backend().Size()))
+				}
+				st.Low = false
+				return
+			}
+			if err := m.setNoSpaceAlarm(m.id, pb.AlarmRequest_DEACTIVATE); err != nil {
 				st.Err = "lowering the NOSPACE alarm: " + err.Error()
 				return
 			}
-		}
-		if st.Low {
 			g.lg.Warn("the metadata volume has space again: lowered the NOSPACE alarm; writes resume",
 				zap.String("dir", g.dir), zap.Int64("free-bytes", free))
 		}
 		st.Low = false
+	}
+	m.lowerForeignAlarms()
+}
+
+// lowerForeignAlarms lowers, on the leader, the alarms of members that are
+// no longer in the cluster (removed, or gone with an emergency repair or a
+// restore): etcd keeps an alarm when its member goes, and nobody else would
+// ever lower it, so writes would be refused for good.
+func (m *Member) lowerForeignAlarms() {
+	s := m.etcd.Server
+	if uint64(s.Leader()) != m.id {
+		return
+	}
+	in := map[uint64]bool{}
+	for _, mm := range s.Cluster().Members() {
+		in[uint64(mm.ID)] = true
+	}
+	for _, a := range s.Alarms() {
+		if in[a.MemberID] {
+			continue
+		}
+		if err := m.setNoSpaceAlarm(a.MemberID, pb.AlarmRequest_DEACTIVATE); err == nil {
+			m.space.lg.Warn("lowered the alarm of a member that left the cluster",
+				zap.String("alarm", a.Alarm.String()), zap.String("member", fmt.Sprintf("%x", a.MemberID)))
+		}
 	}
 }
 
@@ -323,9 +408,16 @@ func (m *Member) defragWhenCompacted(free int64) {
 	if time.Since(m.space.defraggedAt) < time.Minute {
 		return
 	}
+	// One member at a time: a defragmentation holds the database's locks,
+	// and every member whose database reached the quota raised its alarm.
+	for _, a := range m.etcd.Server.Alarms() {
+		if a.Alarm == pb.AlarmType_NOSPACE && a.MemberID < m.id {
+			return
+		}
+	}
 	m.space.defraggedAt = time.Now()
 	before := be.Size()
-	if err := be.Defrag(); err != nil {
+	if err := m.etcd.Server.Defragment(); err != nil {
 		m.space.lg.Warn("defragmenting the metadata database after its quota alarm", zap.Error(err))
 		return
 	}
@@ -335,7 +427,7 @@ func (m *Member) defragWhenCompacted(free int64) {
 
 // setNoSpaceAlarm raises or lowers this member's NOSPACE alarm through raft,
 // as etcd itself does when its database reaches the quota; it needs quorum.
-func (m *Member) setNoSpaceAlarm(action pb.AlarmRequest_AlarmAction) error {
+func (m *Member) setNoSpaceAlarm(member uint64, action pb.AlarmRequest_AlarmAction) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	go func() {
@@ -345,7 +437,7 @@ func (m *Member) setNoSpaceAlarm(action pb.AlarmRequest_AlarmAction) error {
 		case <-ctx.Done():
 		}
 	}()
-	_, err := m.etcd.Server.Alarm(ctx, &pb.AlarmRequest{Action: action, MemberID: m.id, Alarm: pb.AlarmType_NOSPACE})
+	_, err := m.etcd.Server.Alarm(ctx, &pb.AlarmRequest{Action: action, MemberID: member, Alarm: pb.AlarmType_NOSPACE})
 	return err
 }
 

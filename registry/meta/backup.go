@@ -9,16 +9,17 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/dtr-registry/dtr/backup"
+	"github.com/dtr-registry/dtr/contract"
 )
 
 // Where the cluster's own records go in a backup (docs/architecture.md §5); every other
 // record goes under meta/<kind>/….
 var backupPaths = map[string]string{
-	key("cluster"):               "config/cluster.json",
-	key("settings"):              "config/settings.json",
-	key("ca"):                    "certs/ca.json",
-	key("keys", "token"):         "certs/token-key.json",
-	key("keys", "token-retired"): "certs/token-keys-retired.json",
+	key("cluster"):               contract.RecordCluster,
+	key("settings"):              contract.RecordSettings,
+	key("ca"):                    contract.RecordCA,
+	key("keys", "token"):         contract.RecordTokenKey,
+	key("keys", "token-retired"): contract.RecordRetiredTokens,
 }
 
 // BackupPath is the archive path of key k. Replica health reports and

@@ -18,6 +18,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/dtr-registry/dtr/contract"
 	"github.com/dtr-registry/dtr/registry"
 	"github.com/dtr-registry/dtr/registry/member"
 	"github.com/dtr-registry/dtr/registry/meta"
@@ -144,7 +145,7 @@ func Start(t testing.TB, o registry.Options) *Replica {
 		Host:    httpsLn.Addr().String(),
 		URL:     "https://" + httpsLn.Addr().String(),
 		HTTP:    "http://" + httpLn.Addr().String(),
-		Client:  &http.Client{Timeout: 2 * time.Minute, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: "dtr-replica"}, MaxIdleConnsPerHost: 64}},
+		Client:  &http.Client{Timeout: 2 * time.Minute, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: contract.TLSServerName}, MaxIdleConnsPerHost: 64}},
 		Opts:    o,
 		t:       t,
 		cancel:  scancel,

@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/dtr-registry/dtr/backup"
-	"github.com/dtr-registry/dtr/registry/adminapi"
+	"github.com/dtr-registry/dtr/contract"
 	"github.com/dtr-registry/dtr/registry/meta"
 	"github.com/dtr-registry/dtr/registry/registrytest"
 )
@@ -54,8 +54,8 @@ func joinReplica(t *testing.T, r *registrytest.Replica, id string) *registrytest
 	if o.StorageRoot == "" {
 		o.StorageRoot = filepath.Join(r.Opts.DataDir, "registry")
 	}
-	var added adminapi.AddReplicaResponse
-	if st := r.API(t, admin, adminPW, "POST", "/api/v0/meta/replicas", adminapi.AddReplicaRequest{ReplicaID: id, PeerURL: o.PeerAdvertise}, &added); st != http.StatusCreated {
+	var added contract.AddReplicaResponse
+	if st := r.API(t, admin, adminPW, "POST", "/api/v0/meta/replicas", contract.AddReplicaRequest{ReplicaID: id, PeerURL: o.PeerAdvertise}, &added); st != http.StatusCreated {
 		t.Fatalf("adding replica %s: %d", id, st)
 	}
 	o.InitialCluster = added.InitialCluster

@@ -1,0 +1,223 @@
+package orchestrator
+
+import (
+	"context"
+	"encoding/json"
+	"net"
+	"net/http"
+	"net/url"
+	"reflect"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/docker/docker/api/types/swarm"
+
+	"github.com/dtr-registry/dtr/contract"
+	"github.com/dtr-registry/dtr/ucp/ucpfake"
+)
+
+// roundTripConfigs are the kinds of replica the installer makes.
+func roundTripConfigs() map[string]ReplicaConfig {
+	base := ReplicaConfig{ID: "0123456789ab", Node: "node1", NodeAddr: "10.0.0.11", HTTPPort: 80, HTTPSPort: 443,
+		Image: "dtr-registry:0.1.0", ImageID: "sha256:ab12", Version: "0.1.0", LogLevel: "info",
+		JobImageID: "sha256:cd34"}
+	with := func(f func(*ReplicaConfig)) ReplicaConfig {
+		c := base
+		f(&c)
+		return c
+	}
+	return map[string]ReplicaConfig{
+		"new cluster": with(func(c *ReplicaConfig) { c.AdminUsername, c.ExternalURL = "admin", "https://dtr.example.com" }),
+		"join": with(func(c *ReplicaConfig) {
+			c.ID, c.Node, c.NodeAddr = "00000000000b", "node2", "10.0.0.12"
+			c.Join, c.InitialCluster = true, "0123456789ab=https://dtr-registry-0123456789ab:12380,00000000000b=https://dtr-registry-00000000000b:12380"
+		}),
+		"restore keeping the backup's storage": with(func(c *ReplicaConfig) { c.Restore, c.RestoreStorage = true, contract.RestoreKeepStorage }),
+		"restore on a host path": with(func(c *ReplicaConfig) {
+			c.Restore, c.RestoreStorage, c.Storage = true, contract.RestoreFilesystem, Storage{Volume: "/srv/dtr"}
+		}),
+		"nfs": with(func(c *ReplicaConfig) {
+			c.Storage = Storage{NFSURL: "nfs://10.0.0.5/dtr", NFSOptions: "rw,nfsvers=4.1", AsyncNFS: true}
+		}),
+		"host path":    with(func(c *ReplicaConfig) { c.Storage = Storage{Volume: "/srv/dtr"} }),
+		"named volume": with(func(c *ReplicaConfig) { c.Storage = Storage{Volume: "blobs"} }),
+		"operator tls": with(func(c *ReplicaConfig) {
+			c.AdminUsername = "admin"
+			c.TLSCertConfig, c.TLSKeySecret = tlsNames("-----BEGIN CERTIFICATE-----\n")
+		}),
+		"proxies": with(func(c *ReplicaConfig) {
+			c.HTTPProxy, c.HTTPSProxy, c.NoProxy = "http://proxy:3128", "http://user:pw@proxy:3129", "acme.com,.acme.org,10.0.0.0/8"
+		}),
+		"log level, external URL and ports": with(func(c *ReplicaConfig) {
+			c.LogLevel, c.ExternalURL, c.HTTPPort, c.HTTPSPort = "debug", "https://dtr.example.com:4443", 8081, 4443
+		}),
+		"no node address": with(func(c *ReplicaConfig) { c.NodeAddr = "" }),
+	}
+}
+
+func idsFor(c ReplicaConfig) ObjectIDs {
+	ids := ObjectIDs{CAKey: "secret-ca", CACert: "config-ca"}
+	if c.AdminUsername != "" {
+		ids.Admin = "secret-admin"
+	}
+	if c.TLSKeySecret != "" {
+		ids.TLSKey, ids.TLSCert = "secret-tls", "config-tls"
+	}
+	return ids
+}
+
+// TestConfigInvertsServiceSpec: for every kind of replica, the service
+// ServiceSpec makes, created on an engine and found again by FindReplicas,
+// gives back the configuration it was made from (all of it but JobImageID,
+// which is the installer's and not in the service), and the IDs of the
+// objects it references; the two make the same service again.
+func TestConfigInvertsServiceSpec(t *testing.T) {
+	ctx := context.Background()
+	for name, c := range roundTripConfigs() {
+		t.Run(name, func(t *testing.T) {
+			ids := idsFor(c)
+			spec := ServiceSpec(c, ids)
+			// As the engine API carries it.
+			var wire swarm.ServiceSpec
+			if err := json.Unmarshal(mustJSON(spec), &wire); err != nil {
+				t.Fatal(err)
+			}
+			e := ucpfake.New(c.Node)
+			if _, err := (Objects{C: e.Cluster()}).CreateService(ctx, wire); err != nil {
+				t.Fatal(err)
+			}
+			reps, err := FindReplicas(ctx, e.Cluster())
+			if err != nil || len(reps) != 1 {
+				t.Fatalf("FindReplicas: %v, %d replicas", err, len(reps))
+			}
+			got, err := reps[0].Config()
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := c
+			want.JobImageID = ""
+			if !reflect.DeepEqual(got, want) {
+				t.Fatalf("Config() = %+v\nwant       %+v", got, want)
+			}
+			if gotIDs := reps[0].ObjectIDs(); gotIDs != ids {
+				t.Fatalf("ObjectIDs() = %+v, want %+v", gotIDs, ids)
+			}
+			if again := mustJSON(ServiceSpec(got, reps[0].ObjectIDs())); string(again) != string(mustJSON(spec)) {
+				t.Fatalf("the service made again differs:\n%s\nwas\n%s", again, mustJSON(spec))
+			}
+		})
+	}
+}
+
+// TestRoundTripCoversEveryField: every field of ReplicaConfig is set in
+// some case above, so a new setting that ServiceSpec writes and Config does
+// not read fails TestConfigInvertsServiceSpec.
+func TestRoundTripCoversEveryField(t *testing.T) {
+	typ := reflect.TypeOf(ReplicaConfig{})
+	for i := 0; i < typ.NumField(); i++ {
+		set := false
+		for _, c := range roundTripConfigs() {
+			set = set || !reflect.ValueOf(c).Field(i).IsZero()
+		}
+		if !set {
+			t.Errorf("no round-trip case sets ReplicaConfig.%s: add one", typ.Field(i).Name)
+		}
+	}
+}
+
+func TestConfigRefusesForeignServices(t *testing.T) {
+	if _, err := (Replica{ID: "0123456789ab"}).Config(); err == nil || !strings.Contains(err.Error(), "no container spec") {
+		t.Errorf("a service without a container: %v", err)
+	}
+	c := roundTripConfigs()["operator tls"]
+	spec := ServiceSpec(c, idsFor(c))
+	r := replicaOf(swarm.Service{Spec: spec})
+	cs := *spec.TaskTemplate.ContainerSpec
+	r.Spec.TaskTemplate.ContainerSpec = &cs
+	cs.Env = append(slices.Clone(cs.Env), "DTR_JOIN=perhaps")
+	if _, err := r.Config(); err == nil || !strings.Contains(err.Error(), "DTR_JOIN") {
+		t.Errorf("an environment that does not parse: %v", err)
+	}
+	cs.Env = spec.TaskTemplate.ContainerSpec.Env
+	cs.Secrets = cs.Secrets[:1]
+	if _, err := r.Config(); err == nil || !strings.Contains(err.Error(), "reconfigure --dtr-cert") {
+		t.Errorf("a TLS key file with no secret behind it: %v", err)
+	}
+}
+
+// TestJoinPassesStateNotInput: the add-replica answer reaches the new
+// service through the run's State; the plan's input stays as it was.
+func TestJoinPassesStateNotInput(t *testing.T) {
+	ctx := context.Background()
+	e, in, admin := joinCluster(t)
+	e.Job = func(swarm.ServiceSpec) (bool, string) { return true, "reached\n" }
+	u, _ := url.Parse(admin.URL)
+	host, port, _ := net.SplitHostPort(u.Host)
+	in.Replica.NodeAddr = host
+	in.Replica.HTTPSPort, _ = strconv.Atoi(port)
+	before := *in
+	p, err := (Objects{C: e.Cluster()}).PlanJoin(ctx, in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Apply(ctx, logger(), false); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(*in, before) {
+		t.Fatalf("the join changed its input: %+v", in.Replica)
+	}
+	reps, err := FindReplicas(ctx, e.Cluster())
+	if err != nil || len(reps) != 1 {
+		t.Fatalf("FindReplicas: %v %d", err, len(reps))
+	}
+	got, err := reps[0].Config()
+	if err != nil || !got.Join || got.InitialCluster != "x" {
+		t.Fatalf("joined replica: %+v %v", got, err)
+	}
+	var added contract.AddReplicaRequest
+	for _, r := range admin.requests() {
+		if r.method == http.MethodPost && r.path == "/api/v0/meta/replicas" {
+			_ = json.Unmarshal([]byte(r.body), &added)
+		}
+	}
+	if added != (contract.AddReplicaRequest{ReplicaID: in.Replica.ID, PeerURL: contract.PeerURL(in.Replica.ID)}) {
+		t.Fatalf("add-replica request %+v", added)
+	}
+}
+
+// TestReconfigureUndoRemovesOnlyWhatItCreated: a failed reconfiguration to
+// a new certificate removes the objects this run created, through the
+// run's State, and keeps an object of that name that existed before.
+func TestReconfigureUndoRemovesOnlyWhatItCreated(t *testing.T) {
+	shortGrace(t)
+	ts := pingServer(t, func(int) (int, string) { return 503, unwritableReport })
+	e := ucpfake.New("node1")
+	r := replicaOn(t, e, "000000000001", port(t, ts))
+	cert := "-----BEGIN CERTIFICATE-----\nnew\n"
+	certConfig, keySecret := tlsNames(cert)
+	e.Configs = append(e.Configs, swarm.Config{ID: "old", Spec: swarm.ConfigSpec{Annotations: swarm.Annotations{Name: certConfig}}})
+	in := &Reconfigure{Replicas: []Replica{r}, Addrs: map[string]string{"node1": "127.0.0.1"},
+		Change: Change{TLSCert: cert, TLSKey: "-----BEGIN PRIVATE KEY-----\n", Storage: &Storage{Volume: "/srv/x"}}, Client: ts.Client(), Timeout: time.Minute}
+	p := (Objects{C: e.Cluster()}).PlanReconfigure(in)
+	spec, err := p.Steps[1].Service(State{Secrets: map[string]string{keySecret: "k"}, Configs: map[string]string{certConfig: "old"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	updated := replicaOf(swarm.Service{Spec: spec})
+	if c, err := updated.Config(); err != nil || c.TLSKeySecret != keySecret || c.TLSCertConfig != certConfig || updated.ObjectIDs().TLSCert != "old" {
+		t.Fatalf("updated spec: %+v %+v %v", c, updated.ObjectIDs(), err)
+	}
+	if err := p.Apply(context.Background(), logger(), false); err == nil {
+		t.Fatal("reconfigure to an unwritable storage passed")
+	}
+	o := Objects{C: e.Cluster()}
+	if id, _ := o.ConfigID(context.Background(), certConfig); id != "old" {
+		t.Errorf("the undo removed config %s, which existed before", certConfig)
+	}
+	if id, _ := o.SecretID(context.Background(), keySecret); id != "" {
+		t.Errorf("the undo left secret %s, which this run created", keySecret)
+	}
+}
