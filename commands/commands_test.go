@@ -256,16 +256,15 @@ func TestPromptPlan(t *testing.T) {
 	}
 }
 
-func TestNotImplementedAfterPrompts(t *testing.T) {
+// TestUpgradeRefusesDowngrade: a replica newer than this dtr stops the
+// upgrade before anything changes, with exit 2 and the versions named.
+func TestUpgradeRefusesDowngrade(t *testing.T) {
 	r := dtr(append([]string{"upgrade", "--ucp-password", "password1"}, creds...)...)
 	r.engine = ucpfake.New("manager1", "worker1")
-	r.engine.AddReplicaService("aaaaaaaaaaaa", "worker1", images.Version)
+	r.engine.AddReplicaService("aaaaaaaaaaaa", "worker1", "99.0.0")
 	r.exec(t)
-	if r.code != ExitFailure || !strings.Contains(r.stderr, "upgrade is not implemented in this version of dtr") {
+	if r.code != ExitUsage || !strings.Contains(r.stderr, "downgrades are not supported") || !strings.Contains(r.stderr, "nothing was changed") {
 		t.Fatalf("exit %d:\n%s", r.code, r.stderr)
-	}
-	if strings.Contains(r.stderr, "has failed") {
-		t.Fatalf("a command that is not implemented must not suggest running it again:\n%s", r.stderr)
 	}
 	for _, line := range []string{"INFO[0000] Beginning Docker Trusted Registry Upgrade", "Using replica aaaaaaaaaaaa"} {
 		if !strings.Contains(r.stderr, line) {
@@ -343,7 +342,6 @@ func TestExitCode(t *testing.T) {
 	}{
 		{nil, ExitOK},
 		{errors.New("boom"), ExitFailure},
-		{notImplemented("x"), ExitFailure},
 		{usageErrorf("bad"), ExitUsage},
 		{&ucp.Error{Msg: "down"}, ExitControlPlane},
 		{&ucp.Error{Kind: ucp.ErrAuthentication, Msg: "401"}, ExitControlPlane},

@@ -11,7 +11,7 @@ import (
 // Exit codes, documented in the README. Scripts may rely on them.
 const (
 	ExitOK           = 0   // the command did what it was asked
-	ExitFailure      = 1   // the operation failed (or is not implemented in this version)
+	ExitFailure      = 1   // the operation failed
 	ExitUsage        = 2   // bad flags, values or environment; nothing was changed
 	ExitControlPlane = 3   // the control plane cannot be reached, trusted or logged in to, or is not a Swarm manager
 	ExitInterrupted  = 130 // stopped by Ctrl-C or SIGTERM
@@ -25,13 +25,6 @@ func (e *UsageError) Error() string { return e.msg }
 
 func usageErrorf(format string, args ...any) error {
 	return &UsageError{msg: fmt.Sprintf(format, args...)}
-}
-
-// ErrNotImplemented is returned by commands whose work comes in a later version.
-var ErrNotImplemented = errors.New("not implemented in this version")
-
-func notImplemented(command string) error {
-	return fmt.Errorf("%s is %w of dtr; nothing was changed. The README lists what this version does", command, ErrNotImplemented)
 }
 
 // ExitCode maps an error returned by a command to the process's exit code.

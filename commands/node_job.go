@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -39,7 +40,14 @@ func newNodeJobCommand(cli *Cli) *cobra.Command {
 		},
 	}
 	nt.Flags().StringVar(&caFile, "ca", "", "PEM file of the cluster CA, which issued the replica's certificate")
-	cmd.AddCommand(rm, nt)
+	hi := &cobra.Command{
+		Use:  "has-images ID…",
+		Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runHasImages(cmd.Context(), cli, args)
+		},
+	}
+	cmd.AddCommand(rm, nt, hi)
 	return cmd
 }
 
@@ -59,6 +67,27 @@ func runNetworkTest(ctx context.Context, cli *Cli, caFile, url string) error {
 		return fmt.Errorf("no answer from %s over the overlay within %v: %w", url, networkTestWithin, err)
 	}
 	fmt.Fprintf(cli.Out, "reached %s over the overlay in %v\n", url, took.Round(time.Millisecond))
+	return nil
+}
+
+// runHasImages checks that this node's engine holds the images by ID
+// (upgrade checks every node before it changes anything).
+func runHasImages(ctx context.Context, cli *Cli, ids []string) error {
+	cluster, err := ucp.ConnectLocal(ctx, "unix:///var/run/docker.sock")
+	if err != nil {
+		return err
+	}
+	defer cluster.Close()
+	var missing []string
+	for _, id := range ids {
+		if _, err := cluster.Engine.ImageInspect(ctx, id); err != nil {
+			missing = append(missing, id)
+		}
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("missing image(s) %s", strings.Join(missing, ", "))
+	}
+	fmt.Fprintln(cli.Out, "all images present")
 	return nil
 }
 

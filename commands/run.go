@@ -28,7 +28,7 @@ func Run(ctx context.Context, cli *Cli, args []string) int {
 	}
 	code := ExitCode(err)
 	cli.Log.Log(logrus.FatalLevel, err)
-	if code == ExitFailure && !errors.Is(err, ErrNotImplemented) && cmd != nil && cmd != root {
+	if code == ExitFailure && cmd != nil && cmd != root {
 		name := cmd.Name()
 		cli.Log.Log(logrus.FatalLevel, strings.ToUpper(name[:1])+name[1:]+" has failed. Try running it again.")
 	}

@@ -93,8 +93,13 @@ func (a ReplicaAPI) Promote(ctx context.Context, id string, within time.Duration
 	return err
 }
 
+// Undrain lifts a replica's drain mark once it runs its new version.
+func (a ReplicaAPI) Undrain(ctx context.Context, id string) error {
+	return a.call(ctx, http.MethodDelete, "/api/v0/meta/replicas/"+id+"/drain", nil, nil)
+}
+
 // Drain makes a replica's /_ping fail so load balancers stop sending it
-// requests before it is removed.
+// requests before it is removed or restarted.
 func (a ReplicaAPI) Drain(ctx context.Context, id string) error {
 	return a.call(ctx, http.MethodPost, "/api/v0/meta/replicas/"+id+"/drain", nil, nil)
 }

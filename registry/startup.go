@@ -364,7 +364,7 @@ func (s *startup) prepareServe(ctx context.Context) error {
 		})},
 		check{"drain", func(ctx context.Context) error {
 			if d, err := r.store.Draining(ctx, o.ReplicaID); err == nil && d {
-				return errors.New("draining: this replica is being removed")
+				return errors.New("draining: this replica is being removed or upgraded")
 			}
 			return nil
 		}},

@@ -111,6 +111,7 @@ func New(cfg Config) *API {
 	h("POST /api/v0/meta/replicas/{id}/promote", a.promoteReplica)
 	h("DELETE /api/v0/meta/replicas/{id}", a.removeReplica)
 	h("POST /api/v0/meta/replicas/{id}/drain", a.drainReplica)
+	h("DELETE /api/v0/meta/replicas/{id}/drain", a.undrainReplica)
 	h("GET /api/v0/meta/backup", a.backup)
 	h("POST /api/v0/meta/token_key/rotate", a.rotateTokenKey)
 	a.mux.HandleFunc("/api/v0/", func(w http.ResponseWriter, r *http.Request) {

@@ -70,6 +70,22 @@ func (a *API) drainReplica(w http.ResponseWriter, r *http.Request, me *meta.Acco
 	return nil
 }
 
+// undrainReplica lifts a replica's drain mark (upgrade, once the replica
+// runs its new version).
+func (a *API) undrainReplica(w http.ResponseWriter, r *http.Request, me *meta.Account) error {
+	if err := requireAdmin(me); err != nil {
+		return err
+	}
+	if _, err := a.memberID(r.Context(), r.PathValue("id")); err != nil {
+		return err
+	}
+	if err := a.cfg.Store.Undrain(r.Context(), r.PathValue("id")); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
 func (a *API) removeReplica(w http.ResponseWriter, r *http.Request, me *meta.Account) error {
 	if err := requireAdmin(me); err != nil {
 		return err

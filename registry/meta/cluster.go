@@ -385,10 +385,17 @@ func (s *Store) DeleteHealthReport(ctx context.Context, id string) error {
 	return err
 }
 
-// Drain marks a replica as leaving: its /_ping fails from its next health
-// probe on, so load balancers stop sending it requests before it stops.
+// Drain marks a replica as leaving or restarting (remove, upgrade): its
+// /_ping fails from its next health probe on, so load balancers stop sending
+// it requests before it stops.
 func (s *Store) Drain(ctx context.Context, id string) error {
 	return s.put(ctx, key("draining", id), map[string]any{"since": time.Now().UTC()})
+}
+
+// Undrain lifts a replica's drain mark: an upgraded replica serves again.
+func (s *Store) Undrain(ctx context.Context, id string) error {
+	_, err := s.KV.Delete(ctx, key("draining", id))
+	return err
 }
 
 // Draining reports whether a replica is marked as leaving. A serializable
