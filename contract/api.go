@@ -22,6 +22,18 @@ type ClusterStatus struct {
 	ReplicaHealth map[string]ReplicaHealth `json:"replica_health"`
 	CurrentIssues []Issue                  `json:"current_issues"`
 	Alarms        []Alarm                  `json:"alarms"`
+	Schema        *SchemaStatus            `json:"schema,omitempty"` // nil when it cannot be read
+}
+
+// SchemaStatus is the cluster's metadata schema in ClusterStatus.
+type SchemaStatus struct {
+	Version int `json:"version"` // what the cluster's records are
+	// Target is the newest schema a replica's build knows: its migrations
+	// run once every replica runs it.
+	Target     int       `json:"target"`
+	MigratedAt time.Time `json:"migratedAt,omitzero"`
+	// Pending says why Version is below Target, or the migration under way.
+	Pending string `json:"pending,omitempty"`
 }
 
 // Member is one metadata member in ClusterStatus.

@@ -88,6 +88,9 @@ type Options struct {
 	// means member's defaults. Tests on small filesystems set them.
 	MetadataLowSpace     int64
 	MetadataSpaceReserve int64
+	// Schema is the metadata schema the replica's build knows; nil means
+	// meta.Current. Tests run replicas of other builds with it.
+	Schema *meta.Schema
 }
 
 func (o *Options) defaults() error {
@@ -280,7 +283,7 @@ func (r *Replica) reportHealth() func(Health) {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
 		defer cancel()
-		err := r.store.ReportHealth(ctx, meta.ReplicaReport{ID: r.opts.ReplicaID, Healthy: h.Healthy, Error: h.Error, Version: images.Version, At: time.Now().UTC()})
+		err := r.store.ReportHealth(ctx, meta.ReplicaReport{ID: r.opts.ReplicaID, Healthy: h.Healthy, Error: h.Error, Version: images.Version, Schema: r.schema().Version(), At: time.Now().UTC()})
 		if err == nil {
 			last, at = h, time.Now()
 		}

@@ -239,6 +239,9 @@ func (s *startup) loadCluster(ctx context.Context) error {
 		return err
 	}
 	r.cluster = c
+	if err := r.checkSchema(cctx); err != nil {
+		return err
+	}
 	if err := r.loadKeyring(cctx); err != nil {
 		return err
 	}
@@ -300,6 +303,8 @@ func (s *startup) bootstrapNew(ctx context.Context) (meta.Cluster, error) {
 		Settings:      meta.Settings{ExternalURL: o.ExternalURL, Storage: o.Storage, LogLevel: o.LogLevel},
 		AdminUsername: o.AdminUsername,
 		AdminPassword: o.AdminPassword,
+		Replica:       o.ReplicaID,
+		Schema:        r.schema().Version(),
 	})
 	if err != nil {
 		return meta.Cluster{}, fmt.Errorf("bootstrapping the cluster: %w", err)
@@ -369,6 +374,7 @@ func (s *startup) prepareServe(ctx context.Context) error {
 			return nil
 		}},
 		check{"metadata-space", r.metadataSpaceCheck},
+		check{"schema", r.schemaProbe},
 		check{"auth", func(context.Context) error {
 			if r.keys.Load() == nil {
 				return errors.New("token signing key not loaded")
@@ -393,6 +399,8 @@ func (s *startup) prepareServe(ctx context.Context) error {
 	go func() { defer r.done.Done(); r.reconcileLoop(bg) }()
 	r.done.Add(1) // leftovers of interrupted uploads: leftovers.go
 	go func() { defer r.done.Done(); r.leftoversLoop(bg) }()
+	r.done.Add(1) // metadata schema migrations: schema.go
+	go func() { defer r.done.Done(); r.migrateLoop(bg) }()
 	return nil
 }
 

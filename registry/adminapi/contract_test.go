@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/dtr-registry/dtr/contract"
+	"github.com/dtr-registry/dtr/registry/meta"
 	"github.com/dtr-registry/dtr/registry/registrytest"
 )
 
@@ -47,8 +48,12 @@ func TestContractWire(t *testing.T) {
 	if err := json.Unmarshal(raw, &m); err != nil {
 		t.Fatal(err)
 	}
-	if got, want := keys(m), []string{"alarms", "current_issues", "hasQuorum", "leader", "members", "replica", "replica_health", "revision"}; !slices.Equal(got, want) {
+	if got, want := keys(m), []string{"alarms", "current_issues", "hasQuorum", "leader", "members", "replica", "replica_health", "revision", "schema"}; !slices.Equal(got, want) {
 		t.Errorf("cluster_status fields %v, want %v", got, want)
+	}
+	// A new cluster is at this build's schema, with nothing pending.
+	if s := cs.Schema; s == nil || s.Version != meta.SchemaVersion || s.Target != meta.SchemaVersion || s.Pending != "" || s.MigratedAt.IsZero() {
+		t.Errorf("cluster_status schema of a new cluster: %+v, want version and target %d, nothing pending", s, meta.SchemaVersion)
 	}
 	// Empty lists are [], never null: DTR's clients index them.
 	for _, k := range []string{"alarms", "current_issues", "members"} {

@@ -1,12 +1,15 @@
 package adminapi
 
 import (
+	"context"
 	"io"
 	"net/http"
+	"slices"
 	"time"
 
 	"github.com/dtr-registry/dtr/contract"
 	"github.com/dtr-registry/dtr/registry/internal/httpjson"
+	"github.com/dtr-registry/dtr/registry/member"
 	"github.com/dtr-registry/dtr/registry/meta"
 )
 
@@ -157,6 +160,7 @@ func (a *API) clusterStatus(w http.ResponseWriter, r *http.Request, me *meta.Acc
 	for _, m := range st.Members {
 		cs.Members = append(cs.Members, contract.Member{ID: m.ID, Name: m.Name, PeerURLs: m.PeerURLs, IsLearner: m.IsLearner, IsLeader: m.ID == st.Leader})
 	}
+	cs.Schema = a.schemaStatus(ctx, st.Members, reports)
 	httpjson.Write(w, http.StatusOK, cs)
 	return nil
 }
@@ -219,4 +223,25 @@ func (c *countingWriter) Write(p []byte) (int, error) {
 	n, err := c.w.Write(p)
 	c.n += int64(n)
 	return n, err
+}
+
+// schemaStatus is the metadata schema and what its migration waits for;
+// nil when the schema record cannot be read.
+func (a *API) schemaStatus(ctx context.Context, members []member.Info, reports []meta.ReplicaReport) *contract.SchemaStatus {
+	rec, _, err := a.cfg.Store.Schema(ctx)
+	if err != nil {
+		return nil
+	}
+	s := &contract.SchemaStatus{Version: rec.Version, Target: rec.Version, MigratedAt: rec.MigratedAt}
+	names := make([]string, len(members))
+	for i, m := range members {
+		names[i] = m.Name
+	}
+	for _, rep := range reports {
+		if slices.Contains(names, rep.ID) {
+			s.Target = max(s.Target, rep.SchemaVersion())
+		}
+	}
+	s.Pending = meta.SchemaPending(rec, s.Target, meta.SchemaBlockers(names, reports, s.Target, time.Now(), staleAfter))
+	return s
 }

@@ -114,6 +114,9 @@ type Bootstrap struct {
 	Settings      Settings
 	AdminUsername string
 	AdminPassword string
+	// Replica founds the cluster at Schema (0: SchemaVersion), its build's.
+	Replica string
+	Schema  int
 }
 
 func randomHex(n int) string {
@@ -145,10 +148,14 @@ func (s *Store) Bootstrap(ctx context.Context, b Bootstrap) (Cluster, error) {
 	}
 	c := Cluster{ID: randomHex(16), HTTPSecret: randomHex(32), CreatedAt: time.Now().UTC(), Version: b.Version}
 	admin := Account{Name: b.AdminUsername, IsAdmin: true, IsActive: true, PasswordHash: hash, CreatedAt: c.CreatedAt, Epoch: NewEpoch()}
+	if b.Schema == 0 {
+		b.Schema = SchemaVersion
+	}
+	schema := SchemaRecord{Version: b.Schema, MigratedAt: c.CreatedAt, By: b.Replica, DTRVersion: b.Version}
 	var ops []clientv3.Op
 	for k, v := range map[string]any{
 		key("cluster"): c, key("ca"): b.CA, key("keys", "token"): b.TokenKey,
-		key("settings"): b.Settings, key("accounts", admin.Name): admin,
+		key("settings"): b.Settings, key("accounts", admin.Name): admin, schemaKey: schema,
 	} {
 		op, err := putOp(k, v)
 		if err != nil {
@@ -221,7 +228,7 @@ type RefreshToken struct {
 	User      string    `json:"user"`
 	ClientID  string    `json:"clientID,omitempty"`
 	CreatedAt time.Time `json:"createdAt"`
-	ExpiresAt time.Time `json:"expiresAt,omitempty"` // zero: issued before expiry existed; counts from CreatedAt
+	ExpiresAt time.Time `json:"expiresAt,omitempty"` // zero: issued before expiry existed, in a cluster below schema 2; counts from CreatedAt
 	// Epoch is the account's token epoch at issue: a refresh token ends
 	// with it, like access tokens, even if a revocation write was lost.
 	Epoch string `json:"epoch,omitempty"`
@@ -365,6 +372,7 @@ type ReplicaReport struct {
 	Healthy bool      `json:"healthy"`
 	Error   string    `json:"error,omitempty"`
 	Version string    `json:"version"`
+	Schema  int       `json:"schema,omitempty"` // the metadata schema of its build (SchemaVersion); none before schema versions
 	At      time.Time `json:"at"`
 }
 
