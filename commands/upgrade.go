@@ -141,8 +141,42 @@ func runUpgrade(ctx context.Context, cli *Cli, cmd *cobra.Command, o *upgradeOpt
 	if err := plan.Apply(ctx, cli.Log, false); err != nil {
 		return err
 	}
+	waitForMigrations(ctx, cli, api, migrationWait)
 	cli.Log.Infof("Upgrade complete: %d replica(s) run %s (%v)", len(replicas), images.Version, time.Since(start).Round(time.Second))
 	return nil
+}
+
+// migrationWait bounds how long upgrade waits for the metadata migrations
+// the new version brings: the leader starts them once every replica has run
+// the new build for 10 s, and they go on by themselves after upgrade exits.
+const migrationWait = 2 * time.Minute
+
+// waitForMigrations reports the metadata schema migrations once every
+// replica runs the new version, waiting up to within for them to finish.
+func waitForMigrations(ctx context.Context, cli *Cli, api orchestrator.ReplicaAPI, within time.Duration) {
+	deadline := time.Now().Add(within)
+	said := ""
+	for {
+		st, err := api.Status(ctx)
+		if err == nil && st.Schema != nil {
+			if st.Schema.Version >= st.Schema.Target {
+				cli.Log.Infof("The metadata schema is at version %d", st.Schema.Version)
+				return
+			}
+			if st.Schema.Pending != said {
+				said = st.Schema.Pending
+				cli.Log.Infof("Metadata schema %d → %d: %s", st.Schema.Version, st.Schema.Target, said)
+			}
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			cli.Log.Warnf("The metadata migrations have not finished within %v; they go on in the background (GET /api/v0/meta/cluster_status shows them)", within)
+			return
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(2 * time.Second):
+		}
+	}
 }
 
 // checkImagesOnNodes runs a node job on every node with a replica that

@@ -117,9 +117,19 @@ func (l *lab) useS3(t *testing.T, c *registrytest.Replica) {
 // haproxyStatus reads each lab server's status from HAProxy's admin socket.
 func (l *lab) haproxyStatus(t *testing.T) map[string]string {
 	t.Helper()
+	out, err := l.readHAProxyStatus()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// readHAProxyStatus is haproxyStatus for a goroutine: an error, not a
+// failed test.
+func (l *lab) readHAProxyStatus() (map[string]string, error) {
 	c, err := net.Dial("unix", filepath.Join(l.run, "haproxy", "admin.sock"))
 	if err != nil {
-		t.Fatalf("haproxy admin socket: %v", err)
+		return nil, fmt.Errorf("haproxy admin socket: %v", err)
 	}
 	defer c.Close()
 	fmt.Fprint(c, "show stat\n")
@@ -128,7 +138,7 @@ func (l *lab) haproxyStatus(t *testing.T) map[string]string {
 	r.FieldsPerRecord = -1
 	rows, err := r.ReadAll()
 	if err != nil || len(rows) < 2 {
-		t.Fatalf("show stat: %v %s", err, b)
+		return nil, fmt.Errorf("show stat: %v %s", err, b)
 	}
 	col := map[string]int{}
 	for i, h := range rows[0] {
@@ -140,7 +150,7 @@ func (l *lab) haproxyStatus(t *testing.T) map[string]string {
 			out[row[col["svname"]]] = row[col["status"]]
 		}
 	}
-	return out
+	return out, nil
 }
 
 func (l *lab) waitLB(t *testing.T, node, status string, within time.Duration) time.Duration {
@@ -194,8 +204,13 @@ type puller struct {
 }
 
 func startPuller(t *testing.T, l *lab, repo, tag string) *puller {
+	return startPullLoop(t, l.client(t, l.lb), repo, tag)
+}
+
+// startPullLoop is the pull loop against lb: the load balancer, or one
+// replica's port.
+func startPullLoop(t *testing.T, lb *registrytest.Replica, repo, tag string) *puller {
 	p := &puller{stop: make(chan struct{})}
-	lb := l.client(t, l.lb)
 	tok := lb.Token(t, "admin", adminPassword, "repository:"+repo+":pull")
 	accept := "application/vnd.oci.image.manifest.v1+json"
 	pull := func() error {

@@ -73,7 +73,7 @@ func CheckUpgrade(from, to string) error {
 
 // Upgrade is what a rolling upgrade needs.
 type Upgrade struct {
-	Replicas []Replica        // every replica of the cluster
+	Replicas []Replica         // every replica of the cluster
 	Addrs    map[string]string // node hostname → address
 	// API returns the admin API to use while replica id restarts: another
 	// replica's when there is one.
