@@ -23,6 +23,9 @@ type ClusterStatus struct {
 	CurrentIssues []Issue                  `json:"current_issues"`
 	Alarms        []Alarm                  `json:"alarms"`
 	Schema        *SchemaStatus            `json:"schema,omitempty"` // nil when it cannot be read
+	// GCLockHolder is the replica running garbage collection, "" when none
+	// does (DTR's field).
+	GCLockHolder string `json:"gc_lock_holder"`
 }
 
 // SchemaStatus is the cluster's metadata schema in ClusterStatus.

@@ -23,6 +23,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/dtr-registry/dtr/registry/auth"
+	"github.com/dtr-registry/dtr/registry/gc"
 	"github.com/dtr-registry/dtr/registry/internal/httpjson"
 	"github.com/dtr-registry/dtr/registry/meta"
 )
@@ -45,6 +46,9 @@ type ociExtensions struct {
 	// allowSparse says whether a manifest may reference content the
 	// repository does not hold (the allowSparseManifests setting).
 	allowSparse func() bool
+	// gcGuard checks a committed manifest's references against garbage
+	// collection (docs/gc.md); nil: no collection runs.
+	gcGuard *gc.Guard
 }
 
 // maxManifest is Distribution's own manifest size limit.
@@ -436,6 +440,16 @@ func (o *ociExtensions) putManifest(w http.ResponseWriter, r *http.Request, repo
 	if mf.Subject != nil && isDigest(mf.Subject.Digest) {
 		subject = mf.Subject.Digest
 	}
+	var blobRefs, manifestRefs []string
+	if mf.Config != nil {
+		blobRefs = append(blobRefs, mf.Config.Digest)
+	}
+	for _, l := range mf.Layers {
+		blobRefs = append(blobRefs, l.Digest)
+	}
+	for _, c := range mf.Manifests {
+		manifestRefs = append(manifestRefs, c.Digest)
+	}
 	// Both stores agree before the client hears 201: when Distribution
 	// answers 201 the manifest is committed to storage, and the hook below,
 	// which runs before that status is written, writes the sha512 link, the
@@ -462,13 +476,20 @@ func (o *ociExtensions) putManifest(w http.ResponseWriter, r *http.Request, repo
 		err := o.recordManifest(wctx, r, manifestRecord{
 			repo: repo, ns: ns, name: name, named: nameErr == nil, known: known,
 			requested: requested, canonical: canonical, subject: subject, tags: tags,
-			desc: referrerDescriptor(mf, body, r.Header.Get("Content-Type"), dg),
+			desc:     referrerDescriptor(mf, body, r.Header.Get("Content-Type"), dg),
+			blobRefs: blobRefs, manifestRefs: manifestRefs,
 		})
 		if err == nil {
 			return false
 		}
 		for _, h := range []string{"Location", "Docker-Content-Digest", "Content-Length", "Content-Type"} {
 			w.Header().Del(h)
+		}
+		var ce *gc.CollectedError
+		if errors.As(err, &ce) {
+			o.log.WithError(err).Warnf("manifest %s of %s refused: garbage collection removes a blob it references", dg, repo)
+			retryLater(w, ce.Error())
+			return true
 		}
 		var sf *storageFaultError
 		if errors.As(err, &sf) && answerStorageFault(w, sf.fault) {
@@ -519,12 +540,20 @@ type manifestRecord struct {
 	subject              string
 	tags                 []string // to point at the manifest (requested, else canonical)
 	desc                 meta.Descriptor
+	// blobRefs (config, layers) and manifestRefs (an index's children) are
+	// the digests the manifest references, as it names them.
+	blobRefs, manifestRefs []string
 }
 
 // recordManifest writes, in order, the storage link of a non-sha256 digest,
 // the tags, the referrers index entry and the repository record. Each write is
 // idempotent, so a client's retry after an error redoes them safely.
 func (o *ociExtensions) recordManifest(ctx context.Context, r *http.Request, m manifestRecord) error {
+	// Before anything names the manifest: a blob it references may be
+	// going (gc.go).
+	if err := o.guardCollection(ctx, m); err != nil {
+		return err
+	}
 	target := m.canonical
 	if m.requested != "" {
 		if err := o.linkDigest(ctx, m.repo, m.requested, m.canonical); err != nil {

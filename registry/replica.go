@@ -324,7 +324,7 @@ func (r *Replica) routes() http.Handler {
 			return b.d
 		}
 		return nil
-	}})
+	}, gcGuard: r.gcGuard()})
 	mux.HandleFunc("/", func(w http.ResponseWriter, req *http.Request) {
 		if req.URL.Path != "/" {
 			http.NotFound(w, req)

@@ -401,6 +401,8 @@ func (s *startup) prepareServe(ctx context.Context) error {
 	go func() { defer r.done.Done(); r.leftoversLoop(bg) }()
 	r.done.Add(1) // metadata schema migrations: schema.go
 	go func() { defer r.done.Done(); r.migrateLoop(bg) }()
+	r.done.Add(1) // garbage collection jobs and crons: gc.go
+	go func() { defer r.done.Done(); r.gcRunner().Run(bg) }()
 	return nil
 }
 

@@ -48,7 +48,7 @@ func TestContractWire(t *testing.T) {
 	if err := json.Unmarshal(raw, &m); err != nil {
 		t.Fatal(err)
 	}
-	if got, want := keys(m), []string{"alarms", "current_issues", "hasQuorum", "leader", "members", "replica", "replica_health", "revision", "schema"}; !slices.Equal(got, want) {
+	if got, want := keys(m), []string{"alarms", "current_issues", "gc_lock_holder", "hasQuorum", "leader", "members", "replica", "replica_health", "revision", "schema"}; !slices.Equal(got, want) {
 		t.Errorf("cluster_status fields %v, want %v", got, want)
 	}
 	// A new cluster is at this build's schema, with nothing pending.

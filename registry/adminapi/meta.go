@@ -161,6 +161,9 @@ func (a *API) clusterStatus(w http.ResponseWriter, r *http.Request, me *meta.Acc
 		cs.Members = append(cs.Members, contract.Member{ID: m.ID, Name: m.Name, PeerURLs: m.PeerURLs, IsLearner: m.IsLearner, IsLeader: m.ID == st.Leader})
 	}
 	cs.Schema = a.schemaStatus(ctx, st.Members, reports)
+	if holder, err := a.cfg.Store.GCLockHolder(ctx); err == nil {
+		cs.GCLockHolder = holder
+	}
 	httpjson.Write(w, http.StatusOK, cs)
 	return nil
 }

@@ -24,13 +24,14 @@ var backupPaths = map[string]string{
 
 // BackupPath is the archive path of key k. Replica health reports and
 // draining marks are left out: they describe replicas a restore does not
-// bring back.
+// bring back; so are garbage collection's lease and tombstones, which hold
+// only while their etcd leases do.
 func BackupPath(k string) (string, bool) {
 	if p, ok := backupPaths[k]; ok {
 		return p, true
 	}
 	rest, ok := strings.CutPrefix(k, Prefix)
-	if !ok || rest == "" || strings.HasPrefix(rest, "replicas/") || strings.HasPrefix(rest, "draining/") {
+	if !ok || rest == "" || strings.HasPrefix(rest, "replicas/") || strings.HasPrefix(rest, "draining/") || strings.HasPrefix(rest, "gc/") {
 		return "", false
 	}
 	return "meta/" + backup.SafeName(rest) + ".json", true
@@ -95,7 +96,7 @@ func (s *Store) NewLoader() *Loader { return &Loader{s: s} }
 // Add queues one record, writing a batch when it is full.
 func (l *Loader) Add(ctx context.Context, rec backup.Record) error {
 	rest, ok := strings.CutPrefix(rec.Key, Prefix)
-	if !ok || rest == "" || strings.HasPrefix(rest, "replicas/") || strings.HasPrefix(rest, "draining/") {
+	if !ok || rest == "" || strings.HasPrefix(rest, "replicas/") || strings.HasPrefix(rest, "draining/") || strings.HasPrefix(rest, "gc/") {
 		return fmt.Errorf("record key %q is outside dtr's keyspace", rec.Key)
 	}
 	value := []byte(rec.Value)

@@ -94,6 +94,10 @@ func (s *S3Server) Stop() {
 	s.cmd = nil
 }
 
+// ObjectDir is the directory that holds the bucket's objects, one file per
+// key: tests read the storage's layout there as on a filesystem.
+func (s *S3Server) ObjectDir() string { return filepath.Join(s.dir, "data", s.Bucket) }
+
 // Storage is the replica storage setting for this server.
 func (s *S3Server) Storage() meta.Storage {
 	secure := false
