@@ -38,21 +38,36 @@ func (r *Replica) gcRunner() *gc.Runner {
 		},
 	})
 	return &gc.Runner{Store: r.store, Etcd: cli, Collector: collector, ReplicaID: r.opts.ReplicaID,
-		IsLeader: r.isMetadataLeader, Log: r.log.WithField("component", "gc")}
+		IsLeader: r.isMetadataLeader, Log: r.log.WithField("component", "gc"),
+		Prune: r.pruneTags} // tag_pruning jobs (pruning.go)
 }
 
 // gcGuard is the push path's half of garbage collection's protocol.
 func (r *Replica) gcGuard() *gc.Guard {
-	return &gc.Guard{KV: r.member.Client(), BlobExists: func(ctx context.Context, d string) (bool, error) {
+	return &gc.Guard{KV: r.member.Client(), BlobExists: func(ctx context.Context, repo, d string) (bool, error) {
 		drv := r.storageDriver()
 		if drv == nil {
 			return false, errors.New("the registry storage is not configured yet")
 		}
-		_, err := drv.Stat(ctx, gc.BlobDataPath(d))
-		if isNotFound(err) {
-			return false, nil
+		// The data, and this repository's link to it as a layer or as a
+		// manifest revision: a run removes both.
+		for _, paths := range [][]string{{gc.BlobDataPath(d)}, {layerLink(repo, d), revisionLink(repo, d)}} {
+			found := false
+			for _, p := range paths {
+				_, err := drv.Stat(ctx, p)
+				if err == nil {
+					found = true
+					break
+				}
+				if !isNotFound(err) {
+					return false, err
+				}
+			}
+			if !found {
+				return false, nil
+			}
 		}
-		return err == nil, err
+		return true, nil
 	}}
 }
 
@@ -108,7 +123,7 @@ func (o *ociExtensions) guardCollection(ctx context.Context, m manifestRecord) e
 	}
 	refs, err := o.gcReferences(ctx, m)
 	if err == nil {
-		err = o.gcGuard.Reference(ctx, refs)
+		err = o.gcGuard.Reference(ctx, m.repo, refs)
 	}
 	var ce *gc.CollectedError
 	if !errors.As(err, &ce) {

@@ -49,6 +49,9 @@ type ociExtensions struct {
 	// gcGuard checks a committed manifest's references against garbage
 	// collection (docs/gc.md); nil: no collection runs.
 	gcGuard *gc.Guard
+	// tagsPushed hears of every manifest PUT that wrote tags, after its
+	// 201, for tag pruning (pruning.go); it must return at once.
+	tagsPushed func(repo string, tags []string)
 }
 
 // maxManifest is Distribution's own manifest size limit.
@@ -528,6 +531,9 @@ func (o *ociExtensions) putManifest(w http.ResponseWriter, r *http.Request, repo
 		}
 	}}
 	o.next.ServeHTTP(rec, r)
+	if rec.status == http.StatusCreated && !rec.replaced && len(tags) > 0 && nameErr == nil && o.tagsPushed != nil {
+		o.tagsPushed(repo, tags)
+	}
 }
 
 // manifestRecord is what a committed manifest PUT must write besides the

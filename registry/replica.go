@@ -312,6 +312,7 @@ func (r *Replica) routes() http.Handler {
 		},
 		DeleteRepositoryContent: r.deleteRepositoryContent,
 		DeleteNamespaceContent:  r.deleteNamespaceContent,
+		ListTags:                r.listRepositoryTags,
 	})
 	mux := http.NewServeMux()
 	mux.Handle("/_ping", r.health)
@@ -324,7 +325,7 @@ func (r *Replica) routes() http.Handler {
 			return b.d
 		}
 		return nil
-	}, gcGuard: r.gcGuard()})
+	}, gcGuard: r.gcGuard(), tagsPushed: r.newPushPruner().pushed})
 	mux.HandleFunc("/", func(w http.ResponseWriter, req *http.Request) {
 		if req.URL.Path != "/" {
 			http.NotFound(w, req)

@@ -48,6 +48,9 @@ type Config struct {
 	// repository under a namespace. nil: the replica has no storage to clear.
 	DeleteRepositoryContent func(ctx context.Context, repo string) error
 	DeleteNamespaceContent  func(ctx context.Context, namespace string) error
+	// ListTags lists a repository's tags with the time each was last pushed,
+	// for the dry run of a pruning policy. nil: the replica has no storage.
+	ListTags func(ctx context.Context, repo string) ([]meta.TagInfo, error)
 	// RotateTokenKey makes a new token-signing key current (POST
 	// /api/v0/meta/token_key/rotate).
 	RotateTokenKey func(ctx context.Context) (contract.TokenKeyRotation, error)
@@ -96,9 +99,15 @@ func New(cfg Config) *API {
 	h("GET /api/v0/repositories/{ns}/{repo}/userAccess", a.listUserAccess)
 	h("PUT /api/v0/repositories/{ns}/{repo}/userAccess/{user}", a.putUserAccess)
 	h("DELETE /api/v0/repositories/{ns}/{repo}/userAccess/{user}", a.deleteUserAccess)
+	h("GET /api/v0/repositories/{ns}/{repo}/pruningPolicies", a.listPruningPolicies)
+	h("POST /api/v0/repositories/{ns}/{repo}/pruningPolicies", a.createPruningPolicy)
+	h("POST /api/v0/repositories/{ns}/{repo}/pruningPolicies/test", a.testPruningPolicy)
+	h("GET /api/v0/repositories/{ns}/{repo}/pruningPolicies/{id}", a.getPruningPolicy)
+	h("PUT /api/v0/repositories/{ns}/{repo}/pruningPolicies/{id}", a.putPruningPolicy)
+	h("DELETE /api/v0/repositories/{ns}/{repo}/pruningPolicies/{id}", a.deletePruningPolicy)
 	// A nested name (admin/charts/hello) as plain segments; escaped as one
 	// segment ({ns}/charts%2Fhello) it takes the routes above.
-	for _, m := range []string{"GET", "PATCH", "PUT", "DELETE"} {
+	for _, m := range []string{"GET", "POST", "PATCH", "PUT", "DELETE"} {
 		h(m+" /api/v0/repositories/{ns}/{path...}", a.nestedRepository)
 	}
 	h("GET /api/v0/repositoryNamespaces/{ns}/teamAccess", a.listNamespaceAccess)

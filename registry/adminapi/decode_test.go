@@ -83,6 +83,7 @@ func FuzzDecode(f *testing.F) {
 		`{"name":"alice","password":"alice-password"}`, `{"name":"acme","isOrg":true}`, `{`, `{"name":1}`,
 		`{"name":"a"} {}`, `{"name":"a","extra":true}`, `null`, `[]`, `{"fullName":"\u0000"}`,
 		`{"visibility":"public","shortDescription":"x","immutableTags":true}`, `{"accessLevel":"read-write"}`,
+		`{"enabled":true,"rules":[{"field":"tag","operator":"sw","values":["dev-"]}]}`, `{"rules":[{"Field":"tag"}]}`,
 		`{"storage":{"type":"s3","s3":{"region":"r","bucket":"b"}}}`,
 		`{"name":"a"}}`, `{"name":"a"}]`, `{"name":"a","name":"b"}`, `{"ISADMIN":true}`, `{"isadmin":true}`,
 		`{"storage":{"type":"s3","s3":{"region":"r","region":"s","bucket":"b"}}}`, `{"newPassword":"x"} null`,
@@ -90,7 +91,7 @@ func FuzzDecode(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
-		targets := []any{&CreateAccountRequest{}, &PatchAccountRequest{}, &CreateRepositoryRequest{}, &PatchRepositoryRequest{}, &AccessRequest{}, &PatchSettingsRequest{}, &ChangePasswordRequest{}, &MemberRequest{}, &CreateTeamRequest{}}
+		targets := []any{&CreateAccountRequest{}, &PatchAccountRequest{}, &CreateRepositoryRequest{}, &PatchRepositoryRequest{}, &AccessRequest{}, &PatchSettingsRequest{}, &ChangePasswordRequest{}, &MemberRequest{}, &CreateTeamRequest{}, &PruningPolicyRequest{}}
 		for _, v := range targets {
 			err := decode(strings.NewReader(s), v)
 			if err != nil {

@@ -56,7 +56,11 @@ func checkJobSpec(action string, params map[string]string, retries int, deadline
 	if !gc.Actions[action] {
 		return errorf(http.StatusBadRequest, "INVALID_JOB", "action %q: this registry runs %s", action, gc.ActionNames())
 	}
-	if _, err := gc.ParseParameters(params); err != nil {
+	if action == meta.TagPruningAction {
+		if _, _, err := meta.ParsePruningParameters(params); err != nil {
+			return errorf(http.StatusBadRequest, "INVALID_JOB", "%v", err)
+		}
+	} else if _, err := gc.ParseParameters(params); err != nil {
 		return errorf(http.StatusBadRequest, "INVALID_JOB", "%v", err)
 	}
 	if retries < 0 || retries > maxRetries {

@@ -12,13 +12,14 @@ import (
 
 // nestedRepository serves the repository routes for a nested name written
 // as plain segments: /api/v0/repositories/{ns}/{a/b…}[/teamAccess[/{team}]
-// |/userAccess[/{user}]]. Repository names are lowercase, so the first
-// teamAccess or userAccess segment ends the name; the routes with {repo}
-// take a name escaped as one segment, and every two-level name.
+// |/userAccess[/{user}]|/pruningPolicies[/test|/{id}]]. Repository names
+// are lowercase, so the first teamAccess, userAccess or pruningPolicies
+// segment ends the name; the routes with {repo} take a name escaped as one
+// segment, and every two-level name.
 func (a *API) nestedRepository(w http.ResponseWriter, r *http.Request, me *meta.Account) error {
 	type handler = func(http.ResponseWriter, *http.Request, *meta.Account) error
 	segs := strings.Split(r.PathValue("path"), "/")
-	i := slices.IndexFunc(segs, func(s string) bool { return s == "teamAccess" || s == "userAccess" })
+	i := slices.IndexFunc(segs, func(s string) bool { return s == "teamAccess" || s == "userAccess" || s == "pruningPolicies" })
 	if i < 0 {
 		i = len(segs)
 	}
@@ -27,6 +28,8 @@ func (a *API) nestedRepository(w http.ResponseWriter, r *http.Request, me *meta.
 	var fn handler
 	switch {
 	case len(name) == 0:
+	case len(sub) > 0 && sub[0] == "pruningPolicies":
+		fn = a.nestedPruningRoute(r, sub[1:])
 	case len(sub) == 0:
 		fn = map[string]handler{"GET": a.getRepository, "PATCH": a.patchRepository, "DELETE": a.deleteRepository}[r.Method]
 	case len(sub) == 1 && r.Method == http.MethodGet:
@@ -112,6 +115,7 @@ type CreateRepositoryRequest struct {
 	Visibility       string `json:"visibility,omitempty"`
 	ShortDescription string `json:"shortDescription,omitempty"`
 	ImmutableTags    bool   `json:"immutableTags"`
+	TagLimit         int    `json:"tagLimit,omitempty"`
 }
 
 func (a *API) createRepository(w http.ResponseWriter, r *http.Request, me *meta.Account) error {
@@ -139,10 +143,13 @@ func (a *API) createRepository(w http.ResponseWriter, r *http.Request, me *meta.
 	}
 	rec, err := a.cfg.Store.CreateRepository(r.Context(), meta.Repository{
 		Namespace: ns, Name: req.Name, Visibility: req.Visibility, Description: req.ShortDescription,
-		ImmutableTags: req.ImmutableTags, CreatedBy: me.Name,
+		ImmutableTags: req.ImmutableTags, TagLimit: req.TagLimit, CreatedBy: me.Name,
 	})
 	if err != nil {
 		return err
+	}
+	if rec.TagLimit > 0 {
+		a.ensurePruningCron(r)
 	}
 	httpjson.Write(w, http.StatusCreated, rec)
 	return nil
@@ -162,6 +169,7 @@ type PatchRepositoryRequest struct {
 	Visibility       *string `json:"visibility,omitempty"`
 	ShortDescription *string `json:"shortDescription,omitempty"`
 	ImmutableTags    *bool   `json:"immutableTags,omitempty"`
+	TagLimit         *int    `json:"tagLimit,omitempty"`
 }
 
 func (a *API) patchRepository(w http.ResponseWriter, r *http.Request, me *meta.Account) error {
@@ -183,10 +191,16 @@ func (a *API) patchRepository(w http.ResponseWriter, r *http.Request, me *meta.A
 		if req.ImmutableTags != nil {
 			rec.ImmutableTags = *req.ImmutableTags
 		}
+		if req.TagLimit != nil {
+			rec.TagLimit = *req.TagLimit
+		}
 		return nil
 	})
 	if err != nil {
 		return err
+	}
+	if rec.TagLimit > 0 {
+		a.ensurePruningCron(r)
 	}
 	httpjson.Write(w, http.StatusOK, rec)
 	return nil

@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"path"
 	"regexp"
 	"strings"
@@ -264,7 +265,13 @@ var hexRE = regexp.MustCompile(`^[a-f0-9]{64}$`)
 
 func isNotFound(err error) bool {
 	var nf driver.PathNotFoundError
-	return errors.As(err, &nf)
+	if errors.As(err, &nf) {
+		return true
+	}
+	// A directory removed during a walk (a repository deleted meanwhile):
+	// the filesystem driver reports the listing's ENOENT as its own error.
+	var de driver.Error
+	return errors.As(err, &de) && errors.Is(de.Detail, fs.ErrNotExist)
 }
 
 // parallel runs fn on every item with n goroutines and returns the first

@@ -52,9 +52,12 @@ func (e *CollectedError) Error() string {
 // acknowledged.
 type Guard struct {
 	KV clientv3.KV
-	// BlobExists reports whether the data of a canonical digest is in
-	// storage: a blob that was deleted and uploaded again is fine.
-	BlobExists func(ctx context.Context, digest string) (bool, error)
+	// BlobExists reports whether a canonical digest is in storage for the
+	// pushing repository: its data and the repository's link to it. A blob
+	// deleted and uploaded again is fine for the repository that uploaded
+	// or mounted it again; data uploaded again by another repository is not
+	// enough, because the run removed this repository's link with the data.
+	BlobExists func(ctx context.Context, repo, digest string) (bool, error)
 }
 
 // Reference records that a manifest just stored refers to digests, or
@@ -63,21 +66,21 @@ type Guard struct {
 // otherwise it writes a touched marker for each, conditional on no
 // deleting tombstone, so that a run that has not yet written its
 // tombstones keeps them.
-func (g *Guard) Reference(ctx context.Context, digests []string) error {
+func (g *Guard) Reference(ctx context.Context, repo string, digests []string) error {
 	ds := slices.Clone(digests)
 	slices.Sort(ds)
 	ds = slices.Compact(ds)
 	ctx, cancel := context.WithTimeout(ctx, guardTimeout)
 	defer cancel()
 	for b := range slices.Chunk(ds, guardBatch) {
-		if err := g.reference(ctx, b); err != nil {
+		if err := g.reference(ctx, repo, b); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-func (g *Guard) reference(ctx context.Context, ds []string) error {
+func (g *Guard) reference(ctx context.Context, repo string, ds []string) error {
 	cmps := []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(epochKey), "=", 0)}
 	gets := []clientv3.Op{clientv3.OpGet(epochKey, clientv3.WithCountOnly())}
 	for _, d := range ds {
@@ -96,7 +99,7 @@ func (g *Guard) reference(ctx context.Context, ds []string) error {
 		if resp.Responses[i+1].GetResponseRange().Count == 0 {
 			continue
 		}
-		ok, err := g.BlobExists(ctx, d)
+		ok, err := g.BlobExists(ctx, repo, d)
 		if err != nil {
 			return fmt.Errorf("checking blob %s in storage: %w", d, err)
 		}

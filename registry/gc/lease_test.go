@@ -98,7 +98,7 @@ func TestGuard(t *testing.T) {
 	cli := startEtcd(t)
 	ctx := t.Context()
 	present := map[string]bool{}
-	g := &Guard{KV: cli, BlobExists: func(_ context.Context, d string) (bool, error) { return present[d], nil }}
+	g := &Guard{KV: cli, BlobExists: func(_ context.Context, _, d string) (bool, error) { return present[d], nil }}
 	d1, d2 := "sha256:"+fmt.Sprintf("%064x", 1), "sha256:"+fmt.Sprintf("%064x", 2)
 	touched := func(d string) bool {
 		resp, err := cli.Get(ctx, touchedKey(d))
@@ -108,14 +108,14 @@ func TestGuard(t *testing.T) {
 		return len(resp.Kvs) > 0
 	}
 	// No run, no tombstone: nothing written.
-	if err := g.Reference(ctx, []string{d1, d2}); err != nil || touched(d1) {
+	if err := g.Reference(ctx, "team/app", []string{d1, d2}); err != nil || touched(d1) {
 		t.Fatalf("idle: %v, touched %v", err, touched(d1))
 	}
 	// A run under way: every reference is touched.
 	if _, err := cli.Put(ctx, epochKey, "{}"); err != nil {
 		t.Fatal(err)
 	}
-	if err := g.Reference(ctx, []string{d1, d2, d1}); err != nil || !touched(d1) || !touched(d2) {
+	if err := g.Reference(ctx, "team/app", []string{d1, d2, d1}); err != nil || !touched(d1) || !touched(d2) {
 		t.Fatalf("during a run: %v, touched %v %v", err, touched(d1), touched(d2))
 	}
 	// Being deleted: refused, whether or not the data is still there.
@@ -124,7 +124,7 @@ func TestGuard(t *testing.T) {
 		t.Fatal(err)
 	}
 	var ce *CollectedError
-	if err := g.Reference(ctx, []string{d1, d2}); !errors.As(err, &ce) || ce.Digest != d2 || ce.Deleted {
+	if err := g.Reference(ctx, "team/app", []string{d1, d2}); !errors.As(err, &ce) || ce.Digest != d2 || ce.Deleted {
 		t.Fatalf("while %s is being deleted: %v", d2, err)
 	}
 	// Deleted, data gone: refused even with no run under way.
@@ -134,13 +134,13 @@ func TestGuard(t *testing.T) {
 	if _, err := cli.Put(ctx, deletedKey(d2), `"x"`); err != nil {
 		t.Fatal(err)
 	}
-	if err := g.Reference(ctx, []string{d2}); !errors.As(err, &ce) || !ce.Deleted {
+	if err := g.Reference(ctx, "team/app", []string{d2}); !errors.As(err, &ce) || !ce.Deleted {
 		t.Fatalf("after %s was deleted: %v", d2, err)
 	}
 	// Uploaded again: accepted and touched.
 	present[d2] = true
 	cli.Delete(ctx, touchedKey(d2))
-	if err := g.Reference(ctx, []string{d2}); err != nil || !touched(d2) {
+	if err := g.Reference(ctx, "team/app", []string{d2}); err != nil || !touched(d2) {
 		t.Fatalf("after %s was uploaded again: %v, touched %v", d2, err, touched(d2))
 	}
 	// More digests than one transaction takes.
@@ -149,7 +149,7 @@ func TestGuard(t *testing.T) {
 		many[i] = "sha256:" + fmt.Sprintf("%064x", 1000+i)
 	}
 	cli.Put(ctx, epochKey, "{}")
-	if err := g.Reference(ctx, many); err != nil || !touched(many[249]) {
+	if err := g.Reference(ctx, "team/app", many); err != nil || !touched(many[249]) {
 		t.Fatalf("250 digests: %v", err)
 	}
 }

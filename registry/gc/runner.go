@@ -18,8 +18,9 @@ import (
 )
 
 // Actions are the job actions this registry runs: online garbage
-// collection, under its name and DTR's older names for the same run.
-var Actions = map[string]bool{"onlinegc": true, "gc": true, "onlinegc_blobs": true}
+// collection, under its name and DTR's older names for the same run, and
+// tag pruning (Runner.Prune).
+var Actions = map[string]bool{"onlinegc": true, "gc": true, "onlinegc_blobs": true, meta.TagPruningAction: true}
 
 // ActionNames lists Actions for error messages.
 func ActionNames() string {
@@ -95,6 +96,8 @@ type Runner struct {
 	Log      logrus.FieldLogger
 	LeaseTTL time.Duration // default DefaultLeaseTTL
 	Poll     time.Duration // how often to look without a wake-up; default 5 s
+	// Prune runs tag_pruning jobs (pruning.go); nil: they end errored.
+	Prune Pruner
 }
 
 var (
@@ -255,6 +258,10 @@ func (rn *Runner) retry(ctx context.Context, j meta.Job) {
 
 // runJob runs one claimed job and records how it ended.
 func (rn *Runner) runJob(ctx context.Context, lease *Lease, j meta.Job) {
+	if j.Action == meta.TagPruningAction {
+		rn.runPruning(ctx, lease, j)
+		return
+	}
 	log := newJobLog(rn.Store, j.ID, rn.Log)
 	log.printf("job %s (%s) started on replica %s", j.ID, j.Action, rn.ReplicaID)
 	var run *Run

@@ -26,6 +26,7 @@ type Repository struct {
 	Visibility    string    `json:"visibility"`
 	Description   string    `json:"shortDescription,omitempty"`
 	ImmutableTags bool      `json:"immutableTags"`
+	TagLimit      int       `json:"tagLimit"` // beyond it the oldest tags are pruned; 0: no limit
 	CreatedAt     time.Time `json:"createdAt"`
 	CreatedBy     string    `json:"createdBy,omitempty"`
 }
@@ -76,6 +77,9 @@ func (s *Store) CreateRepository(ctx context.Context, r Repository) (Repository,
 	}
 	if r.Visibility != Public && r.Visibility != Private {
 		return r, fmt.Errorf("%w visibility %q: use public or private", ErrInvalid, r.Visibility)
+	}
+	if err := checkTagLimit(r); err != nil {
+		return r, err
 	}
 	r.CreatedAt = time.Now().UTC()
 	b, err := json.Marshal(r)
@@ -149,7 +153,7 @@ func (s *Store) UpdateRepository(ctx context.Context, namespace, name string, fn
 		if r.Visibility != Public && r.Visibility != Private {
 			return fmt.Errorf("%w visibility %q: use public or private", ErrInvalid, r.Visibility)
 		}
-		return nil
+		return checkTagLimit(*r)
 	})
 	if err != nil {
 		return r, fmt.Errorf("repository %s/%s: %w", namespace, name, err)
@@ -157,7 +161,8 @@ func (s *Store) UpdateRepository(ctx context.Context, namespace, name string, fn
 	return r, nil
 }
 
-// DeleteRepository removes a repository's record, grants and referrers index.
+// DeleteRepository removes a repository's record, grants, referrers index
+// and pruning policies.
 // Its tags, manifests and layer links in storage are the caller's to remove
 // (the admin API does, before and after this); blob data shared with other
 // repositories is left for garbage collection.
@@ -168,6 +173,7 @@ func (s *Store) DeleteRepository(ctx context.Context, namespace, name string) er
 		clientv3.OpDelete(dir("access", namespace, name), clientv3.WithPrefix()),
 		clientv3.OpDelete(dir("referrers", full), clientv3.WithPrefix()),
 		clientv3.OpDelete(dir("referrer-of", full), clientv3.WithPrefix()),
+		clientv3.OpDelete(dir("pruning", namespace, name), clientv3.WithPrefix()),
 	).Commit()
 	if err != nil {
 		return err
