@@ -49,7 +49,7 @@ func (rn *Runner) runPruning(ctx context.Context, lease *Lease, j meta.Job) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			rn.watchPruning(jctx, cancel, lease, j.ID, log, done)
+			rn.watchJob(jctx, cancel, lease, j.ID, nil, log, done)
 		}()
 		prog, pruned, err = rn.Prune(jctx, j.Parameters, log.printf)
 		close(done)
@@ -95,29 +95,5 @@ func (rn *Runner) runPruning(ctx context.Context, lease *Lease, j meta.Job) {
 	rn.Log.WithFields(logrus.Fields{"job": j.ID, "status": status, "pruned": pruned}).Info("tag pruning finished")
 	if status == meta.JobErrored {
 		rn.retry(fctx, updated)
-	}
-}
-
-// watchPruning writes the job's log every second and cancels the run when
-// the job is cancelled or the lease is lost.
-func (rn *Runner) watchPruning(ctx context.Context, cancel context.CancelCauseFunc, lease *Lease, id string, log *jobLog, done <-chan struct{}) {
-	t := time.NewTicker(time.Second)
-	defer t.Stop()
-	for {
-		select {
-		case <-done:
-			return
-		case <-lease.Lost():
-			cancel(ErrLeaseLost)
-			return
-		case <-t.C:
-		}
-		wctx, wcancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		log.flush(wctx)
-		j, _, err := rn.Store.Job(wctx, id)
-		wcancel()
-		if err == nil && j.CancelRequested {
-			cancel(errCanceled)
-		}
 	}
 }

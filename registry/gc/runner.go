@@ -331,8 +331,9 @@ func (rn *Runner) runJob(ctx context.Context, lease *Lease, j meta.Job) {
 	}
 }
 
-// watchJob writes the run's progress and log every second and cancels the
-// run when the job is cancelled or the lease is lost.
+// watchJob writes the run's progress (a collection's; nil for a pruning
+// run, which has none) and log every second, and cancels the run when the
+// job is cancelled or the lease is lost.
 func (rn *Runner) watchJob(ctx context.Context, cancel context.CancelCauseFunc, lease *Lease, id string, run *Run, log *jobLog, done <-chan struct{}) {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
@@ -347,11 +348,17 @@ func (rn *Runner) watchJob(ctx context.Context, cancel context.CancelCauseFunc, 
 		}
 		wctx, wcancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		log.flush(wctx)
-		prog, _ := json.Marshal(run.Progress())
-		j, err := rn.Store.UpdateJob(wctx, id, func(x *meta.Job) error {
-			x.Progress = prog
-			return nil
-		})
+		var j meta.Job
+		var err error
+		if run != nil {
+			prog, _ := json.Marshal(run.Progress())
+			j, err = rn.Store.UpdateJob(wctx, id, func(x *meta.Job) error {
+				x.Progress = prog
+				return nil
+			})
+		} else {
+			j, _, err = rn.Store.Job(wctx, id)
+		}
 		wcancel()
 		if err == nil && j.CancelRequested {
 			cancel(errCanceled)
