@@ -7,6 +7,7 @@ import (
 	"os"
 	"strconv"
 	"sync/atomic"
+	"time"
 
 	"github.com/distribution/distribution/v3/configuration"
 	"github.com/distribution/distribution/v3/registry/handlers"
@@ -128,8 +129,11 @@ func newApp(ctx context.Context, cfg *configuration.Configuration) (app *handler
 }
 
 // swappable is the current Distribution App, replaced when settings change.
+// It counts the clients it serves, for garbage collection to give way to.
 type swappable struct {
-	cur atomic.Pointer[handlers.App]
+	cur      atomic.Pointer[handlers.App]
+	inflight atomic.Int64
+	lastDone atomic.Int64 // UnixNano
 }
 
 func (s *swappable) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -138,7 +142,21 @@ func (s *swappable) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "registry starting", http.StatusServiceUnavailable)
 		return
 	}
+	s.inflight.Add(1)
+	defer func() {
+		s.lastDone.Store(time.Now().UnixNano())
+		s.inflight.Add(-1)
+	}()
 	answerStorageErrors(app, w, r)
+}
+
+// busyWithin is how recently a request must have ended for the registry to
+// count as busy: clients that loop leave short gaps between requests.
+const busyWithin = 100 * time.Millisecond
+
+// busy reports whether clients are being served, or were a moment ago.
+func (s *swappable) busy() bool {
+	return s.inflight.Load() > 0 || time.Since(time.Unix(0, s.lastDone.Load())) < busyWithin
 }
 
 func (s *swappable) swap(app *handlers.App) {

@@ -29,6 +29,7 @@ func (r *Replica) gcRunner() *gc.Runner {
 		Store:  r.store,
 		Etcd:   cli,
 		Driver: r.storageDriver,
+		Busy:   r.app.busy,
 		StorageRepositories: func(ctx context.Context, known map[string]bool) ([]string, error) {
 			drv := r.storageDriver()
 			if drv == nil {

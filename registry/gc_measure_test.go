@@ -323,5 +323,13 @@ func TestGCMeasure(t *testing.T) {
 			len(row.lat.pull), ms(row.lat.p(row.lat.pull, .5)), ms(row.lat.p(row.lat.pull, .99)))
 	}
 	fmt.Fprintf(&b, "\np99 during / idle: push %s, pull %s\n", ratio(during.p(during.push, .99), idle.p(idle.push, .99)), ratio(during.p(during.pull, .99), idle.p(idle.pull, .99)))
+	fmt.Fprintf(&b, "ratio gc_p99_push_during_vs_idle %s\nratio gc_p99_pull_during_vs_idle %s\nratio gc_distribution_time_vs_dtr %s\n",
+		ratio(during.p(during.push, .99), idle.p(idle.push, .99)), ratio(during.p(during.pull, .99), idle.p(idle.pull, .99)), ratio(distTotal, dtrTotal))
 	t.Logf("garbage collection, %d log lines:\n%s", lines.Load(), b.String())
+	if out := os.Getenv("DTR_BENCH_GC"); out != "" {
+		report := "## Online garbage collection\n\n`registry/gc_measure_test.go`, on the filesystem (docs/gc.md explains the layout).\n\n" + b.String()
+		if err := os.WriteFile(out, []byte(report), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
 }

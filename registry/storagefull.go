@@ -12,6 +12,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io/fs"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -45,6 +46,7 @@ type storageFault int32
 
 const (
 	faultNone    storageFault = iota
+	faultRaced                // a directory vanished under the write: a deletion ran at the same time
 	faultFailing              // read-only or I/O errors: an operator must repair it
 	faultFull                 // no space or quota left: frees up when space does
 )
@@ -155,7 +157,40 @@ func (d *faultDriver) note(ctx context.Context, err error) error {
 
 // PutContent writes links, manifests and upload state.
 func (d *faultDriver) PutContent(ctx context.Context, path string, content []byte) error {
-	return d.note(ctx, d.StorageDriver.PutContent(ctx, path, content))
+	return d.noteRace(ctx, d.note(ctx, d.StorageDriver.PutContent(ctx, path, content)))
+}
+
+// noteRace records a write that found its directory gone: garbage
+// collection or a repository deletion removed it between the driver's
+// mkdir and its write. Distribution answers 500 "Path not found"; the
+// client should push again, and is told so (503, Retry-After).
+func (d *faultDriver) noteRace(ctx context.Context, err error) error {
+	if err == nil || !vanished(err) {
+		return err
+	}
+	if f, ok := ctx.Value(requestFaultsKey{}).(*requestFaults); ok {
+		f.note(faultRaced)
+	}
+	return err
+}
+
+// vanished: a driver's "path not found", or the ENOENT of a rename or
+// write under it, however the driver wrapped it (driver.Error has no
+// Unwrap; the filesystem driver joins the errors of a write and its
+// cleanup).
+func vanished(err error) bool {
+	for err != nil {
+		var nf driver.PathNotFoundError
+		if errors.As(err, &nf) || errors.Is(err, fs.ErrNotExist) {
+			return true
+		}
+		var de driver.Error
+		if !errors.As(err, &de) {
+			return false
+		}
+		err = de.Detail
+	}
+	return false
 }
 
 // Writer opens blob uploads; its writes are classified too.
@@ -173,7 +208,7 @@ func (d *faultDriver) Writer(ctx context.Context, path string, append bool) (dri
 
 // Move commits uploads (a copy on drivers without rename).
 func (d *faultDriver) Move(ctx context.Context, src, dst string) error {
-	return d.note(ctx, d.StorageDriver.Move(ctx, src, dst))
+	return d.noteRace(ctx, d.note(ctx, d.StorageDriver.Move(ctx, src, dst)))
 }
 
 type faultWriter struct {
@@ -237,7 +272,7 @@ func (f *requestFaults) opened(w *faultWriter) {
 // unmounted). Such an upload has lost bytes and cannot be resumed anyway:
 // cancelling closes the file and frees its space.
 func (f *requestFaults) releaseBroken(ctx context.Context) {
-	if storageFault(f.worst.Load()) == faultNone {
+	if storageFault(f.worst.Load()) < faultFailing {
 		return
 	}
 	f.mu.Lock()
@@ -298,7 +333,7 @@ func (w *appErrorWriter) WriteHeader(code int) {
 	// A success after a storage fault is held too: Distribution ignores the
 	// error of closing an upload's file (a chunk smaller than its buffer
 	// fails only then) and answers 202 for bytes that were lost.
-	if code >= 500 || code < 300 && storageFault(w.faults.worst.Load()) != faultNone {
+	if code >= 500 || code < 300 && storageFault(w.faults.worst.Load()) >= faultFailing {
 		w.held = true
 		return
 	}
@@ -354,6 +389,11 @@ func answerStorageFault(w http.ResponseWriter, fault storageFault) bool {
 		w.Header().Set("Retry-After", storageRetryAfter)
 		httpjson.Error(w, http.StatusInsufficientStorage, "UNAVAILABLE",
 			"the registry storage is full: push again once an administrator has freed space; pulls are served")
+		return true
+	case faultRaced:
+		w.Header().Set("Retry-After", "1")
+		httpjson.Error(w, http.StatusServiceUnavailable, "UNAVAILABLE",
+			"garbage collection or a repository deletion removed a directory this push was writing to; push again")
 		return true
 	case faultFailing:
 		w.Header().Set("Retry-After", storageRetryAfter)

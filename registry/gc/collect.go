@@ -65,6 +65,10 @@ type Options struct {
 	DryRun  bool
 	Grace   time.Duration
 	Workers int
+	// DeleteUntagged marks from tags instead of every stored manifest: a
+	// manifest that no tag names, directly or as an index's child or a
+	// referrer of what is kept, is removed from its repository.
+	DeleteUntagged bool
 }
 
 // Progress is a run's report, written into its job record as it goes.
@@ -82,6 +86,9 @@ type Progress struct {
 	BlobsKept           int64  `json:"blobsKept"`
 	LinksRemoved        int64  `json:"linksRemoved"`
 	RepositoriesRemoved int64  `json:"repositoriesRemoved"`
+	UntaggedManifests   int64  `json:"untaggedManifests,omitempty"` // found, with deleteUntagged
+	ManifestsRemoved    int64  `json:"manifestsRemoved,omitempty"`  // of them, removed from their repository
+	Yields              int64  `json:"yields"`                      // steps taken one at a time, with a rest, while clients were served
 	Errors              int64  `json:"errors"`
 	StoppedAtDeadline   bool   `json:"stoppedAtDeadline,omitempty"`
 }
@@ -96,6 +103,9 @@ type Config struct {
 	// ("namespace/name", nested ones too); it need not look inside the
 	// directories of known repositories that hold no other known one.
 	StorageRepositories func(ctx context.Context, known map[string]bool) ([]string, error)
+	// Busy reports whether the registry is serving clients now; a run
+	// then gives way to them (pace.go). Nil: never.
+	Busy func() bool
 }
 
 // Collector runs garbage collection.
@@ -134,19 +144,24 @@ type Run struct {
 	cutoff time.Time // T0 - grace
 	r0     int64     // the epoch's revision
 	prog   counters
+	paceMu sync.Mutex // one step at a time while clients are served
 
-	mu       sync.Mutex
-	marked   map[string]bool      // canonical digests referenced
-	aliases  map[string]string    // a non-sha256 digest -> the canonical digest it names
-	linkTime map[string]time.Time // canonical digest -> newest layer link naming it
-	links    map[string][]string  // canonical digest -> layer link directories naming it
-	parsed   map[string]bool      // manifests read (or queued to be)
+	mu        sync.Mutex
+	marked    map[string]bool                // canonical digests referenced
+	aliases   map[string]string              // a non-sha256 digest -> the canonical digest it names
+	linkTime  map[string]time.Time           // canonical digest -> newest layer link naming it
+	links     map[string][]string            // canonical digest -> layer link directories naming it
+	untagged  map[string][]string            // canonical digest -> revision link directories of it untagged (deleteUntagged)
+	refs      map[string]*manifestRefs       // manifests read while keeping tags, for the marking to reuse
+	referrers map[string]map[string][]string // deleteUntagged: repository -> subject -> referrers
+	parsed    map[string]bool                // manifests read (or queued to be)
 }
 
 type counters struct {
 	phase                                                      atomic.Pointer[string]
 	repos, manifests, blobsMarked, scanned, cands, candBytes   atomic.Int64
 	swept, freed, kept, linksRemoved, reposRemoved, errorCount atomic.Int64
+	untagged, manifestsRemoved, yields                         atomic.Int64
 }
 
 func (c *counters) setPhase(p string) { c.phase.Store(&p) }
@@ -167,7 +182,7 @@ func (c *Collector) NewRun(lease *Lease, opts Options, logf func(format string, 
 	}
 	r := &Run{c: c, drv: drv, opts: opts, lease: lease, logf: logf,
 		marked: map[string]bool{}, aliases: map[string]string{}, linkTime: map[string]time.Time{},
-		links: map[string][]string{}, parsed: map[string]bool{}}
+		links: map[string][]string{}, untagged: map[string][]string{}, refs: map[string]*manifestRefs{}, parsed: map[string]bool{}}
 	r.prog.setPhase("starting")
 	return r, nil
 }
@@ -178,17 +193,21 @@ func (r *Run) Progress() Progress {
 	p := Progress{DryRun: r.opts.DryRun, Repositories: c.repos.Load(), ManifestsMarked: c.manifests.Load(), BlobsMarked: c.blobsMarked.Load(),
 		BlobsScanned: c.scanned.Load(), Candidates: c.cands.Load(), CandidateBytes: c.candBytes.Load(), BlobsSwept: c.swept.Load(),
 		BytesFreed: c.freed.Load(), BlobsKept: c.kept.Load(), LinksRemoved: c.linksRemoved.Load(),
-		RepositoriesRemoved: c.reposRemoved.Load(), Errors: c.errorCount.Load()}
+		RepositoriesRemoved: c.reposRemoved.Load(), Errors: c.errorCount.Load(),
+		UntaggedManifests: c.untagged.Load(), ManifestsRemoved: c.manifestsRemoved.Load(), Yields: c.yields.Load()}
 	if ph := c.phase.Load(); ph != nil {
 		p.Phase = *ph
 	}
 	return p
 }
 
-// candidate is a blob the run may delete.
+// candidate is a blob the run may delete, or, with linksOnly, a manifest
+// whose data another repository still uses: only its untagged revision
+// links go.
 type candidate struct {
-	digest string
-	size   int64
+	digest    string
+	size      int64
+	linksOnly bool
 }
 
 // Execute runs: epoch, mark, list, then (unless a dry run) sweep. It stops
@@ -239,10 +258,16 @@ func (r *Run) Execute(ctx context.Context) (Progress, error) {
 			r.logf("would remove repository %s: no record and its namespace account is gone", o)
 		}
 		for _, c := range cands {
-			r.logf("would delete blob %s (%d bytes)", c.digest, c.size)
+			for _, l := range r.untagged[c.digest] {
+				r.logf("would remove untagged manifest %s from %s", c.digest, repositoryOf(l))
+			}
+			if !c.linksOnly {
+				r.logf("would delete blob %s (%d bytes)", c.digest, c.size)
+			}
 		}
 		p := r.Progress()
-		r.logf("dry run: %d blobs, %d bytes would be freed; %d blobs scanned, %d marked", p.Candidates, p.CandidateBytes, p.BlobsScanned, p.BlobsMarked)
+		r.logf("dry run: %d blobs, %d bytes would be freed; %d untagged manifests would be removed; %d blobs scanned, %d marked",
+			p.Candidates, p.CandidateBytes, p.UntaggedManifests, p.BlobsScanned, p.BlobsMarked)
 		r.prog.setPhase("done")
 		return r.Progress(), nil
 	}
@@ -257,7 +282,8 @@ func (r *Run) Execute(ctx context.Context) (Progress, error) {
 	}
 	r.prog.setPhase("done")
 	p := r.Progress()
-	r.logf("done: %d blobs deleted, %d bytes freed, %d kept because a push referenced them during the run", p.BlobsSwept, p.BytesFreed, p.BlobsKept)
+	r.logf("done: %d blobs deleted, %d bytes freed, %d untagged manifests removed, %d kept because a push referenced them during the run",
+		p.BlobsSwept, p.BytesFreed, p.ManifestsRemoved, p.BlobsKept)
 	return p, nil
 }
 

@@ -37,8 +37,8 @@ func ActionNames() string {
 const maxGrace = 30 * 24 * time.Hour
 
 // ParseParameters checks a job's parameters and returns its options:
-// dryRun ("true" or "false"), gracePeriod (a Go duration, 0 to 720h) and
-// workers (1 to 64).
+// dryRun and deleteUntagged ("true" or "false"), gracePeriod (a Go
+// duration, 0 to 720h) and workers (1 to 64).
 func ParseParameters(p map[string]string) (Options, error) {
 	o := Options{Grace: DefaultGrace, Workers: DefaultWorkers}
 	for k, v := range p {
@@ -55,6 +55,12 @@ func ParseParameters(p map[string]string) (Options, error) {
 				return o, fmt.Errorf("parameter gracePeriod %q: give a duration from 0s to 720h, such as \"1h\"", v)
 			}
 			o.Grace = d
+		case "deleteUntagged":
+			b, err := strconv.ParseBool(v)
+			if err != nil {
+				return o, fmt.Errorf("parameter deleteUntagged %q: use \"true\" or \"false\"", v)
+			}
+			o.DeleteUntagged = b
 		case "workers":
 			n, err := strconv.Atoi(v)
 			if err != nil || n < 1 || n > 64 {
@@ -62,7 +68,7 @@ func ParseParameters(p map[string]string) (Options, error) {
 			}
 			o.Workers = n
 		default:
-			return o, fmt.Errorf("unknown parameter %q: garbage collection takes dryRun, gracePeriod and workers", k)
+			return o, fmt.Errorf("unknown parameter %q: garbage collection takes dryRun, deleteUntagged, gracePeriod and workers", k)
 		}
 	}
 	return o, nil

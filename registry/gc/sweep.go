@@ -8,7 +8,10 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
+
+	"github.com/distribution/distribution/v3/registry/storage/driver"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
@@ -87,7 +90,11 @@ func (r *Run) sweepBatch(ctx context.Context, ret *retention, batch []candidate)
 		digests[i] = c.digest
 	}
 	hook(&TestHooks.BeforeTombstones, digests)
-	tombstoned, err := r.tombstone(ctx, ret, batch)
+	var tombstoned []candidate
+	err := r.paced(ctx, func() (err error) {
+		tombstoned, err = r.tombstone(ctx, ret, batch)
+		return err
+	})
 	if err != nil {
 		return err
 	}
@@ -110,7 +117,11 @@ func (r *Run) sweepBatch(ctx context.Context, ret *retention, batch []candidate)
 			r.untomb(ctx, tombstoned[i:])
 			return err
 		}
-		keep, err := r.deleteBlob(ctx, c)
+		var keep bool
+		err := r.paced(ctx, func() (err error) {
+			keep, err = r.deleteBlob(ctx, c)
+			return err
+		})
 		if err != nil {
 			r.untomb(ctx, tombstoned[i:])
 			return err
@@ -193,11 +204,15 @@ func (r *Run) untomb(ctx context.Context, cs []candidate) {
 	}
 }
 
-// deleteBlob deletes one tombstoned blob and the layer links that name it.
-// It reports keep when the blob turned out to be in use after all; an
-// error stops the run (the lease is lost).
+// deleteBlob deletes one tombstoned blob and the layer links that name it
+// (with deleteUntagged, and the revision links of it untagged; for a
+// linksOnly candidate only those). It reports keep when the blob turned
+// out to be in use after all; an error stops the run (the lease is lost).
 func (r *Run) deleteBlob(ctx context.Context, c candidate) (keep bool, err error) {
 	hook(&TestHooks.BeforeDelete, c.digest)
+	if c.linksOnly {
+		return false, r.removeUntagged(ctx, c.digest)
+	}
 	data := BlobDataPath(c.digest)
 	err = r.storageCall(ctx, func(cctx context.Context) error {
 		fi, err := r.drv.Stat(cctx, data)
@@ -227,6 +242,9 @@ func (r *Run) deleteBlob(ctx context.Context, c candidate) (keep bool, err error
 	// The links first: a client that links the blob again meanwhile (an
 	// upload of data that is still there) keeps its new link, and its
 	// manifest meets the tombstone once the data is gone.
+	if err := r.removeUntagged(ctx, c.digest); err != nil {
+		return false, err
+	}
 	r.mu.Lock()
 	links := r.links[c.digest]
 	r.mu.Unlock()
@@ -237,6 +255,10 @@ func (r *Run) deleteBlob(ctx context.Context, c candidate) (keep bool, err error
 			return false, err
 		case err == nil || isNotFound(err):
 			r.prog.linksRemoved.Add(1)
+		case writtenDuring(err):
+			// A push linked the blob again as the link went: the data
+			// still goes, and that push's manifest meets the tombstone.
+			r.logf("layer link %s of blob %s was written again as it was removed", l, c.digest)
 		default:
 			r.prog.errorCount.Add(1)
 			r.logf("error: removing layer link %s of blob %s: %v", l, c.digest, err)
@@ -245,6 +267,15 @@ func (r *Run) deleteBlob(ctx context.Context, c candidate) (keep bool, err error
 	err = r.storageCall(ctx, func(cctx context.Context) error { return r.drv.Delete(cctx, path.Dir(data)) })
 	if errors.Is(err, ErrLeaseLost) {
 		return false, err
+	}
+	if err != nil && !isNotFound(err) && r.rewritten(ctx, data) {
+		// An upload of the same content moved its data into the directory
+		// as it was removed (the filesystem then reports it not empty):
+		// the blob was written again, and a push that links it meets the
+		// tombstone's check, which finds data and link.
+		r.prog.kept.Add(1)
+		r.logf("kept blob %s: it was uploaded again while it was deleted", c.digest)
+		return false, nil
 	}
 	if err != nil && !isNotFound(err) {
 		// Its deleted tombstone stays: if the data went in part, pushes
@@ -258,6 +289,58 @@ func (r *Run) deleteBlob(ctx context.Context, c candidate) (keep bool, err error
 	r.logf("deleted blob %s (%d bytes)", c.digest, c.size)
 	hook(&TestHooks.AfterDelete, c.digest)
 	return false, nil
+}
+
+// removeUntagged removes the revision links of manifest d in the
+// repositories where no tag keeps it; only a lost lease is an error.
+func (r *Run) removeUntagged(ctx context.Context, d string) error {
+	r.mu.Lock()
+	links := r.untagged[d]
+	r.mu.Unlock()
+	for _, l := range links {
+		err := r.storageCall(ctx, func(cctx context.Context) error { return r.drv.Delete(cctx, l) })
+		switch {
+		case errors.Is(err, ErrLeaseLost):
+			return err
+		case err == nil || isNotFound(err):
+			r.prog.manifestsRemoved.Add(1)
+			r.logf("removed untagged manifest %s from %s", d, repositoryOf(l))
+		case writtenDuring(err):
+			r.prog.kept.Add(1)
+			r.logf("kept untagged manifest %s in %s: it was pushed again as it was removed", d, repositoryOf(l))
+		default:
+			r.prog.errorCount.Add(1)
+			r.logf("error: removing untagged manifest %s from %s: %v", d, repositoryOf(l), err)
+		}
+	}
+	return nil
+}
+
+// writtenDuring: a deletion found a directory not empty because something
+// was written into it as it was removed (a push of the same content).
+// driver.Error has no Unwrap, so it is opened by hand.
+func writtenDuring(err error) bool {
+	for err != nil {
+		if errors.Is(err, syscall.ENOTEMPTY) {
+			return true
+		}
+		var de driver.Error
+		if !errors.As(err, &de) {
+			return false
+		}
+		err = de.Detail
+	}
+	return false
+}
+
+// rewritten reports whether a blob's data exists after a deletion failed:
+// it was uploaded again meanwhile.
+func (r *Run) rewritten(ctx context.Context, data string) bool {
+	err := r.storageCall(ctx, func(cctx context.Context) error {
+		_, err := r.drv.Stat(cctx, data)
+		return err
+	})
+	return err == nil
 }
 
 // removeRepository removes the links of a repository directory that has no
