@@ -11,8 +11,6 @@ package registry
 import (
 	"bytes"
 	"context"
-	"errors"
-	"io/fs"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -26,6 +24,7 @@ import (
 	"github.com/distribution/distribution/v3/registry/storage/driver"
 	storagemiddleware "github.com/distribution/distribution/v3/registry/storage/driver/middleware"
 
+	"github.com/dtr-registry/dtr/registry/internal/drivererr"
 	"github.com/dtr-registry/dtr/registry/internal/httpjson"
 )
 
@@ -51,28 +50,18 @@ const (
 	faultFull                 // no space or quota left: frees up when space does
 )
 
-// classifyStorageError reads the errno under a driver's error. Distribution's
-// driver.Error (which every driver's base wraps errors in) has no Unwrap, so
-// it is opened by hand.
+// classifyStorageError reads the errno under a driver's error.
 func classifyStorageError(err error) (storageFault, syscall.Errno) {
-	for err != nil {
-		var errno syscall.Errno
-		if errors.As(err, &errno) {
-			switch errno {
-			case syscall.ENOSPC, syscall.EDQUOT:
-				return faultFull, errno
-			case syscall.EROFS, syscall.EIO:
-				return faultFailing, errno
-			}
-			return faultNone, errno
-		}
-		var de driver.Error
-		if !errors.As(err, &de) {
-			break
-		}
-		err = de.Detail
+	errno := drivererr.Errno(err)
+	switch errno {
+	case 0:
+		return faultNone, 0
+	case syscall.ENOSPC, syscall.EDQUOT:
+		return faultFull, errno
+	case syscall.EROFS, syscall.EIO:
+		return faultFailing, errno
 	}
-	return faultNone, 0
+	return faultNone, errno
 }
 
 // storageFaultError is a driver error classified as a full or failing
@@ -174,24 +163,8 @@ func (d *faultDriver) noteRace(ctx context.Context, err error) error {
 	return err
 }
 
-// vanished: a driver's "path not found", or the ENOENT of a rename or
-// write under it, however the driver wrapped it (driver.Error has no
-// Unwrap; the filesystem driver joins the errors of a write and its
-// cleanup).
-func vanished(err error) bool {
-	for err != nil {
-		var nf driver.PathNotFoundError
-		if errors.As(err, &nf) || errors.Is(err, fs.ErrNotExist) {
-			return true
-		}
-		var de driver.Error
-		if !errors.As(err, &de) {
-			return false
-		}
-		err = de.Detail
-	}
-	return false
-}
+// vanished: the driver found no such path as it wrote (drivererr.NotFound).
+func vanished(err error) bool { return drivererr.NotFound(err) }
 
 // Writer opens blob uploads; its writes are classified too.
 func (d *faultDriver) Writer(ctx context.Context, path string, append bool) (driver.FileWriter, error) {

@@ -9,7 +9,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
 	"path"
 	"regexp"
 	"strings"
@@ -20,6 +19,7 @@ import (
 	"github.com/distribution/distribution/v3/registry/storage/driver"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/dtr-registry/dtr/registry/internal/drivererr"
 	"github.com/dtr-registry/dtr/registry/meta"
 )
 
@@ -289,16 +289,7 @@ func (r *Run) Execute(ctx context.Context) (Progress, error) {
 
 var hexRE = regexp.MustCompile(`^[a-f0-9]{64}$`)
 
-func isNotFound(err error) bool {
-	var nf driver.PathNotFoundError
-	if errors.As(err, &nf) {
-		return true
-	}
-	// A directory removed during a walk (a repository deleted meanwhile):
-	// the filesystem driver reports the listing's ENOENT as its own error.
-	var de driver.Error
-	return errors.As(err, &de) && errors.Is(de.Detail, fs.ErrNotExist)
-}
+func isNotFound(err error) bool { return drivererr.NotFound(err) }
 
 // parallel runs fn on every item with n goroutines and returns the first
 // error; it stops handing out items once one failed or ctx ended.

@@ -11,10 +11,9 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/distribution/distribution/v3/registry/storage/driver"
-
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/dtr-registry/dtr/registry/internal/drivererr"
 	"github.com/dtr-registry/dtr/registry/meta"
 )
 
@@ -318,20 +317,7 @@ func (r *Run) removeUntagged(ctx context.Context, d string) error {
 
 // writtenDuring: a deletion found a directory not empty because something
 // was written into it as it was removed (a push of the same content).
-// driver.Error has no Unwrap, so it is opened by hand.
-func writtenDuring(err error) bool {
-	for err != nil {
-		if errors.Is(err, syscall.ENOTEMPTY) {
-			return true
-		}
-		var de driver.Error
-		if !errors.As(err, &de) {
-			return false
-		}
-		err = de.Detail
-	}
-	return false
-}
+func writtenDuring(err error) bool { return drivererr.Is(err, syscall.ENOTEMPTY) }
 
 // rewritten reports whether a blob's data exists after a deletion failed:
 // it was uploaded again meanwhile.
