@@ -267,11 +267,12 @@ func (r *Run) deleteBlob(ctx context.Context, c candidate) (keep bool, err error
 	if errors.Is(err, ErrLeaseLost) {
 		return false, err
 	}
-	if err != nil && !isNotFound(err) && r.rewritten(ctx, data) {
-		// An upload of the same content moved its data into the directory
-		// as it was removed (the filesystem then reports it not empty):
-		// the blob was written again, and a push that links it meets the
-		// tombstone's check, which finds data and link.
+	if writtenDuring(err) {
+		// An upload of the same content wrote into the directory as it
+		// was removed (its temporary file, then its data): the blob is
+		// written again, or that upload fails and is pushed again; a push
+		// that links it meets the tombstone's check, which wants data and
+		// link.
 		r.prog.kept.Add(1)
 		r.logf("kept blob %s: it was uploaded again while it was deleted", c.digest)
 		return false, nil
@@ -318,16 +319,6 @@ func (r *Run) removeUntagged(ctx context.Context, d string) error {
 // writtenDuring: a deletion found a directory not empty because something
 // was written into it as it was removed (a push of the same content).
 func writtenDuring(err error) bool { return drivererr.Is(err, syscall.ENOTEMPTY) }
-
-// rewritten reports whether a blob's data exists after a deletion failed:
-// it was uploaded again meanwhile.
-func (r *Run) rewritten(ctx context.Context, data string) bool {
-	err := r.storageCall(ctx, func(cctx context.Context) error {
-		_, err := r.drv.Stat(cctx, data)
-		return err
-	})
-	return err == nil
-}
 
 // removeRepository removes the links of a repository directory that has no
 // record and whose namespace account is gone; its blobs become unreferenced.
