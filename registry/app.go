@@ -142,12 +142,19 @@ func (s *swappable) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "registry starting", http.StatusServiceUnavailable)
 		return
 	}
+	defer s.serving()()
+	answerStorageErrors(app, w, r)
+}
+
+// serving counts a client's request until the function it returns is
+// called; requests nest (a blob GET that falls through to the App) without
+// harm.
+func (s *swappable) serving() func() {
 	s.inflight.Add(1)
-	defer func() {
+	return func() {
 		s.lastDone.Store(time.Now().UnixNano())
 		s.inflight.Add(-1)
-	}()
-	answerStorageErrors(app, w, r)
+	}
 }
 
 // busyWithin is how recently a request must have ended for the registry to

@@ -34,12 +34,13 @@ const (
 	loadSettleIn = 10 * time.Second
 )
 
-// loadMaxRSS bounds the replica's RSS with n concurrent clients: 96 MiB,
-// plus 8 MiB a client, since every blob download holds Distribution's 4 MiB
-// read buffer until the GC frees it (docs/benchmark-notes.md). It is about
-// twice the peaks measured (docs/reliability.md); above it, something
-// holds memory per request or per byte moved.
-func loadMaxRSS(n int) int64 { return 96<<20 + int64(n)*8<<20 }
+// loadMaxRSS bounds the replica's RSS with n concurrent clients: 80 MiB,
+// plus 1 MiB a client (a connection, a 64 KiB download buffer, an upload's
+// state). Blob downloads no longer go through Distribution's 4 MiB reader
+// (blobdownload.go), which made it 8 MiB a client. It is over the peaks
+// measured (docs/reliability.md); above it, something holds memory per
+// request or per byte moved.
+func loadMaxRSS(n int) int64 { return 80<<20 + int64(n)*1<<20 }
 
 // loadMaxFDs bounds the replica's open files with n clients: each has one
 // connection at a time and at most one blob file open on the replica.

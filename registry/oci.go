@@ -117,8 +117,13 @@ func (o *ociExtensions) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	if _, ref, ok := route(p, "blobs"); ok && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
-		o.next.ServeHTTP(keepDigest(w, ref), r)
+	if name, ref, ok := route(p, "blobs"); ok && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
+		if s, ok := o.next.(*swappable); ok {
+			defer s.serving()() // a download counts as traffic for garbage collection too
+		}
+		if !o.serveBlob(w, r, name, ref) {
+			o.next.ServeHTTP(keepDigest(w, ref), r)
+		}
 		return
 	}
 	if name, ok := uploadRoute(p); ok && (r.Method == http.MethodPut || r.Method == http.MethodPost) {
