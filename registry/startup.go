@@ -387,6 +387,10 @@ func (s *startup) prepareServe(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	tokensRev, err := r.loadAPITokens(ctx)
+	if err != nil {
+		return err
+	}
 	r.handler = r.routes()
 	bg, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	r.cancel = cancel
@@ -394,6 +398,8 @@ func (s *startup) prepareServe(ctx context.Context) error {
 	go func() { defer r.done.Done(); r.health.run(bg) }()
 	go func() { defer r.done.Done(); r.watchSettings(bg) }()
 	go func() { defer r.done.Done(); r.watchAccounts(bg, accountsRev) }()
+	r.done.Add(1)
+	go func() { defer r.done.Done(); r.watchAPITokens(bg, tokensRev) }()
 	go func() { defer r.done.Done(); r.watchTokenKeys(bg) }()
 	r.done.Add(1) // storage and metadata reconciliation: reconcile.go
 	go func() { defer r.done.Done(); r.reconcileLoop(bg) }()

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/dtr-registry/dtr/registry/auth"
 	"github.com/dtr-registry/dtr/registry/internal/httpjson"
 	"github.com/dtr-registry/dtr/registry/meta"
 )
@@ -206,6 +207,11 @@ func (a *API) deleteAccount(w http.ResponseWriter, r *http.Request, me *meta.Acc
 		}
 		return err
 	}
+	// Its tokens would not work anyway (a login checks the account), but
+	// they must not list nor count against a new account of that name.
+	if err := a.cfg.Store.DeleteUserAPITokens(r.Context(), r.PathValue("name")); err != nil && a.cfg.Log != nil {
+		a.cfg.Log.WithError(err).WithField("account", r.PathValue("name")).Warn("removing the access tokens of a deleted account")
+	}
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }
@@ -226,10 +232,17 @@ func (a *API) changePassword(w http.ResponseWriter, r *http.Request, me *meta.Ac
 	if me.Name != name && !me.IsAdmin {
 		return errForbidden
 	}
+	if me.APIToken != nil {
+		return errorf(http.StatusForbidden, "NOT_AUTHORIZED", "a password is changed after signing in with a password, not with an access token")
+	}
 	if me.Name == name {
 		// Through Logins like any password check: throttled and bounded,
 		// so a stolen token is no free oracle for the password.
-		if _, err := a.cfg.Logins.Check(r.Context(), r.RemoteAddr, me.Name, req.OldPassword); err != nil {
+		old, err := a.cfg.Logins.Check(r.Context(), r.RemoteAddr, me.Name, req.OldPassword)
+		if err == nil && old.APIToken != nil {
+			err = auth.ErrBadCredentials // an access token is not the old password
+		}
+		if err != nil {
 			return loginError(err, errorf(http.StatusForbidden, "FORBIDDEN", "the old password is wrong"))
 		}
 	}

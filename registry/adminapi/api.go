@@ -129,6 +129,11 @@ func New(cfg Config) *API {
 	h("DELETE /api/v0/jobs/{id}", a.deleteJob)
 	h("POST /api/v0/jobs/{id}/cancel", a.cancelJobRoute)
 	h("GET /api/v0/jobs/{id}/logs", a.jobLogs)
+	h("GET /api/v0/api_tokens", a.listAPITokens)
+	h("POST /api/v0/api_tokens", a.createAPIToken)
+	h("GET /api/v0/api_tokens/{id}", a.getAPIToken)
+	h("PATCH /api/v0/api_tokens/{id}", a.patchAPIToken)
+	h("DELETE /api/v0/api_tokens/{id}", a.deleteAPIToken)
 	h("GET /api/v0/crons", a.listCrons)
 	h("POST /api/v0/crons", a.putCron)
 	h("GET /api/v0/crons/{action}", a.getCron)
@@ -231,6 +236,9 @@ func (a *API) handler(fn func(w http.ResponseWriter, r *http.Request, me *meta.A
 			me, err = authenticate(r.Context(), r)
 		}
 		if err == nil {
+			err = checkTokenLimits(r, me)
+		}
+		if err == nil {
 			err = fn(w, r, me)
 		}
 		if err != nil {
@@ -270,7 +278,7 @@ func (a *API) authenticate(ctx context.Context, r *http.Request) (*meta.Account,
 		if err != nil {
 			return nil, err
 		}
-		if !acc.IsActive || acc.Epoch != auth.TokenEpoch(claims.JWTID) {
+		if epoch, _ := auth.SplitEpoch(auth.TokenEpoch(claims.JWTID)); !acc.IsActive || acc.Epoch != epoch {
 			// The replica's watch may lag this read by moments.
 			return nil, errUnauthenticated
 		}

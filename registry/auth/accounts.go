@@ -3,6 +3,7 @@ package auth
 import (
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/dtr-registry/dtr/registry/meta"
 )
@@ -16,6 +17,7 @@ import (
 type Accounts struct {
 	mu     sync.RWMutex
 	states map[string]accountState
+	tokens map[string]meta.APIToken // access tokens by their short ID
 }
 
 type accountState struct {
@@ -51,12 +53,59 @@ func (a *Accounts) Delete(name string) {
 	a.mu.Unlock()
 }
 
-// Valid reports whether a token with ID jti for subject still stands.
+// Valid reports whether a token with ID jti for subject still stands: its
+// account's epoch is current, and the access token it was issued with (if
+// any) is still usable.
 func (a *Accounts) Valid(subject, jti string) bool {
+	epoch, apiToken := SplitEpoch(TokenEpoch(jti))
 	a.mu.RLock()
+	defer a.mu.RUnlock()
 	st, ok := a.states[subject]
-	a.mu.RUnlock()
-	return ok && st.active && TokenEpoch(jti) == st.epoch
+	if !ok || !st.active || epoch != st.epoch {
+		return false
+	}
+	if apiToken == "" {
+		return true
+	}
+	t, ok := a.tokens[apiToken]
+	return ok && t.Username == subject && t.Usable(time.Now())
+}
+
+// ReplaceTokens sets the whole view of access tokens.
+func (a *Accounts) ReplaceTokens(ts []meta.APIToken) {
+	m := make(map[string]meta.APIToken, len(ts))
+	for _, t := range ts {
+		if len(t.HashedToken) >= apiTokenIDLen {
+			m[t.HashedToken[:apiTokenIDLen]] = t
+		}
+	}
+	a.mu.Lock()
+	a.tokens = m
+	a.mu.Unlock()
+}
+
+// SetToken records an access token's current state.
+func (a *Accounts) SetToken(t meta.APIToken) {
+	if len(t.HashedToken) < apiTokenIDLen {
+		return
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.tokens == nil {
+		a.tokens = map[string]meta.APIToken{}
+	}
+	a.tokens[t.HashedToken[:apiTokenIDLen]] = t
+}
+
+// DeleteToken forgets a deleted access token: the registry tokens issued
+// with it fail from now on.
+func (a *Accounts) DeleteToken(hashed string) {
+	if len(hashed) < apiTokenIDLen {
+		return
+	}
+	a.mu.Lock()
+	delete(a.tokens, hashed[:apiTokenIDLen])
+	a.mu.Unlock()
 }
 
 // TokenEpoch is the epoch part of a token ID ("<epoch>.<nonce>"); tokens of

@@ -142,6 +142,9 @@ func (l *Logins) now() time.Time {
 func (l *Logins) Check(ctx context.Context, remote, name, pw string) (*meta.Account, error) {
 	l.init()
 	addr := clientKey(remote)
+	if meta.IsAPITokenSecret(pw) {
+		return l.checkAPIToken(ctx, name, addr, pw)
+	}
 	now := l.now()
 	ck := l.credentialKey(name, pw)
 	// Credentials verified in the last minutes pass even a locked account:

@@ -250,6 +250,11 @@ var ErrBadCredentials = errors.New("incorrect username or password")
 // optional in the protocol, and a client without one keeps using the
 // password, so docker login and pulls go on while an operator frees space.
 func (s *Server) offlineToken(r *http.Request, user meta.Account, clientID string) (string, error) {
+	if user.APIToken != nil {
+		// A refresh token would outlive the access token's revocation and
+		// carry none of its limits: the client keeps sending the token.
+		return "", nil
+	}
 	tok, err := s.issueRefreshToken(r.Context(), user, clientID)
 	if meta.NoSpace(err) {
 		s.logf(r, user.Name, "no refresh token issued: the metadata store is full")
@@ -294,7 +299,7 @@ func (s *Server) grant(ctx context.Context, user *meta.Account, scopes []Scope) 
 	}
 	sub, epoch := "", ""
 	if user != nil {
-		sub, epoch = user.Name, user.Epoch
+		sub, epoch = user.Name, tokenEpoch(user)
 	}
 	now := s.now()
 	keys := s.Keys()
@@ -347,8 +352,11 @@ func Grant(ctx context.Context, store *meta.Store, user *meta.Account, scopes []
 				return nil, err
 			}
 			allowed = actionsFor(a)
+			if user != nil {
+				allowed = narrow(user, sc.Name, allowed)
+			}
 		case "registry":
-			if sc.Name == "catalog" && user != nil && user.IsAdmin {
+			if sc.Name == "catalog" && user != nil && user.IsAdmin && (user.APIToken == nil || len(user.APIToken.Repositories) == 0) {
 				allowed = []string{"*"}
 			}
 		case adminAPIType:

@@ -27,6 +27,9 @@ type Account struct {
 	// change, deactivation and a change of the admin flag. Tokens carry the
 	// epoch they were issued in (registry/auth.Accounts).
 	Epoch string `json:"epoch,omitempty"`
+	// APIToken is the token the caller signed in with, nil for a password
+	// (set by the login check, never stored): it may narrow what they get.
+	APIToken *APIToken `json:"-"`
 }
 
 // NewEpoch returns a fresh token epoch.
