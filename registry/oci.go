@@ -52,6 +52,9 @@ type ociExtensions struct {
 	// tagsPushed hears of every manifest PUT that wrote tags, after its
 	// 201, for tag pruning (pruning.go); it must return at once.
 	tagsPushed func(repo string, tags []string)
+	// manifests serves manifest pulls from memory (manifestcache.go); nil:
+	// every pull goes to Distribution.
+	manifests *manifestCache
 }
 
 // maxManifest is Distribution's own manifest size limit.
@@ -113,7 +116,12 @@ func (o *ociExtensions) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			o.deleteManifest(w, r, name, ref)
 			return
 		case http.MethodGet, http.MethodHead:
-			o.next.ServeHTTP(keepDigest(w, ref), r)
+			if s, ok := o.next.(*swappable); ok {
+				defer s.serving()() // traffic, for garbage collection's pacing
+			}
+			if !o.serveManifest(w, r, name, ref) {
+				o.next.ServeHTTP(keepDigest(w, ref), r)
+			}
 			return
 		}
 	}
@@ -370,6 +378,8 @@ func retryLater(w http.ResponseWriter, msg string) {
 }
 
 func (o *ociExtensions) putManifest(w http.ResponseWriter, r *http.Request, repo, ref string) {
+	o.manifests.forget(repo)
+	defer o.manifests.forget(repo)
 	// Authorize before reading the body: an anonymous client must get its
 	// 401 without the replica reading and hashing up to 4 MiB first.
 	// Distribution checks again, with the same token.
@@ -678,6 +688,8 @@ func (o *ociExtensions) linkDigest(ctx context.Context, repo, requested, canonic
 }
 
 func (o *ociExtensions) deleteManifest(w http.ResponseWriter, r *http.Request, repo, ref string) {
+	o.manifests.forget(repo)
+	defer o.manifests.forget(repo)
 	ctx := context.WithoutCancel(r.Context())
 	canonical := ""
 	if isDigest(ref) && !isCanonical(ref) {

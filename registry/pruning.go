@@ -233,7 +233,10 @@ func (r *Replica) pruneRepository(ctx context.Context, drv driver.StorageDriver,
 			logf("kept %s:%s: pushed again during the run", repo, t.Name)
 			continue
 		}
-		if err := untag(ctx, drv, repo, t.Name); err != nil {
+		r.manifests.forget(repo)
+		err = untag(ctx, drv, repo, t.Name)
+		r.manifests.forget(repo)
+		if err != nil {
 			return pruned, fmt.Errorf("deleting tag %s: %w", t.Name, err)
 		}
 		why := "policy " + t.Reason

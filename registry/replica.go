@@ -165,10 +165,12 @@ type Replica struct {
 	// without an external URL, a Host naming one of them may be the realm.
 	ownNames map[string]bool
 	app      swappable
-	driver   atomic.Pointer[driverBox]
-	health   *healthChecker
-	tls      *tls.Config
-	handler  http.Handler
+	// manifests serves manifest pulls from memory (manifestcache.go).
+	manifests manifestCache
+	driver    atomic.Pointer[driverBox]
+	health    *healthChecker
+	tls       *tls.Config
+	handler   http.Handler
 
 	mu       sync.Mutex
 	storage  meta.Storage
@@ -325,7 +327,7 @@ func (r *Replica) routes() http.Handler {
 			return b.d
 		}
 		return nil
-	}, gcGuard: r.gcGuard(), tagsPushed: r.newPushPruner().pushed})
+	}, gcGuard: r.gcGuard(), tagsPushed: r.newPushPruner().pushed, manifests: &r.manifests})
 	mux.HandleFunc("/", func(w http.ResponseWriter, req *http.Request) {
 		if req.URL.Path != "/" {
 			http.NotFound(w, req)

@@ -35,6 +35,8 @@ var repositoryDirs = []string{"_manifests", "_layers", "_uploads"}
 // own directories go: _manifests first (its tags and manifests), in one
 // driver call, then its layer links and uploads.
 func (r *Replica) deleteRepositoryContent(ctx context.Context, repo string) error {
+	r.manifests.forget(repo)
+	defer r.manifests.forget(repo)
 	ns, name, err := meta.SplitRepository(repo)
 	if err != nil {
 		return err
@@ -53,6 +55,7 @@ func (r *Replica) deleteNamespaceContent(ctx context.Context, namespace string) 
 	if err := meta.ValidateAccountName(namespace); err != nil {
 		return err
 	}
+	defer r.manifests.forgetAll()
 	return r.deleteStoragePath(ctx, path.Join(repositoriesRoot, namespace))
 }
 
