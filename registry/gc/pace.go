@@ -6,18 +6,18 @@ import (
 )
 
 // restFactor is how long a run rests, per unit of time it worked, while
-// clients are being served: a quarter of the time at most, one call at a
+// clients are being served: a tenth of the time at most, one call at a
 // time, goes to the run's storage calls and metadata writes, so that a
 // push or a pull seldom waits behind them for CPU or disk (docs/gc.md,
 // "Giving way to clients").
-const restFactor = 3
+const restFactor = 9
 
 // maxRest bounds one rest: a slow storage call must not stall the run for
 // long once the clients are gone.
 const maxRest = 200 * time.Millisecond
 
 // paced runs fn as one step of the run. While the registry serves clients
-// (Config.Busy) steps run one at a time, each followed by a rest three
+// (Config.Busy) steps run one at a time, each followed by a rest nine
 // times as long; an idle registry lets the run use every worker.
 func (r *Run) paced(ctx context.Context, fn func() error) error {
 	if !r.busy() {
