@@ -46,7 +46,7 @@ func TestRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(m.Files) != 6 || m.EtcdRevision != 42 || m.ClusterID != "c1" || m.Format != FormatVersion {
+	if len(m.Files) != 6 || m.EtcdRevision != 42 || m.ClusterID != "c1" || m.Format != 1 || m.Images != nil {
 		t.Fatalf("manifest: %+v", m)
 	}
 	if err := CheckVersion(m, "0.1.7"); err != nil {

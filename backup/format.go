@@ -8,6 +8,8 @@
 //	  meta/<kind>/<key>.json   one JSON document per record
 //	  certs/…                  CA, TLS and token-signing keys (the backup is a secret)
 //	  config/…                 settings
+//	  images/index.json        what the repositories reference (images.go)
+//	  images/blobs/sha256/<hex>  with --include-images: each blob once
 //	  manifest.json            last: format, versions, cluster, source, revision, files
 package backup
 
@@ -23,8 +25,13 @@ import (
 	"github.com/dtr-registry/dtr/contract"
 )
 
-// FormatVersion is the archive layout version.
-const FormatVersion = 1
+// FormatVersion is the archive layout version: 2 added the image section.
+// A reader takes 1 too (a backup without it, restored like one without
+// images).
+const FormatVersion = 2
+
+// minFormat is the oldest layout a reader takes.
+const minFormat = 1
 
 // ManifestName is the manifest's name inside the root directory.
 const ManifestName = contract.BackupManifest
@@ -37,7 +44,9 @@ type Manifest struct {
 	ClusterID     string    `json:"clusterID"`
 	SourceReplica string    `json:"sourceReplica"`
 	EtcdRevision  int64     `json:"etcdRevision"`
-	Files         []File    `json:"files"`
+	// Images summarises the image section (format 2).
+	Images *Images `json:"images,omitempty"`
+	Files  []File  `json:"files"`
 	// Checksum is the sha256 of the manifest itself, written with Checksum
 	// empty: the manifest guards every file, and this guards the manifest.
 	Checksum string `json:"checksum"`
@@ -77,10 +86,17 @@ func cleanMember(p string) error {
 	switch top {
 	case "meta", "certs", "config":
 		return nil
+	case "images":
+		if _, ok := blobMember(p); ok || p == ImageIndexName {
+			return nil
+		}
+		if p == "images" || p == "images/blobs" || p == strings.TrimSuffix(blobPrefix, "/") {
+			return nil // their directories
+		}
 	case ManifestName:
 		if p == ManifestName {
 			return nil
 		}
 	}
-	return fmt.Errorf("unexpected path %q (a dtr backup holds meta/, certs/, config/ and manifest.json)", p)
+	return fmt.Errorf("unexpected path %q (a dtr backup holds meta/, certs/, config/, images/ and manifest.json)", p)
 }

@@ -34,13 +34,19 @@ func invalid(format string, args ...any) error {
 // safe paths, the manifest last, and every file's size and sha256 as the
 // manifest lists them, with nothing missing and nothing extra. It returns the
 // manifest; it never trusts a stream it did not read to the end.
-func Verify(r io.Reader) (Manifest, error) {
+func Verify(r io.Reader) (Manifest, error) { return VerifyWith(r, nil) }
+
+// VerifyWith is Verify, calling onIndex with the image index as soon as it
+// passes (before the blobs it lists), e.g. to show progress.
+func VerifyWith(r io.Reader, onIndex func(*ImageIndex)) (Manifest, error) {
 	cr := &countingReader{r: r}
 	tr := tar.NewReader(cr)
 	var manifestEnd int64
 	root := ""
 	seen := map[string]File{}
 	var manifest *Manifest
+	var index *ImageIndex
+	blobs := 0
 	for {
 		hdr, err := tr.Next()
 		if errors.Is(err, io.EOF) {
@@ -70,8 +76,9 @@ func Verify(r io.Reader) (Manifest, error) {
 				return Manifest{}, invalid("entry %q is a sparse file; a dtr backup has none", hdr.Name)
 			}
 		}
-		if hdr.Size < 0 || hdr.Size > MaxMember {
-			return Manifest{}, invalid("entry %q claims %d bytes; members are at most %d", hdr.Name, hdr.Size, int64(MaxMember))
+		digest, isBlob := blobMember(rest)
+		if limit := memberLimit(rest, isBlob); hdr.Size < 0 || hdr.Size > limit {
+			return Manifest{}, invalid("entry %q claims %d bytes; such members are at most %d", hdr.Name, hdr.Size, limit)
 		}
 		switch hdr.Typeflag {
 		case tar.TypeDir:
@@ -90,6 +97,31 @@ func Verify(r io.Reader) (Manifest, error) {
 		}
 		if _, dup := seen[rest]; dup {
 			return Manifest{}, invalid("%s appears twice", rest)
+		}
+		switch {
+		case isBlob && index == nil:
+			return Manifest{}, invalid("blob %s comes before %s", digest, ImageIndexName)
+		case rest == ImageIndexName && blobs > 0:
+			return Manifest{}, invalid("%s follows a blob", ImageIndexName)
+		case index != nil && !isBlob && rest != ManifestName:
+			return Manifest{}, invalid("%s follows the image section; records come first", rest)
+		}
+		if rest == ImageIndexName {
+			b, err := io.ReadAll(io.LimitReader(tr, hdr.Size))
+			if err != nil || int64(len(b)) != hdr.Size {
+				return Manifest{}, invalid("%s is truncated: %v", rest, err)
+			}
+			ix, err := ParseImageIndex(b)
+			if err != nil {
+				return Manifest{}, invalid("%v", err)
+			}
+			index = ix
+			h := sha256.Sum256(b)
+			seen[rest] = File{Path: rest, Size: hdr.Size, SHA256: hex.EncodeToString(h[:])}
+			if onIndex != nil {
+				onIndex(ix)
+			}
+			continue
 		}
 		if rest == ManifestName {
 			if hdr.Size > MaxManifest {
@@ -114,7 +146,14 @@ func Verify(r io.Reader) (Manifest, error) {
 		if err != nil || n != hdr.Size {
 			return Manifest{}, invalid("%s is truncated or corrupt (%d of %d bytes): %v", rest, n, hdr.Size, err)
 		}
-		seen[rest] = File{Path: rest, Size: n, SHA256: hex.EncodeToString(h.Sum(nil))}
+		sum := hex.EncodeToString(h.Sum(nil))
+		if isBlob {
+			if "sha256:"+sum != digest {
+				return Manifest{}, invalid("blob %s does not match its digest (its bytes hash to sha256:%s): the backup is corrupt", digest, sum)
+			}
+			blobs++
+		}
+		seen[rest] = File{Path: rest, Size: n, SHA256: sum}
 	}
 	if root == "" {
 		return Manifest{}, invalid("the stream is empty: did the backup write to this file? (backup must run without -t)")
@@ -130,8 +169,8 @@ func Verify(r io.Reader) (Manifest, error) {
 	if m.Checksum == "" || m.Checksum != m.sum() {
 		return Manifest{}, invalid("the manifest does not match its checksum: it was changed or damaged")
 	}
-	if m.Format != FormatVersion {
-		return Manifest{}, invalid("format %d; this dtr reads format %d", m.Format, FormatVersion)
+	if m.Format < minFormat || m.Format > FormatVersion {
+		return Manifest{}, invalid("format %d; this dtr reads formats %d to %d", m.Format, minFormat, FormatVersion)
 	}
 	if Root(m.DTRVersion) != root {
 		return Manifest{}, invalid("the manifest says dtr %s but the root directory is %s/", m.DTRVersion, root)
@@ -157,7 +196,80 @@ func Verify(r io.Reader) (Manifest, error) {
 			return Manifest{}, invalid("%s is not listed in the manifest", p)
 		}
 	}
+	if err := checkImages(m, index, seen); err != nil {
+		return Manifest{}, err
+	}
 	return m, nil
+}
+
+// memberLimit is the largest member a path may be.
+func memberLimit(p string, isBlob bool) int64 {
+	switch {
+	case isBlob:
+		return MaxBlob
+	case p == ImageIndexName:
+		return MaxIndex
+	}
+	return MaxMember
+}
+
+// checkImages holds the image section to the manifest: the index it
+// summarises, and with images included every blob the index lists (but
+// those the source lacked), each once; without, none.
+func checkImages(m Manifest, ix *ImageIndex, seen map[string]File) error {
+	if m.Format < 2 {
+		if ix != nil || m.Images != nil {
+			return invalid("a format %d backup has no image section", m.Format)
+		}
+		return nil
+	}
+	if ix == nil || m.Images == nil {
+		return invalid("no %s: the backup is incomplete", ImageIndexName)
+	}
+	if want := ix.Summary(m.Images.Included); want != *m.Images {
+		return invalid("the manifest's image summary %+v does not match %s (%+v)", *m.Images, ImageIndexName, want)
+	}
+	want := 0
+	for _, b := range ix.Blobs {
+		if b.Missing || !m.Images.Included {
+			continue
+		}
+		want++
+		f, ok := seen[BlobPath(b.Digest)]
+		if !ok {
+			return invalid("blob %s is listed in %s but missing from the archive", b.Digest, ImageIndexName)
+		}
+		if f.Size != b.Size {
+			return invalid("blob %s has %d bytes; the image index says %d", b.Digest, f.Size, b.Size)
+		}
+	}
+	got := 0
+	for p := range seen {
+		if _, ok := blobMember(p); ok {
+			got++
+		}
+	}
+	if got != want {
+		return invalid("the archive holds %d blobs; its image index lists %d to include", got, want)
+	}
+	return nil
+}
+
+// ParseImageIndex decodes and checks an image index strictly.
+func ParseImageIndex(b []byte) (*ImageIndex, error) {
+	var ix ImageIndex
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&ix); err != nil {
+		return nil, fmt.Errorf("%s does not parse: %v", ImageIndexName, err)
+	}
+	if dec.More() {
+		return nil, fmt.Errorf("%s: data after the index", ImageIndexName)
+	}
+	if err := ix.Check(); err != nil {
+		return nil, err
+	}
+	return &ix, nil
 }
 
 // CheckVersion refuses a backup of another minor version than this dtr's.

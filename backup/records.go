@@ -3,9 +3,12 @@ package backup
 import (
 	"archive/tar"
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"strings"
 
@@ -37,7 +40,9 @@ const RestoreClientName = "dtr-restore"
 const RestorePath = "/api/v0/meta/restore"
 
 // IsRecord reports whether an archive path holds a Record.
-func IsRecord(path string) bool { return strings.HasSuffix(path, ".json") && path != ManifestName }
+func IsRecord(path string) bool {
+	return strings.HasSuffix(path, ".json") && path != ManifestName && !strings.HasPrefix(path, "images/")
+}
 
 // ParseRecord decodes a record strictly: exactly key and value, nothing after.
 func ParseRecord(path string, b []byte) (Record, error) {
@@ -61,8 +66,9 @@ func ParseRecord(path string, b []byte) (Record, error) {
 func SafeName(s string) string { return strings.ReplaceAll(s, "..", "%2E%2E") }
 
 // Walk calls fn with every file of a backup stream (path relative to the
-// root directory, and its content), in archive order, skipping the manifest.
-// It checks only what it needs to walk: Verify the stream first.
+// root directory, and its content), in archive order, skipping the manifest
+// and the image section (WalkImages reads that). It checks only what it
+// needs to walk: Verify the stream first.
 func Walk(r io.Reader, fn func(path string, data []byte) error) error {
 	tr := tar.NewReader(r)
 	for {
@@ -77,7 +83,7 @@ func Walk(r io.Reader, fn func(path string, data []byte) error) error {
 			continue
 		}
 		_, rest, _ := strings.Cut(hdr.Name, "/")
-		if rest == ManifestName {
+		if rest == ManifestName || strings.HasPrefix(rest, "images/") {
 			continue
 		}
 		if hdr.Size > MaxMember {
@@ -91,4 +97,86 @@ func Walk(r io.Reader, fn func(path string, data []byte) error) error {
 			return err
 		}
 	}
+}
+
+// WalkImages reads a backup's image section: index receives the image
+// index (nil for a backup without one, which ends the walk), then blob is
+// called with every blob in the archive and a reader of its bytes that
+// fails, at its end, if they do not match the digest. blob must read the
+// reader to its end before it keeps anything. Verify the stream first.
+func WalkImages(r io.Reader, index func(*ImageIndex) error, blob func(b Blob, body io.Reader) error) error {
+	tr := tar.NewReader(r)
+	var ix *ImageIndex
+	sizes := map[string]Blob{}
+	for {
+		hdr, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return invalid("reading the archive: %v", err)
+		}
+		if hdr.Typeflag != tar.TypeReg {
+			continue
+		}
+		_, rest, _ := strings.Cut(hdr.Name, "/")
+		if rest == ImageIndexName {
+			if hdr.Size > MaxIndex {
+				return invalid("%s claims %d bytes", rest, hdr.Size)
+			}
+			b, err := io.ReadAll(io.LimitReader(tr, hdr.Size))
+			if err != nil {
+				return invalid("reading %s: %v", rest, err)
+			}
+			if ix, err = ParseImageIndex(b); err != nil {
+				return invalid("%v", err)
+			}
+			for _, bl := range ix.Blobs {
+				sizes[bl.Digest] = bl
+			}
+			if err := index(ix); err != nil {
+				return err
+			}
+			continue
+		}
+		d, ok := blobMember(rest)
+		if !ok {
+			continue
+		}
+		bl, listed := sizes[d]
+		if ix == nil || !listed || bl.Size != hdr.Size {
+			return invalid("blob %s is not in the image index as it is in the archive", d)
+		}
+		if err := blob(bl, &digestReader{r: io.LimitReader(tr, hdr.Size), want: d, left: hdr.Size, h: sha256.New()}); err != nil {
+			return err
+		}
+	}
+	if ix == nil {
+		return index(nil)
+	}
+	return nil
+}
+
+// digestReader passes a blob's bytes through and, at their end, fails
+// unless they are as many as the index says and hash to the digest.
+type digestReader struct {
+	r    io.Reader
+	h    hash.Hash
+	want string
+	left int64
+}
+
+func (d *digestReader) Read(p []byte) (int, error) {
+	n, err := d.r.Read(p)
+	d.h.Write(p[:n])
+	d.left -= int64(n)
+	if errors.Is(err, io.EOF) {
+		if d.left != 0 {
+			return n, invalid("blob %s is truncated", d.want)
+		}
+		if got := "sha256:" + hex.EncodeToString(d.h.Sum(nil)); got != d.want {
+			return n, invalid("blob %s does not match its digest (its bytes hash to %s): the backup is corrupt", d.want, got)
+		}
+	}
+	return n, err
 }

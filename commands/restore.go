@@ -14,6 +14,7 @@ import (
 	"github.com/dtr-registry/dtr/backup"
 	"github.com/dtr-registry/dtr/contract"
 	"github.com/dtr-registry/dtr/images"
+	"github.com/dtr-registry/dtr/internal/units"
 	"github.com/dtr-registry/dtr/orchestrator"
 	"github.com/dtr-registry/dtr/prompt"
 )
@@ -33,6 +34,11 @@ func newRestoreCommand(cli *Cli) *cobra.Command {
 certificates, keys, settings and records. It never prompts (stdin carries the
 backup), so every value is a flag or variable. Every replica of the old cluster
 must be destroyed first. The whole backup is verified before anything changes.
+
+A backup taken with --include-images also brings back the images: the replica
+writes every blob, manifest and tag into the chosen storage, verifying each again,
+before it reports healthy. Either way restore then reports the referenced blobs
+the storage lacks and the tags they break.
 
   docker run -i --rm --env UCP_PASSWORD dtr restore --ucp-url … --ucp-username admin \
     --ucp-node node1 --dtr-use-default-storage < dtr.bkp`,
@@ -125,6 +131,7 @@ func runRestore(ctx context.Context, cli *Cli, cmd *cobra.Command, o *restoreOpt
 	if err != nil {
 		return err
 	}
+	src.images = m.Images
 	cli.Log.Infof("verifying [%d %d] ports on %s", o.replica.httpPort, o.replica.httpsPort, node.Hostname)
 	if err := checkPorts(ctx, cluster, node.Hostname, o.replica.httpPort, o.replica.httpsPort); err != nil {
 		return err
@@ -137,6 +144,7 @@ func runRestore(ctx context.Context, cli *Cli, cmd *cobra.Command, o *restoreOpt
 	if err != nil {
 		return err
 	}
+	describeBackupImages(cli, m)
 	cfg := o.replica.config(id, node, images.Registry(), regID, jobID, cli.logLevel)
 	cfg.Restore, cfg.RestoreStorage = true, contract.RestoreFilesystem
 	if o.defaultStorage {
@@ -152,7 +160,7 @@ func runRestore(ctx context.Context, cli *Cli, cmd *cobra.Command, o *restoreOpt
 		OverlaySubnet: defaultOverlaySubnet,
 		TLSCert:       o.replica.dtrCert,
 		TLSKey:        o.replica.dtrKey,
-		HealthTimeout: healthTimeout,
+		HealthTimeout: restoreHealthTimeout(m),
 		ClientFor:     orchestrator.HTTPSClient,
 		Restore: &orchestrator.Restore{CACertPEM: []byte(src.ca.CertPEM), CAKeyPEM: []byte(src.ca.KeyPEM), Client: client,
 			Backup: func() (io.ReadCloser, int64, error) {
@@ -182,6 +190,9 @@ func runRestore(ctx context.Context, cli *Cli, cmd *cobra.Command, o *restoreOpt
 		return err
 	}
 	cli.Log.Debugf("restore took %v", cli.Now().Sub(start).Round(time.Millisecond))
+	api := orchestrator.ReplicaAPI{URL: orchestrator.ReplicaURL(cfg.NodeAddr, cfg.HTTPSPort), User: o.ucp.username, Password: o.ucp.password,
+		Client: orchestrator.HTTPSClient([]byte(src.ca.CertPEM))}
+	reportRestoredStorage(ctx, cli, api, m)
 	cli.Log.Infof("Restore successfully completed for replica %s", id)
 	cli.Log.Info("Accounts, passwords, permissions, repositories and settings are as they were when the backup was taken. " +
 		"Clients that logged in after that (their refresh tokens are not in the backup) must run docker login again")
@@ -229,6 +240,7 @@ type backupSource struct {
 		} `json:"storage"`
 	}
 	tlsCert, tlsKey []byte
+	images          *backup.Images
 }
 
 func readBackupSource(path string) (*backupSource, error) {
@@ -277,8 +289,52 @@ func describeRestoredStorage(cli *Cli, o *restoreOptions, cfg orchestrator.Repli
 		cli.Log.Infof("Image storage: the filesystem of replica %s, %s on node %s", cfg.ID, cfg.StorageDescription(), cfg.Node)
 	case st.Type == "s3" && st.S3 != nil:
 		cli.Log.Infof("Image storage: the backup's S3 bucket %s %s", st.S3.Bucket, st.S3.RegionEndpoint)
+	case src.images != nil && src.images.Included:
+		cli.Log.Infof("Image storage: volume dtr-registry-%s on node %s, where the replica writes the backup's images", cfg.ID, cfg.Node)
 	default:
-		cli.Log.Warnf("The backup's storage is the filesystem of its replica's node, and image blobs are not in a backup: the new replica keeps them in volume dtr-registry-%s on node %s. "+
-			"Copy the old blobs there, or restore with --dtr-storage-volume naming the volume or path that holds them", cfg.ID, cfg.Node)
+		cli.Log.Warnf("The backup's storage is the filesystem of its replica's node, and this backup holds no image blobs: the new replica keeps them in volume dtr-registry-%s on node %s. "+
+			"Copy the old blobs there, restore with --dtr-storage-volume naming the volume or path that holds them, or restore a backup taken with --include-images", cfg.ID, cfg.Node)
 	}
+}
+
+// describeBackupImages says what of the images the backup holds.
+func describeBackupImages(cli *Cli, m backup.Manifest) {
+	switch im := m.Images; {
+	case im == nil:
+		cli.Log.Info("The backup has no image index (it predates them): restore cannot tell which images the storage must hold")
+	case im.Included:
+		cli.Log.Infof("The backup holds the images: %d repositories, %d tags, %d blobs (%s); the replica writes them into its storage before it reports healthy",
+			im.Repositories, im.Tags, im.Blobs, units.HumanBytes(im.Bytes))
+	default:
+		cli.Log.Infof("The backup lists %d tags in %d repositories (%d blobs, %s) but holds no blobs: the storage must have them", im.Tags, im.Repositories, im.Blobs, units.HumanBytes(im.Bytes))
+	}
+}
+
+// restoreHealthTimeout leaves the replica time to write the backup's
+// images before it reports healthy: at least 20 MiB/s.
+func restoreHealthTimeout(m backup.Manifest) time.Duration {
+	if m.Images == nil || !m.Images.Included {
+		return healthTimeout
+	}
+	return healthTimeout + time.Duration(m.Images.Bytes/(20<<20))*time.Second
+}
+
+// reportRestoredStorage asks the restored replica which referenced blobs
+// its storage lacks and says so, with the fix, before restore finishes.
+func reportRestoredStorage(ctx context.Context, cli *Cli, api orchestrator.ReplicaAPI, m backup.Manifest) {
+	live, err := api.StorageCheck(ctx)
+	if err != nil {
+		cli.Log.Warnf("Could not check the restored storage (%v): run dtr backup --check-storage --existing-replica-id <this replica> once you can log in", err)
+		return
+	}
+	res := live.Missing()
+	if res.MissingBlobs == 0 {
+		cli.Log.Infof("The storage holds all %d blobs the restored repositories reference", res.ReferencedBlobs)
+		return
+	}
+	fix := "restore again from a backup taken with --include-images, or with --dtr-storage-volume or --nfs-storage-url naming the storage that holds these blobs"
+	if m.Images != nil && m.Images.Included {
+		fix = "they were missing from the registry storage when the backup was taken; push those images again"
+	}
+	cli.Log.Warnf("%s. To fix it: %s", res.Summary(), fix)
 }

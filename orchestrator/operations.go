@@ -270,7 +270,9 @@ func RestoreClient(caCertPEM, caKeyPEM []byte) (*http.Client, error) {
 	}
 	c := HTTPSClient(caCertPEM)
 	c.Timeout = 0 // a large backup may take a while; the context bounds it
-	c.Transport.(*http.Transport).TLSClientConfig.Certificates = []tls.Certificate{cert}
+	tr := c.Transport.(*http.Transport)
+	tr.TLSClientConfig.Certificates = []tls.Certificate{cert}
+	tr.WriteBufferSize = 1 << 20 // the backup, images and all, goes in large writes
 	return c, nil
 }
 

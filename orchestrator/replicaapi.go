@@ -138,17 +138,36 @@ func apiMessage(r io.Reader) string {
 	return ""
 }
 
+// BackupRequest is what dtr backup asks the replica for.
+type BackupRequest struct {
+	IncludeImages bool
+	// Progress, if set, is called now and then with the bytes written so
+	// far and, once the image index passed, about how many there will be
+	// (0 before).
+	Progress func(written, expected int64)
+}
+
 // Backup streams a backup from the replica into w and verifies it as it
 // passes, so an interrupted or damaged stream is an error and never a short
 // file that looks complete. It returns the manifest and the bytes written.
-func (a ReplicaAPI) Backup(ctx context.Context, w io.Writer) (backup.Manifest, int64, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, a.URL+"/api/v0/meta/backup", nil)
+func (a ReplicaAPI) Backup(ctx context.Context, w io.Writer, br BackupRequest) (backup.Manifest, int64, error) {
+	path := "/api/v0/meta/backup"
+	if br.IncludeImages {
+		path += "?includeImages=true"
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, a.URL+path, nil)
 	if err != nil {
 		return backup.Manifest{}, 0, err
 	}
 	req.SetBasicAuth(a.User, a.Password)
 	client := *a.Client
 	client.Timeout = 0 // the stream takes as long as it takes; ctx bounds it
+	if tr, ok := client.Transport.(*http.Transport); ok {
+		// Fewer, larger reads: a backup with images is gigabytes.
+		tr = tr.Clone()
+		tr.ReadBufferSize = 1 << 20
+		client.Transport = tr
+	}
 	resp, err := client.Do(req)
 	if err != nil {
 		return backup.Manifest{}, 0, fmt.Errorf("asking %s for a backup: %w", a.URL, err)
@@ -161,7 +180,16 @@ func (a ReplicaAPI) Backup(ctx context.Context, w io.Writer) (backup.Manifest, i
 		return backup.Manifest{}, 0, fmt.Errorf("the replica refused the backup: %s: %s", resp.Status, apiMessage(resp.Body))
 	}
 	cw := &countingWriter{w: w}
-	m, err := backup.Verify(io.TeeReader(resp.Body, cw))
+	var onIndex func(*backup.ImageIndex)
+	if br.Progress != nil {
+		cw.progress = br.Progress
+		onIndex = func(ix *backup.ImageIndex) {
+			if br.IncludeImages {
+				cw.expected = cw.n + ix.Summary(true).Bytes
+			}
+		}
+	}
+	m, err := backup.VerifyWith(io.TeeReader(resp.Body, cw), onIndex)
 	if err == nil {
 		_, err = io.Copy(cw, resp.Body) // the tar's trailing padding, if any
 	}
@@ -174,13 +202,42 @@ func (a ReplicaAPI) Backup(ctx context.Context, w io.Writer) (backup.Manifest, i
 type countingWriter struct {
 	w io.Writer
 	n int64
+
+	progress func(written, expected int64)
+	expected int64
+	last     time.Time
 }
+
+// progressEvery is how often a long backup reports progress.
+const progressEvery = 10 * time.Second
 
 func (c *countingWriter) Write(p []byte) (int, error) {
 	n, err := c.w.Write(p)
 	c.n += int64(n)
+	if c.progress != nil {
+		if now := time.Now(); c.last.IsZero() {
+			c.last = now
+		} else if now.Sub(c.last) >= progressEvery {
+			c.last = now
+			c.progress(c.n, c.expected)
+		}
+	}
 	if err != nil {
 		err = fmt.Errorf("writing the backup to stdout: %w", err)
 	}
 	return n, err
+}
+
+// StorageCheck asks the replica which referenced blobs the registry storage
+// lacks (dtr backup --check-storage, and after a restore).
+func (a ReplicaAPI) StorageCheck(ctx context.Context) (contract.StorageCheck, error) {
+	var res contract.StorageCheck
+	// It stats every referenced blob: minutes on a large S3 registry.
+	client := *a.Client
+	client.Timeout = 0
+	a.Client = &client
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Minute)
+	defer cancel()
+	err := a.call(ctx, http.MethodGet, contract.StorageCheckPath, nil, &res)
+	return res, err
 }

@@ -2,6 +2,7 @@ package registry
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -14,16 +15,32 @@ import (
 	"github.com/dtr-registry/dtr/registry/meta"
 )
 
+// BackupOptions are what dtr backup asks for.
+type BackupOptions struct {
+	// IncludeImages adds every referenced blob and manifest.
+	IncludeImages bool
+}
+
 // WriteBackup streams a backup of the cluster to w (docs/architecture.md §5): every
 // record read at one metadata revision while the replica keeps serving, the
-// operator's TLS certificate if there is one, and the manifest last.
-func (r *Replica) WriteBackup(ctx context.Context, w io.Writer) (backup.Manifest, error) {
+// operator's TLS certificate if there is one, the image index of the
+// repositories at that revision (and with IncludeImages their blobs), and
+// the manifest last.
+func (r *Replica) WriteBackup(ctx context.Context, w io.Writer, o BackupOptions) (backup.Manifest, error) {
 	start := time.Now()
+	drv := r.storageDriver()
+	if drv == nil && o.IncludeImages {
+		return backup.Manifest{}, errors.New("the registry storage is not configured yet; back up the images once the replica is healthy")
+	}
 	bw, err := backup.NewWriter(w, images.Version)
 	if err != nil {
 		return backup.Manifest{}, err
 	}
+	var repos []string
 	rev, err := r.store.Dump(ctx, func(path string, rec backup.Record) error {
+		if name, ok := meta.RepositoryOfKey(rec.Key); ok {
+			repos = append(repos, name)
+		}
 		return bw.AddJSON(path, rec)
 	})
 	if err != nil {
@@ -32,6 +49,22 @@ func (r *Replica) WriteBackup(ctx context.Context, w io.Writer) (backup.Manifest
 	if r.opts.TLSCertFile != "" {
 		for name, file := range map[string]string{backup.TLSCertFile: r.opts.TLSCertFile, backup.TLSKeyFile: r.opts.TLSKeyFile} {
 			if err := addFile(bw, name, file); err != nil {
+				return backup.Manifest{}, err
+			}
+		}
+	}
+	if drv != nil {
+		// The repositories of the dumped revision: what a restore of these
+		// records serves.
+		ix, err := r.imageIndex(ctx, drv, repos)
+		if err != nil {
+			return backup.Manifest{}, err
+		}
+		if err := bw.AddImageIndex(ix, o.IncludeImages); err != nil {
+			return backup.Manifest{}, err
+		}
+		if o.IncludeImages {
+			if err := r.writeImages(ctx, drv, bw, ix); err != nil {
 				return backup.Manifest{}, err
 			}
 		}
@@ -46,7 +79,12 @@ func (r *Replica) WriteBackup(ctx context.Context, w io.Writer) (backup.Manifest
 	if err := bw.Close(m); err != nil {
 		return backup.Manifest{}, err
 	}
-	r.log.WithFields(map[string]any{"revision": rev, "took": time.Since(start).Round(time.Millisecond)}).Info("backup written")
+	m = bw.Manifest()
+	f := map[string]any{"revision": rev, "took": time.Since(start).Round(time.Millisecond)}
+	if m.Images != nil {
+		f["images"], f["blobs"], f["bytes"], f["missing"] = m.Images.Included, m.Images.Blobs, m.Images.Bytes, m.Images.Missing
+	}
+	r.log.WithFields(f).Info("backup written")
 	return m, nil
 }
 
@@ -65,21 +103,27 @@ func addFile(bw *backup.Writer, name, path string) error {
 
 // loadBackup writes a received backup's records into this replica's new,
 // empty metadata member and returns the restored cluster. It verifies the
-// file again: it may have sat on a disk since it was received.
+// file again when it may have sat on a disk since it was received (a
+// restart): a pass over every byte, which the blobs of a backup with images
+// make long, so not when this process verified it a moment ago.
 func (r *Replica) loadBackup(ctx context.Context, path string) (meta.Cluster, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return meta.Cluster{}, err
 	}
 	defer f.Close()
-	m, err := backup.Verify(f)
-	if err != nil {
-		return meta.Cluster{}, fmt.Errorf("the backup in %s: %w", path, err)
+	var m backup.Manifest
+	if rm := r.received.Load(); rm != nil {
+		m = *rm
+	} else {
+		if m, err = backup.Verify(f); err != nil {
+			return meta.Cluster{}, fmt.Errorf("the backup in %s: %w", path, err)
+		}
+		if _, err := f.Seek(0, io.SeekStart); err != nil {
+			return meta.Cluster{}, err
+		}
 	}
 	if err := backup.CheckVersion(m, images.Version); err != nil {
-		return meta.Cluster{}, err
-	}
-	if _, err := f.Seek(0, io.SeekStart); err != nil {
 		return meta.Cluster{}, err
 	}
 	start := time.Now()

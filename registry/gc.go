@@ -40,7 +40,11 @@ func (r *Replica) gcRunner() *gc.Runner {
 	})
 	return &gc.Runner{Store: r.store, Etcd: cli, Collector: collector, ReplicaID: r.opts.ReplicaID,
 		IsLeader: r.isMetadataLeader, Log: r.log.WithField("component", "gc"),
-		Prune: r.pruneTags} // tag_pruning jobs (pruning.go)
+		Prune: r.pruneTags, // tag_pruning jobs (pruning.go)
+		// metrics and the GC_COMPLETED webhook (metrics.go), whose queueing
+		// writes to the metadata store: not on the runner's way.
+		Finished: func(action, status string, freed int64) { go r.GCRunFinished(action, status, freed) },
+	}
 }
 
 // gcGuard is the push path's half of garbage collection's protocol.

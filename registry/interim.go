@@ -57,7 +57,7 @@ func (r *Replica) listenInterim(p *interimPhase) (*interim, error) {
 	mux.HandleFunc("/", func(w http.ResponseWriter, req *http.Request) {
 		s.phase.Load().other.ServeHTTP(w, req)
 	})
-	handler := accessLog(r.log, mux)
+	handler := accessLog(r.log, r.metrics, mux)
 	tlsCfg := &tls.Config{GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
 		return s.phase.Load().tls, nil
 	}}

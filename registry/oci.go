@@ -25,6 +25,7 @@ import (
 	"github.com/dtr-registry/dtr/registry/auth"
 	"github.com/dtr-registry/dtr/registry/gc"
 	"github.com/dtr-registry/dtr/registry/internal/httpjson"
+	"github.com/dtr-registry/dtr/registry/internal/reqinfo"
 	"github.com/dtr-registry/dtr/registry/meta"
 )
 
@@ -247,6 +248,9 @@ func (o *ociExtensions) authorize(w http.ResponseWriter, r *http.Request, repo, 
 		return nil, false
 	}
 	if auth.Allows(claims, "repository", repo, action) {
+		// What Distribution's access controller records for its routes,
+		// for the access log and the audit trail.
+		reqinfo.SetUser(r.Context(), claims.Subject)
 		return claims, true
 	}
 	challenge("insufficient_scope")
@@ -643,6 +647,7 @@ func (o *ociExtensions) ensureRepository(ctx context.Context, r *http.Request, n
 		return fmt.Errorf("recording repository %s/%s created by push: %w", ns, name, err)
 	}
 	o.log.WithFields(logrus.Fields{"repository": ns + "/" + name, "user": creator}).Info("repository created by push")
+	reqinfo.AddNote(ctx, meta.WebhookRepoCreated, ns+"/"+name) // webhooks.go
 	return nil
 }
 

@@ -63,6 +63,14 @@ func listTags(ctx context.Context, drv driver.StorageDriver, repo string) ([]met
 	return out, nil
 }
 
+// deleteTag is untag, with the replica's cached manifests of repo
+// forgotten before and after.
+func (r *Replica) deleteTag(ctx context.Context, drv driver.StorageDriver, repo, tag string) error {
+	r.manifests.forget(repo)
+	defer r.manifests.forget(repo)
+	return untag(ctx, drv, repo, tag)
+}
+
 // untag deletes a tag through Distribution's tag service, the code path of
 // DELETE /v2/<name>/manifests/<tag>: the manifest stays, pullable by
 // digest. A tag already gone is success.
@@ -233,10 +241,7 @@ func (r *Replica) pruneRepository(ctx context.Context, drv driver.StorageDriver,
 			logf("kept %s:%s: pushed again during the run", repo, t.Name)
 			continue
 		}
-		r.manifests.forget(repo)
-		err = untag(ctx, drv, repo, t.Name)
-		r.manifests.forget(repo)
-		if err != nil {
+		if err := r.deleteTag(ctx, drv, repo, t.Name); err != nil {
 			return pruned, fmt.Errorf("deleting tag %s: %w", t.Name, err)
 		}
 		why := "policy " + t.Reason

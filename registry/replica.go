@@ -24,6 +24,7 @@ import (
 	"github.com/sirupsen/logrus"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/dtr-registry/dtr/backup"
 	"github.com/dtr-registry/dtr/contract"
 	"github.com/dtr-registry/dtr/images"
 	"github.com/dtr-registry/dtr/pki"
@@ -91,6 +92,22 @@ type Options struct {
 	// Schema is the metadata schema the replica's build knows; nil means
 	// meta.Current. Tests run replicas of other builds with it.
 	Schema *meta.Schema
+
+	// MetricsAddr, when set, serves /metrics without authentication on
+	// this address (docs/observability.md); /metrics on the HTTPS port
+	// always needs credentials.
+	MetricsAddr string
+	// MetricsTokenFile holds a bearer token that may read /metrics and
+	// nothing else.
+	MetricsTokenFile string
+	// WebhookRetryBase is the wait before a failed webhook delivery's
+	// first retry, doubling per attempt; default 1 s. Tests shorten it.
+	WebhookRetryBase time.Duration
+	// WebhookTimeout bounds one delivery attempt; default 10 s.
+	WebhookTimeout time.Duration
+	// OTLPEndpoint, when set, exports traces to this OTLP/HTTP collector
+	// URL (tracing.go); tracing is off by default.
+	OTLPEndpoint string
 }
 
 func (o *Options) defaults() error {
@@ -146,6 +163,7 @@ type Replica struct {
 	opts     Options
 	log      *logrus.Entry
 	disk     onDisk // markers and spool start-up reads and leaves
+	received atomic.Pointer[backup.Manifest]
 	member   *member.Member
 	store    *meta.Store
 	cluster  meta.Cluster
@@ -171,6 +189,13 @@ type Replica struct {
 	health    *healthChecker
 	tls       *tls.Config
 	handler   http.Handler
+	// metrics are the replica's Prometheus metrics (metrics.go);
+	// metricsToken is the hash of the metrics-only token, or nil.
+	metrics      *replicaMetrics
+	metricsToken *[32]byte
+	audit        *auditor // the audit trail (audit.go)
+	stopTracing  func(context.Context) error
+	webhooks     *webhookDispatcher // webhooks.go
 
 	mu       sync.Mutex
 	storage  meta.Storage
@@ -205,6 +230,7 @@ func (r *Replica) applyStorage(ctx context.Context, st meta.Settings) error {
 	if err != nil {
 		return err
 	}
+	r.metrics.instrument(cfg)
 	app, err := newApp(context.WithoutCancel(ctx), cfg)
 	if err != nil {
 		return err
@@ -308,18 +334,21 @@ func (r *Replica) routes() http.Handler {
 		ReplicaID:      r.opts.ReplicaID,
 		Cluster:        r.member,
 		Log:            r.log,
-		Backup: func(ctx context.Context, w io.Writer) error {
-			_, err := r.WriteBackup(ctx, w)
+		Backup: func(ctx context.Context, w io.Writer, includeImages bool) error {
+			_, err := r.WriteBackup(ctx, w, BackupOptions{IncludeImages: includeImages})
 			return err
 		},
+		CheckStorage:            r.checkStorage,
 		DeleteRepositoryContent: r.deleteRepositoryContent,
 		DeleteNamespaceContent:  r.deleteNamespaceContent,
 		ListTags:                r.listRepositoryTags,
+		TestWebhook:             r.webhooks.TestWebhook,
 	})
 	mux := http.NewServeMux()
 	mux.Handle("/_ping", r.health)
 	mux.Handle("/health", r.health)
 	mux.HandleFunc("/_live", live)
+	mux.Handle("/metrics", r.metricsHandler(false))
 	mux.Handle("/auth/token", smallBodies(tokens))
 	mux.Handle("/api/v0/", smallBodies(api))
 	mux.Handle("/v2/", &ociExtensions{next: &r.app, store: r.store, verify: r.verify, realm: r.realm, log: r.log, writesRefused: r.metadataWritesRefused, allowSparse: func() bool { return !r.sparseRefused.Load() }, driver: func() driver.StorageDriver {
@@ -328,21 +357,14 @@ func (r *Replica) routes() http.Handler {
 		}
 		return nil
 	}, gcGuard: r.gcGuard(), tagsPushed: r.newPushPruner().pushed, manifests: &r.manifests})
-	mux.HandleFunc("/", func(w http.ResponseWriter, req *http.Request) {
-		if req.URL.Path != "/" {
-			http.NotFound(w, req)
-			return
-		}
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		fmt.Fprintf(w, "dtr %s, replica %s\nRegistry API: /v2/  Admin API: /api/v0/  Health: /_ping\n", images.Version, r.opts.ReplicaID)
-	})
-	return accessLog(r.log, strictTransport(mux))
+	mux.Handle("/", smallBodies(r.consoleHandler(api))) // the web console (console.go)
+	return r.traced(accessLog(r.log, r.metrics, strictTransport(mux), r.audit.request, r.webhooks.request))
 }
 
 // httpHandler serves the plain HTTP port: health for load balancers, and a
 // redirect to HTTPS for everything else.
 func (r *Replica) httpHandler() http.Handler {
-	return accessLog(r.log, http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+	return accessLog(r.log, r.metrics, http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		switch req.URL.Path {
 		case "/_ping", "/health":
 			r.health.ServeHTTP(w, req)
@@ -410,6 +432,11 @@ func (r *Replica) Close() error {
 			_ = app.Shutdown()
 		}
 		err = r.member.Close()
+		if r.stopTracing != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			_ = r.stopTracing(ctx) // sends the spans still buffered
+			cancel()
+		}
 	})
 	return err
 }

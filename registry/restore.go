@@ -14,8 +14,9 @@ import (
 	"github.com/dtr-registry/dtr/registry/internal/httpjson"
 )
 
-// MaxRestoreBody bounds an uploaded backup.
-const MaxRestoreBody = 16 << 30
+// MaxRestoreBody bounds an uploaded backup: with images it is as large as
+// the registry.
+const MaxRestoreBody = backup.MaxBlob
 
 // restorePhase is what a replica answers while it waits for dtr restore to
 // send a backup: /_live says it waits (the installer polls it until it is
@@ -102,5 +103,9 @@ func (r *Replica) receiveBackup(body io.Reader) (backup.Manifest, error) {
 	if err := tmp.Close(); err != nil {
 		return m, err
 	}
-	return m, os.Rename(tmp.Name(), final)
+	if err := os.Rename(tmp.Name(), final); err != nil {
+		return m, err
+	}
+	r.received.Store(&m)
+	return m, nil
 }

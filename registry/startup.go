@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -39,6 +40,17 @@ func Start(ctx context.Context, o Options) (*Replica, error) {
 	r := &Replica{opts: o, log: o.Log.WithField("replica", o.ReplicaID), disk: onDisk{dataDir: o.DataDir, caDir: o.CADir}}
 	r.accounts = &auth.Accounts{}
 	r.verify = &auth.Verifier{Keys: r.keys.Load, Accounts: r.accounts}
+	r.metrics = newReplicaMetrics(r)
+	tok, err := loadMetricsToken(o.MetricsTokenFile)
+	if err != nil {
+		return nil, err
+	}
+	r.metricsToken = tok
+	if o.OTLPEndpoint != "" {
+		if r.stopTracing, err = startTracing(ctx, o.OTLPEndpoint, o.ReplicaID); err != nil {
+			return nil, err
+		}
+	}
 	s := &startup{r: r}
 	phases := []struct {
 		name string
@@ -188,8 +200,8 @@ func (s *startup) startMember(ctx context.Context) error {
 		return err
 	}
 	r.member = m
-	r.store = meta.New(m.Client())
-	r.logins = &auth.Logins{Store: r.store, Log: r.log}
+	r.store = meta.New(timedKV{KV: m.Client(), m: r.metrics})
+	r.logins = &auth.Logins{Store: r.store, Log: r.log, Outcome: r.metrics.login}
 	return nil
 }
 
@@ -254,6 +266,13 @@ func (s *startup) loadCluster(ctx context.Context) error {
 	if err := r.applyStorage(ctx, st); err != nil {
 		return err
 	}
+	if spool, err := r.disk.receivedBackup(); err == nil {
+		if err := s.finishRestore(ctx, spool); err != nil {
+			return err
+		}
+	} else if !errors.Is(err, errNoRestore) {
+		return err
+	}
 	if r.forced {
 		// The other replicas are gone for good: forget their health.
 		if err := r.store.KeepReplicaReports(ctx, []string{r.opts.ReplicaID}); err != nil {
@@ -263,18 +282,16 @@ func (s *startup) loadCluster(ctx context.Context) error {
 	return nil
 }
 
-// loadRestored loads a received backup, or one whose load was cut short
-// (the cluster record is written last), and then drops the spooled copy.
+// loadRestored loads a received backup's records, or those of one whose
+// load was cut short (the cluster record is written last).
 func (s *startup) loadRestored(ctx context.Context, spool string) (meta.Cluster, error) {
 	r := s.r
 	c, err := r.loadBackup(ctx, spool)
 	if err != nil {
 		return c, err
 	}
-	if err := r.disk.markFounded(c.ID); err != nil {
-		return c, err
-	}
-	return c, os.Remove(spool)
+	// The spool stays until finishRestore wrote its images.
+	return c, r.disk.markFounded(c.ID)
 }
 
 // bootstrapNew founds a cluster: its CA and token key, settings and first
@@ -387,6 +404,16 @@ func (s *startup) prepareServe(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	var metricsLn net.Listener
+	if o.MetricsAddr != "" {
+		if metricsLn, err = net.Listen("tcp", o.MetricsAddr); err != nil {
+			return fmt.Errorf("metrics address %s: %w (check --metrics-addr)", o.MetricsAddr, err)
+		}
+	}
+	r.audit = newAuditor(r)
+	r.webhooks = newWebhookDispatcher(r)
+	report := r.health.onResult
+	r.health.onResult = func(h Health) { report(h); r.webhooks.health(h) }
 	tokensRev, err := r.loadAPITokens(ctx)
 	if err != nil {
 		return err
@@ -409,6 +436,14 @@ func (s *startup) prepareServe(ctx context.Context) error {
 	go func() { defer r.done.Done(); r.migrateLoop(bg) }()
 	r.done.Add(1) // garbage collection jobs and crons: gc.go
 	go func() { defer r.done.Done(); r.gcRunner().Run(bg) }()
+	r.done.Add(1) // webhook deliveries: webhooks.go
+	go func() { defer r.done.Done(); r.webhooks.run(bg) }()
+	r.done.Add(1) // the audit trail's writer and retention: audit.go
+	go func() { defer r.done.Done(); r.audit.run(bg) }()
+	if metricsLn != nil { // metrics.go
+		r.done.Add(1)
+		go func() { defer r.done.Done(); r.serveMetricsPort(bg, metricsLn) }()
+	}
 	return nil
 }
 
@@ -479,8 +514,9 @@ func (d onDisk) markForced(token string) error {
 }
 
 // restoreSpool is where a received, verified backup waits until its
-// records are loaded (then it is deleted: the metadata holds the same
-// secrets); uploads in progress are receiving-*.tar beside it.
+// records are loaded and its images written (then it is deleted: the
+// metadata holds the same secrets); uploads in progress are
+// receiving-*.tar beside it.
 func (d onDisk) restoreSpool() string { return filepath.Join(d.dataDir, "restore", "backup.tar") }
 
 // receivedBackup returns the spooled backup's path if one waits, else

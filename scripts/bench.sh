@@ -25,6 +25,7 @@ part "data path and limits" "$tmp/data.md" go test -count=1 -timeout 60m -run '^
 part "operations and footprint" "$tmp/ops.md" env DTR_BENCH_OPS="$tmp/ops.md" go test -count=1 -timeout 30m -run '^TestOpsBench$' ./e2e
 part "online garbage collection" "$tmp/gc.md" env DTR_GC_BENCH=1 DTR_BENCH_GC="$tmp/gc.md" go test -count=1 -p 1 -timeout 30m -run '^TestGCMeasure$' ./registry
 part "backup and restore at scale" "$tmp/scale.md" env DTR_SCALE=1 DTR_BENCH_SCALE="$tmp/scale.md" go test -count=1 -timeout 90m -run '^TestBackupRestoreScale$' ./e2e
+part "backup and restore with images" "$tmp/images.md" env DTR_DR_IMAGES_MB=256 DTR_BENCH_IMAGES="$tmp/images.md" go test -count=1 -timeout 30m -run '^TestDisasterRecoveryImages$' ./e2e
 if [ -e /run/dtr-lab/up ]; then
 	part "through the lab's load balancer" "$tmp/lab.md" env DTR_LAB=1 DTR_BENCH_LAB="$tmp/lab.md" go test -count=1 -timeout 30m -run '^TestHABench$' ./e2e
 else
@@ -44,6 +45,8 @@ mem=$(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo)
 	cat "$tmp/ops.md"
 	echo
 	cat "$tmp/scale.md"
+	echo
+	cat "$tmp/images.md"
 	echo
 	cat "$tmp/gc.md"
 	echo

@@ -19,6 +19,7 @@ import (
 	"github.com/dtr-registry/dtr/contract"
 	"github.com/dtr-registry/dtr/registry/auth"
 	"github.com/dtr-registry/dtr/registry/internal/httpjson"
+	"github.com/dtr-registry/dtr/registry/internal/reqinfo"
 	"github.com/dtr-registry/dtr/registry/member"
 	"github.com/dtr-registry/dtr/registry/meta"
 )
@@ -40,8 +41,12 @@ type Config struct {
 	ReplicaID string
 	Cluster   ClusterInfo
 	Log       logrus.FieldLogger
-	// Backup streams a backup of the cluster (GET /api/v0/meta/backup).
-	Backup func(ctx context.Context, w io.Writer) error
+	// Backup streams a backup of the cluster (GET /api/v0/meta/backup,
+	// ?includeImages=true with the images).
+	Backup func(ctx context.Context, w io.Writer, includeImages bool) error
+	// CheckStorage compares what the repositories reference with what the
+	// storage holds (GET /api/v0/meta/storage_check).
+	CheckStorage func(ctx context.Context) (contract.StorageCheck, error)
 	// DeleteRepositoryContent removes a repository's tags, manifests and
 	// layer links ("namespace/name") from storage; a repository that has
 	// none is not an error. DeleteNamespaceContent does the same for every
@@ -54,6 +59,9 @@ type Config struct {
 	// RotateTokenKey makes a new token-signing key current (POST
 	// /api/v0/meta/token_key/rotate).
 	RotateTokenKey func(ctx context.Context) (contract.TokenKeyRotation, error)
+	// TestWebhook sends a sample event to a webhook's endpoint once (POST
+	// /api/v0/webhooks/test) and returns the endpoint's HTTP status.
+	TestWebhook func(ctx context.Context, hook meta.Webhook) (int, error)
 }
 
 // API is the admin API handler.
@@ -122,6 +130,7 @@ func New(cfg Config) *API {
 	h("POST /api/v0/meta/replicas/{id}/drain", a.drainReplica)
 	h("DELETE /api/v0/meta/replicas/{id}/drain", a.undrainReplica)
 	h("GET /api/v0/meta/backup", a.backup)
+	h("GET "+contract.StorageCheckPath, a.storageCheck)
 	h("POST /api/v0/meta/token_key/rotate", a.rotateTokenKey)
 	h("GET /api/v0/jobs", a.listJobs)
 	h("POST /api/v0/jobs", a.createJob)
@@ -129,6 +138,15 @@ func New(cfg Config) *API {
 	h("DELETE /api/v0/jobs/{id}", a.deleteJob)
 	h("POST /api/v0/jobs/{id}/cancel", a.cancelJobRoute)
 	h("GET /api/v0/jobs/{id}/logs", a.jobLogs)
+	h("GET /api/v0/events", a.listEvents)
+	h("GET /api/v0/webhooks", a.listWebhooks)
+	h("POST /api/v0/webhooks", a.createWebhook)
+	h("POST /api/v0/webhooks/test", a.testWebhook)
+	h("POST /api/v0/webhooks/update", a.updateWebhook)
+	h("GET /api/v0/webhooks/{id}", a.getWebhook)
+	h("DELETE /api/v0/webhooks/{id}", a.deleteWebhook)
+	h("GET /api/v0/webhooks/{id}/deliveries", a.webhookDeliveries)
+	h("GET /api/v0/repositories/{ns}/{repo}/events", a.listRepositoryEvents)
 	h("GET /api/v0/api_tokens", a.listAPITokens)
 	h("POST /api/v0/api_tokens", a.createAPIToken)
 	h("GET /api/v0/api_tokens/{id}", a.getAPIToken)
@@ -234,6 +252,9 @@ func (a *API) handler(fn func(w http.ResponseWriter, r *http.Request, me *meta.A
 		var me *meta.Account
 		if err == nil {
 			me, err = authenticate(r.Context(), r)
+		}
+		if me != nil {
+			reqinfo.SetUser(r.Context(), me.Name) // the access log and audit trail name the caller
 		}
 		if err == nil {
 			err = checkTokenLimits(r, me)

@@ -178,10 +178,18 @@ func (a *API) backup(w http.ResponseWriter, r *http.Request, me *meta.Account) e
 	if a.cfg.Backup == nil {
 		return errorf(http.StatusNotImplemented, "NOT_IMPLEMENTED", "this replica cannot write backups")
 	}
+	include := false
+	switch v := r.URL.Query().Get("includeImages"); v {
+	case "", "false":
+	case "true":
+		include = true
+	default:
+		return errorf(http.StatusBadRequest, "INVALID_PARAMETER", "includeImages must be true or false, not %q", v)
+	}
 	w.Header().Set("Content-Type", "application/x-tar")
 	w.Header().Set("Cache-Control", "no-store")
 	cw := &countingWriter{w: w}
-	err := a.cfg.Backup(r.Context(), cw)
+	err := a.cfg.Backup(r.Context(), cw, include)
 	if err == nil || cw.n == 0 {
 		return err
 	}
@@ -189,6 +197,23 @@ func (a *API) backup(w http.ResponseWriter, r *http.Request, me *meta.Account) e
 		a.cfg.Log.WithError(err).Error("backup cut short")
 	}
 	panic(http.ErrAbortHandler)
+}
+
+// storageCheck reports the referenced blobs the registry storage lacks,
+// and the tags that lack them.
+func (a *API) storageCheck(w http.ResponseWriter, r *http.Request, me *meta.Account) error {
+	if err := requireAdmin(me); err != nil {
+		return err
+	}
+	if a.cfg.CheckStorage == nil {
+		return errorf(http.StatusServiceUnavailable, "STORAGE_UNAVAILABLE", "this replica has no registry storage configured; set it up and try again")
+	}
+	res, err := a.cfg.CheckStorage(r.Context())
+	if err != nil {
+		return err
+	}
+	httpjson.Write(w, http.StatusOK, res)
+	return nil
 }
 
 // rotateTokenKey makes a new token-signing key current. Tokens signed with

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/dtr-registry/dtr/registry/internal/httpjson"
+	"github.com/dtr-registry/dtr/registry/internal/reqinfo"
 	"github.com/dtr-registry/dtr/registry/meta"
 )
 
@@ -148,6 +149,7 @@ func (a *API) createRepository(w http.ResponseWriter, r *http.Request, me *meta.
 	if err != nil {
 		return err
 	}
+	reqinfo.AddNote(r.Context(), meta.WebhookRepoCreated, ns+"/"+req.Name) // webhooks
 	if rec.TagLimit > 0 {
 		a.ensurePruningCron(r)
 	}
@@ -235,6 +237,7 @@ func (a *API) deleteRepository(w http.ResponseWriter, r *http.Request, me *meta.
 	if err := a.cfg.Store.DeleteRepository(r.Context(), ns, repo); err != nil {
 		return err
 	}
+	reqinfo.AddNote(r.Context(), meta.WebhookRepoDeleted, full) // webhooks
 	if a.cfg.DeleteRepositoryContent != nil {
 		if err := a.cfg.DeleteRepositoryContent(context.WithoutCancel(r.Context()), full); err != nil && a.cfg.Log != nil {
 			a.cfg.Log.WithError(err).Warnf("repository %s deleted, but a second pass over its storage failed: a push that raced the deletion may have left tags there", full)

@@ -12,6 +12,8 @@ import (
 
 	distauth "github.com/distribution/distribution/v3/registry/auth"
 	"github.com/distribution/distribution/v3/registry/auth/token"
+
+	"github.com/dtr-registry/dtr/registry/internal/reqinfo"
 )
 
 // Verifier checks access tokens this cluster signed and remembers the ones
@@ -202,6 +204,7 @@ func (ac *accessController) Authorized(r *http.Request, items ...distauth.Access
 	for _, ra := range c.Access {
 		res = append(res, distauth.Resource{Type: ra.Type, Class: ra.Class, Name: ra.Name})
 	}
+	reqinfo.SetUser(r.Context(), c.Subject) // for the access log and the audit trail
 	return &distauth.Grant{User: distauth.UserInfo{Name: c.Subject}, Resources: res}, nil
 }
 

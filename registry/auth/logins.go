@@ -33,6 +33,9 @@ type Logins struct {
 	// Hashers is how many password comparisons run at once; default half
 	// the CPUs, at least one.
 	Hashers int
+	// Outcome, when set, hears of every Check's result (nil: succeeded),
+	// for the replica's login metrics.
+	Outcome func(error)
 
 	once    sync.Once
 	flights singleflight.Group
@@ -139,7 +142,10 @@ func (l *Logins) now() time.Time {
 // Check returns the account whose name and password these are. remote is
 // the client's address (http.Request.RemoteAddr). Errors: ErrBadCredentials,
 // *ThrottledError, ErrBusy, or a metadata error (not the client's fault).
-func (l *Logins) Check(ctx context.Context, remote, name, pw string) (*meta.Account, error) {
+func (l *Logins) Check(ctx context.Context, remote, name, pw string) (acc *meta.Account, err error) {
+	if l.Outcome != nil {
+		defer func() { l.Outcome(err) }()
+	}
 	l.init()
 	addr := clientKey(remote)
 	if meta.IsAPITokenSecret(pw) {

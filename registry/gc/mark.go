@@ -249,25 +249,32 @@ func (r *Run) loadManifest(ctx context.Context, d string) (*manifestRefs, error)
 	return m, nil
 }
 
+// blobs are the blobs (not child manifests) a manifest references, as
+// written in it.
+func (m *manifestRefs) blobs() []string {
+	var out []string
+	if m.Config != nil {
+		out = append(out, m.Config.Digest)
+	}
+	for _, l := range m.Layers {
+		out = append(out, l.Digest)
+	}
+	for _, l := range m.Blobs {
+		out = append(out, l.Digest)
+	}
+	for _, l := range m.FSLayers {
+		out = append(out, l.BlobSum)
+	}
+	return out
+}
+
 // readManifest marks what manifest d references and queues its children.
 func (r *Run) readManifest(ctx context.Context, d string) error {
 	m, err := r.loadManifest(ctx, d)
 	if m == nil {
 		return err
 	}
-	var blobs []string
-	if m.Config != nil {
-		blobs = append(blobs, m.Config.Digest)
-	}
-	for _, l := range m.Layers {
-		blobs = append(blobs, l.Digest)
-	}
-	for _, l := range m.Blobs {
-		blobs = append(blobs, l.Digest)
-	}
-	for _, l := range m.FSLayers {
-		blobs = append(blobs, l.BlobSum)
-	}
+	blobs := m.blobs()
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for _, ref := range blobs {

@@ -104,6 +104,9 @@ type Runner struct {
 	Poll     time.Duration // how often to look without a wake-up; default 5 s
 	// Prune runs tag_pruning jobs (pruning.go); nil: they end errored.
 	Prune Pruner
+	// Finished hears of every run this replica recorded the end of, for
+	// the metrics and the GC_COMPLETED webhook; it must return at once.
+	Finished func(action, status string, freed int64)
 }
 
 var (
@@ -332,6 +335,9 @@ func (rn *Runner) runJob(ctx context.Context, lease *Lease, j meta.Job) {
 		return
 	}
 	rn.Log.WithFields(logrus.Fields{"job": j.ID, "status": status, "swept": p.BlobsSwept, "freed": p.BytesFreed, "dryRun": p.DryRun}).Info("garbage collection finished")
+	if rn.Finished != nil {
+		rn.Finished(j.Action, string(status), p.BytesFreed)
+	}
 	if status == meta.JobErrored {
 		rn.retry(fctx, updated)
 	}

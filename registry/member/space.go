@@ -14,6 +14,8 @@ import (
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
+
+	"github.com/dtr-registry/dtr/internal/units"
 )
 
 // The metadata volume's free space is guarded (docs/reliability.md, "The
@@ -156,7 +158,7 @@ func (g *spaceGuard) prepareStart() error {
 	}
 	if free < minStartSpace {
 		return fmt.Errorf("the metadata volume holding %s is full (%s free; the metadata store needs at least %s to start, and %s to accept writes): free space on it or grow the volume, then start the replica again",
-			g.dir, humanBytes(free), humanBytes(minStartSpace), humanBytes(g.low))
+			g.dir, units.HumanBytes(free), units.HumanBytes(minStartSpace), units.HumanBytes(g.low))
 	}
 	if !g.hasReserve() && free >= g.low+g.size && g.takeReserve() {
 		g.state.Released = false
@@ -462,16 +464,4 @@ func (m *Member) Alarms() []Alarm {
 		out = append(out, Alarm{Member: name, Kind: a.Alarm.String()})
 	}
 	return out
-}
-
-func humanBytes(n int64) string {
-	switch {
-	case n >= 1<<30:
-		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
-	case n >= 1<<20:
-		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
-	case n >= 1<<10:
-		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
-	}
-	return fmt.Sprintf("%d bytes", n)
 }

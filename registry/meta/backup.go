@@ -22,19 +22,30 @@ var backupPaths = map[string]string{
 	key("keys", "token-retired"): contract.RecordRetiredTokens,
 }
 
-// BackupPath is the archive path of key k. Replica health reports and
-// draining marks are left out: they describe replicas a restore does not
-// bring back; so are garbage collection's lease and tombstones, which hold
-// only while their etcd leases do.
+// BackupPath is the archive path of key k; transient keys have none.
 func BackupPath(k string) (string, bool) {
 	if p, ok := backupPaths[k]; ok {
 		return p, true
 	}
 	rest, ok := strings.CutPrefix(k, Prefix)
-	if !ok || rest == "" || strings.HasPrefix(rest, "replicas/") || strings.HasPrefix(rest, "draining/") || strings.HasPrefix(rest, "gc/") {
+	if !ok || rest == "" || transient(rest) {
 		return "", false
 	}
 	return "meta/" + backup.SafeName(rest) + ".json", true
+}
+
+// transient reports whether a key (below Prefix) is left out of backups:
+// replica health reports and draining marks describe replicas a restore
+// does not bring back; garbage collection's lease and tombstones hold only
+// while their etcd leases do; console sessions belong to browsers of the
+// old cluster and would only widen what a stolen backup opens.
+func transient(rest string) bool {
+	for _, p := range []string{"replicas/", "draining/", "gc/", "sessions/"} {
+		if strings.HasPrefix(rest, p) {
+			return true
+		}
+	}
+	return false
 }
 
 // dumpPage bounds one read of a dump: the backup streams, never holding
@@ -96,7 +107,7 @@ func (s *Store) NewLoader() *Loader { return &Loader{s: s} }
 // Add queues one record, writing a batch when it is full.
 func (l *Loader) Add(ctx context.Context, rec backup.Record) error {
 	rest, ok := strings.CutPrefix(rec.Key, Prefix)
-	if !ok || rest == "" || strings.HasPrefix(rest, "replicas/") || strings.HasPrefix(rest, "draining/") || strings.HasPrefix(rest, "gc/") {
+	if !ok || rest == "" || transient(rest) {
 		return fmt.Errorf("record key %q is outside dtr's keyspace", rec.Key)
 	}
 	value := []byte(rec.Value)
