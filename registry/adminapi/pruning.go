@@ -185,17 +185,7 @@ func (a *API) createPruningPolicy(w http.ResponseWriter, r *http.Request, me *me
 	if err != nil {
 		return err
 	}
-	if a.cfg.Log != nil {
-		a.cfg.Log.WithFields(map[string]any{"repository": p.Repository, "policy": p.ID, "user": me.Name}).Info("pruning policy created")
-	}
-	a.ensurePruningCron(r)
-	if evaluate && p.Enabled {
-		if err := a.queuePruning(r, me, p.Repository); err != nil {
-			return err
-		}
-	}
-	httpjson.Write(w, http.StatusCreated, policyView(p))
-	return nil
+	return a.policySaved(w, r, me, p, "created", http.StatusCreated, evaluate)
 }
 
 // testPruningPolicy is the dry run of a policy that is not saved: the tags
@@ -291,8 +281,14 @@ func (a *API) putPruningPolicy(w http.ResponseWriter, r *http.Request, me *meta.
 	case err != nil:
 		return err
 	}
+	return a.policySaved(w, r, me, p, "changed", http.StatusOK, evaluate)
+}
+
+// policySaved finishes a create or change of a policy: the log line, the
+// scheduled runs, the evaluation asked for, and the answer.
+func (a *API) policySaved(w http.ResponseWriter, r *http.Request, me *meta.Account, p meta.PruningPolicy, what string, status int, evaluate bool) error {
 	if a.cfg.Log != nil {
-		a.cfg.Log.WithFields(map[string]any{"repository": p.Repository, "policy": p.ID, "user": me.Name}).Info("pruning policy changed")
+		a.cfg.Log.WithFields(map[string]any{"repository": p.Repository, "policy": p.ID, "user": me.Name}).Info("pruning policy " + what)
 	}
 	a.ensurePruningCron(r)
 	if evaluate && p.Enabled {
@@ -300,7 +296,7 @@ func (a *API) putPruningPolicy(w http.ResponseWriter, r *http.Request, me *meta.
 			return err
 		}
 	}
-	httpjson.Write(w, http.StatusOK, policyView(p))
+	httpjson.Write(w, status, policyView(p))
 	return nil
 }
 
