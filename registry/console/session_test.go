@@ -3,12 +3,10 @@ package console_test
 import (
 	"net/http"
 	"net/url"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/dtr-registry/dtr/contract"
 	"github.com/dtr-registry/dtr/registry/meta"
 	"github.com/dtr-registry/dtr/registry/registrytest"
 )
@@ -261,35 +259,7 @@ func TestCSRF(t *testing.T) {
 // promoted once it has caught up.
 func join(t *testing.T, r *registrytest.Replica, id string) *registrytest.Replica {
 	t.Helper()
-	o := registrytest.Options(t, filepath.Join(t.TempDir(), "data"))
-	o.ReplicaID, o.AdminPassword, o.Join = id, "", true
-	caDir := r.Opts.CADir
-	if caDir == "" {
-		caDir = filepath.Join(r.Opts.DataDir, "ca")
-	}
-	o.CACertFile, o.CAKeyFile = filepath.Join(caDir, "ca.pem"), filepath.Join(caDir, "ca-key.pem")
-	var added contract.AddReplicaResponse
-	if st := r.API(t, admin, adminPW, "POST", "/api/v0/meta/replicas", contract.AddReplicaRequest{ReplicaID: id, PeerURL: o.PeerAdvertise}, &added); st != 201 {
-		t.Fatalf("adding replica %s: %d", id, st)
-	}
-	o.InitialCluster = added.InitialCluster
-	promoted := make(chan struct{})
-	go func() {
-		defer close(promoted)
-		for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
-			req, _ := http.NewRequest("POST", r.URL+"/api/v0/meta/replicas/"+id+"/promote", nil)
-			req.SetBasicAuth(admin, adminPW)
-			if resp, err := r.Client.Do(req); err == nil {
-				resp.Body.Close()
-				if resp.StatusCode == http.StatusNoContent {
-					return
-				}
-			}
-		}
-	}()
-	j := registrytest.Start(t, o)
-	<-promoted
-	return j
+	return registrytest.Join(t, r, admin, adminPW, id)
 }
 
 // TestSessionOnEveryReplica: behind a load balancer, the next request of a

@@ -205,3 +205,41 @@ func (r *Replica) Restart() *Replica {
 	o.AdminPassword = "" // an existing cluster needs no bootstrap
 	return Start(r.t, o)
 }
+
+// Join adds a replica with ID id to r's cluster, as the installer does: the
+// learner is added through r's admin API (as user with password), started
+// with the cluster CA, and promoted once it has caught up.
+func Join(t testing.TB, r *Replica, user, password, id string) *Replica {
+	t.Helper()
+	o := Options(t, filepath.Join(t.TempDir(), "data"))
+	o.ReplicaID, o.AdminPassword, o.Join = id, "", true
+	caDir := r.Opts.CADir
+	if caDir == "" {
+		caDir = filepath.Join(r.Opts.DataDir, "ca") // the default
+	}
+	o.CACertFile, o.CAKeyFile = filepath.Join(caDir, "ca.pem"), filepath.Join(caDir, "ca-key.pem")
+	var added contract.AddReplicaResponse
+	if st := r.API(t, user, password, "POST", "/api/v0/meta/replicas", contract.AddReplicaRequest{ReplicaID: id, PeerURL: o.PeerAdvertise}, &added); st != http.StatusCreated {
+		t.Fatalf("adding replica %s: %d", id, st)
+	}
+	o.InitialCluster = added.InitialCluster
+	// Promote from aside: Start waits until the new replica is healthy,
+	// which a learner is not.
+	promoted := make(chan struct{})
+	go func() {
+		defer close(promoted)
+		for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+			req, _ := http.NewRequest(http.MethodPost, r.URL+"/api/v0/meta/replicas/"+id+"/promote", nil)
+			req.SetBasicAuth(user, password)
+			if resp, err := r.Client.Do(req); err == nil {
+				resp.Body.Close()
+				if resp.StatusCode == http.StatusNoContent {
+					return
+				}
+			}
+		}
+	}()
+	j := Start(t, o)
+	<-promoted
+	return j
+}
