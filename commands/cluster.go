@@ -90,6 +90,58 @@ func checkPorts(ctx context.Context, cluster *ucp.Cluster, node string, httpPort
 	return nil
 }
 
+// reservePorts checks that the replica's HTTP and HTTPS ports are free on
+// node and chooses its peer port (choosePeerPort).
+func (o *replicaOptions) reservePorts(ctx context.Context, cli *Cli, cluster *ucp.Cluster, node ucp.Node) (int, error) {
+	cli.Log.Infof("verifying [%d %d] ports on %s", o.httpPort, o.httpsPort, node.Hostname)
+	if err := checkPorts(ctx, cluster, node.Hostname, o.httpPort, o.httpsPort); err != nil {
+		return 0, err
+	}
+	peer, err := choosePeerPort(ctx, cluster, node, o.httpPort, o.httpsPort)
+	if err == nil && peer > 0 {
+		cli.Log.Infof("the metadata member's peers reach it at %s:%d", node.Addr, peer)
+	}
+	return peer, err
+}
+
+// peerPortsTried is how many host ports from contract.PeerPort up a new
+// replica's metadata member may be published on.
+const peerPortsTried = 16
+
+// choosePeerPort picks the host port a new replica on node publishes its
+// metadata member's raft traffic on: the first from contract.PeerPort up
+// that no service publishes there and that is not one of avoid (its own
+// HTTP and HTTPS ports). A node that advertises a loopback or unspecified
+// address gets 0: the replicas there reach each other by name on the
+// overlay, as a container cannot reach another through 127.0.0.1.
+func choosePeerPort(ctx context.Context, cluster *ucp.Cluster, node ucp.Node, avoid ...int) (int, error) {
+	if ip := net.ParseIP(node.Addr); node.Addr == "" || ip != nil && (ip.IsLoopback() || ip.IsUnspecified()) {
+		return 0, nil
+	}
+	ports := make([]int, peerPortsTried)
+	for i := range ports {
+		ports[i] = contract.PeerPort + i
+	}
+	users, err := orchestrator.PortsInUse(ctx, cluster, node.Hostname, ports...)
+	if err != nil {
+		return 0, err
+	}
+	taken := map[int]bool{}
+	for _, p := range avoid {
+		taken[p] = true
+	}
+	for _, u := range users {
+		taken[u.Port] = true
+	}
+	for _, p := range ports {
+		if !taken[p] {
+			return p, nil
+		}
+	}
+	return 0, fmt.Errorf("ports %d-%d are all published on node %s, and a replica there needs one for its metadata peers: free one (docker service ls shows who publishes them), or place the replica on another node with --ucp-node; nothing was changed",
+		ports[0], ports[len(ports)-1], node.Hostname)
+}
+
 // nodeAddr finds the address the installer reaches a node's replica at.
 func nodeAddr(ctx context.Context, cluster *ucp.Cluster, hostname string) (string, error) {
 	nodes, err := cluster.Nodes(ctx)

@@ -95,8 +95,8 @@ func runInstall(ctx context.Context, cli *Cli, cmd *cobra.Command, o *installOpt
 	if len(replicas) > 0 {
 		return fmt.Errorf("We don't currently support running multiple DTRs on the same UCP cluster. You have %d existing DTR replicas. Please remove them before trying to install again.", len(replicas))
 	}
-	cli.Log.Infof("verifying [%d %d] ports on %s", o.replica.httpPort, o.replica.httpsPort, node.Hostname)
-	if err := checkPorts(ctx, cluster, node.Hostname, o.replica.httpPort, o.replica.httpsPort); err != nil {
+	peerPort, err := o.replica.reservePorts(ctx, cli, cluster, node)
+	if err != nil {
 		return err
 	}
 	id := o.replica.replicaID
@@ -117,6 +117,7 @@ func runInstall(ctx context.Context, cli *Cli, cmd *cobra.Command, o *installOpt
 		ClientFor:     orchestrator.HTTPSClient,
 	}
 	in.Replica.AdminUsername = o.ucp.username
+	in.Replica.PeerPort = peerPort
 	objs := orchestrator.Objects{C: cluster, Warn: warner(cli)}
 	plan, err := objs.PlanInstall(ctx, in)
 	if err != nil {

@@ -78,8 +78,8 @@ func runJoin(ctx context.Context, cli *Cli, cmd *cobra.Command, o *joinOptions) 
 	if err != nil {
 		return err
 	}
-	cli.Log.Infof("verifying [%d %d] ports on %s", o.replica.httpPort, o.replica.httpsPort, node.Hostname)
-	if err := checkPorts(ctx, cluster, node.Hostname, o.replica.httpPort, o.replica.httpsPort); err != nil {
+	peerPort, err := o.replica.reservePorts(ctx, cli, cluster, node)
+	if err != nil {
 		return err
 	}
 	id := o.replica.replicaID
@@ -100,6 +100,7 @@ func runJoin(ctx context.Context, cli *Cli, cmd *cobra.Command, o *joinOptions) 
 		return fmt.Errorf("reading the settings of replica %s: %w", existing.ID, err)
 	}
 	cfg := o.replica.config(id, node, images.Registry(), regID, jobID, cli.logLevel)
+	cfg.PeerPort = peerPort
 	// Joins inherit the cluster's storage, external URL, proxies and TLS
 	// certificate.
 	cfg.Storage, cfg.ExternalURL = ex.Storage, ex.ExternalURL

@@ -103,6 +103,9 @@ func runReconfigure(ctx context.Context, cli *Cli, cmd *cobra.Command, o *reconf
 			if len(users) > 0 {
 				return usageErrorf("port %d is already published on node %s by service %s; choose another port (nothing was changed)", users[0].Port, r.Node, users[0].Service)
 			}
+			if r.PeerPort > 0 && (http == r.PeerPort || https == r.PeerPort) {
+				return usageErrorf("port %d is replica %s's metadata peer port on node %s; choose another port (nothing was changed)", r.PeerPort, r.ID, r.Node)
+			}
 		}
 	}
 	api, problems, err := apiAndProblems(ctx, cluster, &o.ucp, existing, replicas)

@@ -132,8 +132,8 @@ func runRestore(ctx context.Context, cli *Cli, cmd *cobra.Command, o *restoreOpt
 		return err
 	}
 	src.images = m.Images
-	cli.Log.Infof("verifying [%d %d] ports on %s", o.replica.httpPort, o.replica.httpsPort, node.Hostname)
-	if err := checkPorts(ctx, cluster, node.Hostname, o.replica.httpPort, o.replica.httpsPort); err != nil {
+	peerPort, err := o.replica.reservePorts(ctx, cli, cluster, node)
+	if err != nil {
 		return err
 	}
 	id := o.replica.replicaID
@@ -146,6 +146,7 @@ func runRestore(ctx context.Context, cli *Cli, cmd *cobra.Command, o *restoreOpt
 	}
 	describeBackupImages(cli, m)
 	cfg := o.replica.config(id, node, images.Registry(), regID, jobID, cli.logLevel)
+	cfg.PeerPort = peerPort
 	cfg.Restore, cfg.RestoreStorage = true, contract.RestoreFilesystem
 	if o.defaultStorage {
 		cfg.RestoreStorage = contract.RestoreKeepStorage

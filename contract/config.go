@@ -21,7 +21,7 @@ type Config struct {
 	CACertFile      string
 	CAKeyFile       string
 	PeerListen      string
-	PeerAdvertise   string // PeerURL(ReplicaID) on a Swarm
+	PeerAdvertise   string // PeerURLAt(node address, peer port), or PeerURL(ReplicaID) on the overlay
 	ClientSocket    string
 	Hostnames       []string // extra names and addresses for issued certificates
 	LogLevel        string

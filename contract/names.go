@@ -1,6 +1,7 @@
 package contract
 
 import (
+	"net"
 	"regexp"
 	"strconv"
 )
@@ -20,7 +21,10 @@ const (
 const (
 	HTTPPort  = 8080  // health and the redirect to HTTPS
 	HTTPSPort = 8443  // the registry, token and admin APIs
-	PeerPort  = 12380 // the metadata members' raft traffic, over the dtr-ol overlay
+	PeerPort  = 12380 // the metadata members' raft traffic; also the first published peer port
+	// MetricsPort serves /metrics without authentication, when the
+	// operator publishes it (dtr install --metrics-port).
+	MetricsPort = 9102
 )
 
 // TLSServerName is the name the installer asks a replica's HTTPS for (SNI);
@@ -31,9 +35,17 @@ const TLSServerName = "dtr-replica"
 // name on the overlay: dtr-registry-<id>.
 func ServiceName(replicaID string) string { return "dtr-registry-" + replicaID }
 
-// PeerURL is where the other metadata members reach a replica's member.
+// PeerURL is where the other metadata members reach a replica's member
+// over the dtr-ol overlay, by its Swarm DNS name: how replicas deployed
+// before peer ports were published are reached.
 func PeerURL(replicaID string) string {
 	return "https://" + ServiceName(replicaID) + ":" + strconv.Itoa(PeerPort)
+}
+
+// PeerURLAt is a replica's member reached at its node's address and its
+// published peer port: no DNS to spread, no overlay on the raft path.
+func PeerURLAt(nodeAddr string, port int) string {
+	return "https://" + net.JoinHostPort(nodeAddr, strconv.Itoa(port))
 }
 
 var replicaIDRE = regexp.MustCompile(`^[0-9a-f]{12}$`)

@@ -55,6 +55,9 @@ func roundTripConfigs() map[string]ReplicaConfig {
 			c.LogLevel, c.ExternalURL, c.HTTPPort, c.HTTPSPort = "debug", "https://dtr.example.com:4443", 8081, 4443
 		}),
 		"no node address": with(func(c *ReplicaConfig) { c.NodeAddr = "" }),
+		"published peer port": with(func(c *ReplicaConfig) {
+			c.PeerPort, c.Join, c.InitialCluster = 12381, true, "0123456789ab=https://10.0.0.11:12381,00000000000b=https://10.0.0.12:12380"
+		}),
 	}
 }
 
@@ -109,6 +112,44 @@ func TestConfigInvertsServiceSpec(t *testing.T) {
 				t.Fatalf("the service made again differs:\n%s\nwas\n%s", again, mustJSON(spec))
 			}
 		})
+	}
+}
+
+// TestPeerURL: a replica with a published peer port is reached at its
+// node's address on that port, and the service publishes it in host mode;
+// one without (deployed before, or on a loopback-advertised node) by its
+// name on the overlay, with nothing published.
+func TestPeerURL(t *testing.T) {
+	c := roundTripConfigs()["published peer port"]
+	if got, want := c.PeerURL(), "https://10.0.0.11:12381"; got != want {
+		t.Errorf("PeerURL() = %s, want %s", got, want)
+	}
+	spec := ServiceSpec(c, idsFor(c))
+	if !slices.Contains(spec.TaskTemplate.ContainerSpec.Env, "DTR_PEER_ADVERTISE=https://10.0.0.11:12381") {
+		t.Errorf("the replica is not told its peer URL: env %v", spec.TaskTemplate.ContainerSpec.Env)
+	}
+	published := func(spec swarm.ServiceSpec) []swarm.PortConfig {
+		var out []swarm.PortConfig
+		for _, p := range spec.EndpointSpec.Ports {
+			if p.TargetPort == contract.PeerPort {
+				out = append(out, p)
+			}
+		}
+		return out
+	}
+	if p := published(spec); len(p) != 1 || p[0].PublishedPort != 12381 || p[0].PublishMode != swarm.PortConfigPublishModeHost {
+		t.Errorf("peer port published as %+v, want 12381 in host mode", p)
+	}
+	c.NodeAddr = "fd00::11"
+	if got, want := c.PeerURL(), "https://[fd00::11]:12381"; got != want {
+		t.Errorf("PeerURL() on IPv6 = %s, want %s", got, want)
+	}
+	old := roundTripConfigs()["join"]
+	if got, want := old.PeerURL(), contract.PeerURL(old.ID); got != want {
+		t.Errorf("PeerURL() without a peer port = %s, want %s", got, want)
+	}
+	if p := published(ServiceSpec(old, idsFor(old))); len(p) != 0 {
+		t.Errorf("a replica without a peer port publishes %+v", p)
 	}
 }
 

@@ -13,6 +13,7 @@ const (
 	LabelNode       = "com.docker.dtr.node"
 	LabelHTTPPort   = "com.docker.dtr.http-port"
 	LabelHTTPSPort  = "com.docker.dtr.https-port"
+	LabelPeerPort   = "com.docker.dtr.peer-port"
 	LabelStorage    = "com.docker.dtr.storage"
 	LabelImage      = "com.docker.dtr.image"
 )

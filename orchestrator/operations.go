@@ -327,7 +327,7 @@ func (o Objects) PlanJoin(ctx context.Context, in *Join) (*Plan, error) {
 	p.Add(Step{
 		Description: fmt.Sprintf("add replica %s's metadata member as a learner, through replica %s", c.ID, in.Existing.ID),
 		Apply: func(ctx context.Context, st *State) error {
-			added, err := in.API.AddReplica(ctx, c.ID, contract.PeerURL(c.ID))
+			added, err := in.API.AddReplica(ctx, c.ID, c.PeerURL())
 			st.InitialCluster = added.InitialCluster
 			return err
 		},

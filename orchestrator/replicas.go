@@ -22,6 +22,7 @@ type Replica struct {
 	ServiceID string
 	HTTPPort  int
 	HTTPSPort int
+	PeerPort  int // 0: reached over the overlay by name
 	Storage   Storage
 	Image     string
 	Spec      swarm.ServiceSpec
@@ -52,6 +53,7 @@ func replicaOf(s swarm.Service) Replica {
 		Image: l[LabelImage], Spec: s.Spec, Meta: s.Version}
 	r.HTTPPort, _ = strconv.Atoi(l[LabelHTTPPort])
 	r.HTTPSPort, _ = strconv.Atoi(l[LabelHTTPSPort])
+	r.PeerPort, _ = strconv.Atoi(l[LabelPeerPort])
 	_ = json.Unmarshal([]byte(l[LabelStorage]), &r.Storage)
 	return r
 }
@@ -77,7 +79,7 @@ func (r Replica) Config() (ReplicaConfig, error) {
 		return ReplicaConfig{}, fmt.Errorf("service %s is labelled replica %s but runs replica %q: it was changed outside dtr; destroy it and join a new replica", name, r.ID, env.ReplicaID)
 	}
 	c := ReplicaConfig{
-		ID: r.ID, Node: r.Node, HTTPPort: r.HTTPPort, HTTPSPort: r.HTTPSPort, Storage: r.Storage,
+		ID: r.ID, Node: r.Node, HTTPPort: r.HTTPPort, HTTPSPort: r.HTTPSPort, PeerPort: r.PeerPort, Storage: r.Storage,
 		Image: r.Image, ImageID: cs.Image, Version: r.Version,
 		ExternalURL: env.ExternalURL, LogLevel: env.LogLevel,
 		HTTPProxy: env.HTTPProxy, HTTPSProxy: env.HTTPSProxy, NoProxy: env.NoProxy,

@@ -37,11 +37,15 @@ func (s Storage) Shared() bool { return s.NFSURL != "" }
 // ServiceSpec turns it into the service, and Replica.Config reads it back
 // from one (docs/architecture.md §3).
 type ReplicaConfig struct {
-	ID            string
-	Node          string // hostname
-	NodeAddr      string
-	HTTPPort      int
-	HTTPSPort     int
+	ID        string
+	Node      string // hostname
+	NodeAddr  string
+	HTTPPort  int
+	HTTPSPort int
+	// PeerPort is the host port the metadata member's raft traffic is
+	// published on; 0 for a replica deployed before peer ports were
+	// published, reached over the overlay by name (PeerURL).
+	PeerPort      int
 	Storage       Storage
 	Image         string // reference shown to operators, e.g. dtr-registry:0.1.0
 	ImageID       string // what the service runs: the ID, so Swarm never pulls
@@ -135,6 +139,16 @@ func storageMount(c ReplicaConfig) mount.Mount {
 	return m
 }
 
+// PeerURL is where the other members reach c's metadata member: its node's
+// address and published peer port when it has one, else its name on the
+// overlay (docs/architecture.md, "Peer traffic").
+func (c ReplicaConfig) PeerURL() string {
+	if c.PeerPort > 0 && c.NodeAddr != "" {
+		return contract.PeerURLAt(c.NodeAddr, c.PeerPort)
+	}
+	return contract.PeerURL(c.ID)
+}
+
 // env is what the replica reads at start (its service's environment).
 func (c ReplicaConfig) env() contract.Config {
 	e := contract.Config{
@@ -142,7 +156,7 @@ func (c ReplicaConfig) env() contract.Config {
 		DataDir:         contract.DataDir,
 		CADir:           contract.CADir,
 		StorageRoot:     contract.StorageDir,
-		PeerAdvertise:   contract.PeerURL(c.ID),
+		PeerAdvertise:   c.PeerURL(),
 		PublicHTTPSPort: c.HTTPSPort,
 		CACertFile:      contract.CACertTarget,
 		CAKeyFile:       contract.SecretsDir + CAKeySecret,
@@ -202,6 +216,9 @@ func ServiceSpec(c ReplicaConfig, ids ObjectIDs) swarm.ServiceSpec {
 	lbl := labels(c, "registry")
 	lbl[LabelHTTPPort] = strconv.Itoa(c.HTTPPort)
 	lbl[LabelHTTPSPort] = strconv.Itoa(c.HTTPSPort)
+	if c.PeerPort > 0 {
+		lbl[LabelPeerPort] = strconv.Itoa(c.PeerPort)
+	}
 	st, _ := json.Marshal(c.Storage)
 	lbl[LabelStorage] = string(st)
 	lbl[LabelImage] = c.Image
@@ -239,6 +256,10 @@ func ServiceSpec(c ReplicaConfig, ids ObjectIDs) swarm.ServiceSpec {
 				{Protocol: swarm.PortConfigProtocolTCP, TargetPort: contract.HTTPSPort, PublishedPort: uint32(c.HTTPSPort), PublishMode: swarm.PortConfigPublishModeHost},
 			},
 		},
+	}
+	if c.PeerPort > 0 {
+		spec.EndpointSpec.Ports = append(spec.EndpointSpec.Ports, swarm.PortConfig{Protocol: swarm.PortConfigProtocolTCP,
+			TargetPort: contract.PeerPort, PublishedPort: uint32(c.PeerPort), PublishMode: swarm.PortConfigPublishModeHost})
 	}
 	setConfigHash(&spec)
 	return spec
