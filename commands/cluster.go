@@ -97,7 +97,10 @@ func (o *replicaOptions) reservePorts(ctx context.Context, cli *Cli, cluster *uc
 	if err := checkPorts(ctx, cluster, node.Hostname, o.httpPort, o.httpsPort); err != nil {
 		return 0, err
 	}
-	peer, err := choosePeerPort(ctx, cluster, node, o.httpPort, o.httpsPort)
+	if err := o.checkMetricsPort(ctx, cluster, node.Hostname); err != nil {
+		return 0, err
+	}
+	peer, err := choosePeerPort(ctx, cluster, node, o.httpPort, o.httpsPort, o.metricsPort)
 	if err == nil && peer > 0 {
 		cli.Log.Infof("the metadata member's peers reach it at %s:%d", node.Addr, peer)
 	}

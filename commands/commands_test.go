@@ -155,6 +155,19 @@ func TestValidation(t *testing.T) {
 		{[]string{"restore", "--dtr-use-default-storage", "--dtr-storage-volume", "vol"}, nil, ExitUsage, "Set only one of"},
 		{[]string{"restore", "--dtr-use-default-storage"}, nil, ExitUsage, "missing --ucp-node ($UCP_NODE)"},
 		{[]string{"emergency-repair", "--existing-replica-id", "123"}, nil, ExitUsage, "must be 12 characters long"},
+		{[]string{"install", "--metrics-port", "70000"}, nil, ExitUsage, "--metrics-port 70000: a port must be between 1 and 65535, or 0 to publish no metrics port"},
+		{[]string{"install"}, []string{"DTR_METRICS_PORT", "-1"}, ExitUsage, "--metrics-port -1"},
+		{[]string{"join", "--metrics-port", "65536"}, nil, ExitUsage, "--metrics-port 65536"},
+		{[]string{"reconfigure", "--metrics-port", "100000"}, nil, ExitUsage, "--metrics-port 100000"},
+		{[]string{"install", "--otlp-endpoint", "otel-collector:4318"}, nil, ExitUsage, "give the collector's OTLP/HTTP URL, e.g. http://otel-collector:4318"},
+		{[]string{"install", "--otlp-endpoint", "grpc://otel-collector:4317"}, nil, ExitUsage, "not gRPC"},
+		{[]string{"reconfigure", "--otlp-endpoint", "http://"}, nil, ExitUsage, "give the collector's OTLP/HTTP URL"},
+		{[]string{"install", "--metrics-token-file", "/no/such/metrics.token"}, nil, ExitUsage, "mount the file into it, e.g. -v /root/metrics.token:/metrics.token:ro"},
+		{[]string{"install", "--metrics-token-file", "/dev/zero"}, nil, ExitUsage, "holds more than 4096 bytes: give a file with just the token"},
+		{[]string{"install", "--otlp-endpoint", "https://user:hunter2@otel.example.com"}, nil, ExitUsage, "leave credentials out of the URL"},
+		{[]string{"install"}, []string{"DTR_METRICS_TOKEN", "short"}, ExitUsage, "shorter than 16 characters: use a random one, e.g. openssl rand -hex 32"},
+		{[]string{"reconfigure"}, []string{"DTR_METRICS_TOKEN", "has a space in the middle of it"}, ExitUsage, "holds a space"},
+		{[]string{"install", "--metrics-token-file", "/etc/hostname"}, []string{"DTR_METRICS_TOKEN", "0123456789abcdef0123"}, ExitUsage, "give one"},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {

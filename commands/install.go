@@ -50,6 +50,9 @@ from 'join'. The node needs the dtr images loaded ('dtr images' lists them).
 	addPprofFlag(f, &o.replica)
 	addClientCertFlags(f, &o.replica)
 	addCABundleFlag(f, &o.replica)
+	addMetricsPortFlag(f, &o.replica, "Publish each replica's /metrics without authentication on this host port, for Prometheus (0: none); anyone who reaches the port reads the metrics: firewall it")
+	addMetricsTokenFlag(f, &o.replica, "File with a bearer token (16+ characters, e.g. openssl rand -hex 32) that may read /metrics on the HTTPS port and nothing else, stored as a Swarm secret; or give the token itself in $DTR_METRICS_TOKEN")
+	addOTLPFlag(f, &o.replica, "Export OpenTelemetry traces to this OTLP/HTTP collector URL, e.g. http://otel-collector:4318 (default: no tracing)")
 	addApplyFlags(f, &o.apply)
 	return cmd
 }
@@ -59,6 +62,10 @@ func runInstall(ctx context.Context, cli *Cli, cmd *cobra.Command, o *installOpt
 		return err
 	}
 	if err := unsupported(cmd); err != nil {
+		return err
+	}
+	metricsToken, _, err := o.replica.metricsToken(cli, cmd)
+	if err != nil {
 		return err
 	}
 	cli.Log.Info("Beginning Docker Trusted Registry installation")
@@ -111,6 +118,7 @@ func runInstall(ctx context.Context, cli *Cli, cmd *cobra.Command, o *installOpt
 		Replica:       o.replica.config(id, node, images.Registry(), regID, jobID, cli.logLevel),
 		OverlaySubnet: o.replica.overlaySubnet,
 		AdminPassword: o.ucp.password,
+		MetricsToken:  metricsToken,
 		TLSCert:       o.replica.dtrCert,
 		TLSKey:        o.replica.dtrKey,
 		HealthTimeout: healthTimeout,

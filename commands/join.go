@@ -38,6 +38,7 @@ a majority must stay healthy for the registry to accept writes.
 	addReplicaIDFlag(f, &o.replica, "Assign a 12-hex-character ID to the new replica (default: random)", "DTR_INSTALL_REPLICA_ID", "MSR_INSTALL_REPLICA_ID")
 	addPortFlags(f, &o.replica)
 	addRethinkFlag(f, &o.replica)
+	addMetricsPortFlag(f, &o.replica, "Publish the new replica's /metrics without authentication on this host port, 0 for none (default: as the existing replica)")
 	f.Bool(&o.skipNetworkTest, "skip-network-test", false, "Skip the test join runs first: a container on the new node reaching the existing replica over the dtr-ol overlay (not for production)", "DTR_SKIP_NETWORK_TEST")
 	f.Bool(&o.unsafeJoin, "unsafe-join", false, "Join even if the cluster is unhealthy, risking split-brain and data loss", "DTR_UNSAFE_JOIN")
 	addApplyFlags(f, &o.apply)
@@ -78,6 +79,11 @@ func runJoin(ctx context.Context, cli *Cli, cmd *cobra.Command, o *joinOptions) 
 	if err != nil {
 		return err
 	}
+	if !changed(cmd, "metrics-port") {
+		// Like the cluster's other settings, the open metrics port carries
+		// over from the existing replica.
+		o.replica.metricsPort = existing.MetricsPort
+	}
 	peerPort, err := o.replica.reservePorts(ctx, cli, cluster, node)
 	if err != nil {
 		return err
@@ -106,6 +112,8 @@ func runJoin(ctx context.Context, cli *Cli, cmd *cobra.Command, o *joinOptions) 
 	cfg.Storage, cfg.ExternalURL = ex.Storage, ex.ExternalURL
 	cfg.HTTPProxy, cfg.HTTPSProxy, cfg.NoProxy = ex.HTTPProxy, ex.HTTPSProxy, ex.NoProxy
 	cfg.TLSCertConfig, cfg.TLSKeySecret = ex.TLSCertConfig, ex.TLSKeySecret
+	// And its metrics token and trace collector.
+	cfg.MetricsTokenSecret, cfg.OTLPEndpoint = ex.MetricsTokenSecret, ex.OTLPEndpoint
 	in := &orchestrator.Join{Replica: cfg, Existing: existing, API: api, HealthTimeout: healthTimeout, SkipNetworkTest: o.skipNetworkTest}
 	if o.skipNetworkTest {
 		cli.Log.Warnf("Skipping the overlay network test between node %s and replica %s (--skip-network-test): if the overlay is blocked, the new replica's metadata member cannot catch up", node.Hostname, existing.ID)

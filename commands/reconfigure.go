@@ -18,6 +18,10 @@ type reconfigureOptions struct {
 	storageMigrated bool
 	rotateTokenKey  bool
 	apply           applyOptions
+	// metricsToken is read from --metrics-token-file or $DTR_METRICS_TOKEN;
+	// metricsTokenGiven with an empty one removes it.
+	metricsToken      string
+	metricsTokenGiven bool
 }
 
 func newReconfigureCommand(cli *Cli) *cobra.Command {
@@ -52,6 +56,9 @@ after a backup file or a replica's volume may have been exposed.`,
 	addPprofFlag(f, &o.replica)
 	addClientCertFlags(f, &o.replica)
 	addCABundleFlag(f, &o.replica)
+	addMetricsPortFlag(f, &o.replica, "Publish every replica's /metrics without authentication on this host port; 0 stops publishing it")
+	addMetricsTokenFlag(f, &o.replica, "Rotate the metrics-only bearer token to the one in this file (16+ characters), or to $DTR_METRICS_TOKEN; \"\" removes it. The replicas restart one at a time; until one has, it takes the old token")
+	addOTLPFlag(f, &o.replica, "Export OpenTelemetry traces to this OTLP/HTTP collector URL; \"\" turns tracing off")
 	f.Bool(&o.storageMigrated, "storage-migrated", false, "The new storage already holds the images (you copied them); keep tags and metadata", "STORAGE_MIGRATED")
 	f.Bool(&o.rotateTokenKey, "rotate-token-key", false, "Sign tokens with a new key from now on; tokens signed with the old key stay valid until they expire (restarts nothing)", "DTR_ROTATE_TOKEN_KEY")
 	addApplyFlags(f, &o.apply)
@@ -66,6 +73,10 @@ func runReconfigure(ctx context.Context, cli *Cli, cmd *cobra.Command, o *reconf
 		if _, err := validateReplicaID(o.existingReplica); err != nil {
 			return err
 		}
+	}
+	var err error
+	if o.metricsToken, o.metricsTokenGiven, err = o.replica.metricsToken(cli, cmd); err != nil {
+		return err
 	}
 	cli.Log.Info("Starting phase1 reconfigure")
 	o.replica.warnIgnored(cli, cmd)
@@ -82,7 +93,7 @@ func runReconfigure(ctx context.Context, cli *Cli, cmd *cobra.Command, o *reconf
 	if ch.Describe() == "" && !o.rotateTokenKey {
 		return usageErrorf("nothing to change: give at least one setting, e.g. --dtr-external-url, --replica-https-port or --rotate-token-key")
 	}
-	if ch.HTTPPort != nil || ch.HTTPSPort != nil {
+	if ch.HTTPPort != nil || ch.HTTPSPort != nil || ch.MetricsPort != nil && *ch.MetricsPort != 0 {
 		nodes := map[string]string{}
 		for _, r := range replicas {
 			if other, ok := nodes[r.Node]; ok {
@@ -96,14 +107,25 @@ func runReconfigure(ctx context.Context, cli *Cli, cmd *cobra.Command, o *reconf
 			if ch.HTTPSPort != nil {
 				https = *ch.HTTPSPort
 			}
-			users, err := orchestrator.PortsInUseExcept(ctx, cluster, r.Node, contract.ServiceName(r.ID), http, https)
+			metrics := r.MetricsPort
+			if ch.MetricsPort != nil {
+				metrics = *ch.MetricsPort
+			}
+			if err := metricsPortClash(metrics, http, https); err != nil {
+				return err
+			}
+			ports := []int{http, https}
+			if metrics != 0 {
+				ports = append(ports, metrics)
+			}
+			users, err := orchestrator.PortsInUseExcept(ctx, cluster, r.Node, contract.ServiceName(r.ID), ports...)
 			if err != nil {
 				return err
 			}
 			if len(users) > 0 {
 				return usageErrorf("port %d is already published on node %s by service %s; choose another port (nothing was changed)", users[0].Port, r.Node, users[0].Service)
 			}
-			if r.PeerPort > 0 && (http == r.PeerPort || https == r.PeerPort) {
+			if r.PeerPort > 0 && (http == r.PeerPort || https == r.PeerPort || metrics == r.PeerPort) {
 				return usageErrorf("port %d is replica %s's metadata peer port on node %s; choose another port (nothing was changed)", r.PeerPort, r.ID, r.Node)
 			}
 		}
@@ -150,7 +172,13 @@ func runReconfigure(ctx context.Context, cli *Cli, cmd *cobra.Command, o *reconf
 	if ch.Storage != nil {
 		cli.Log.Info("The `--storage-migrated` flag is set. Not erasing tags.")
 	}
-	plan := (orchestrator.Objects{C: cluster, Warn: warner(cli)}).PlanReconfigure(in)
+	objs := orchestrator.Objects{C: cluster, Warn: warner(cli)}
+	if ch.MetricsToken != "" {
+		if in.MetricsTokenSecret, err = objs.NextMetricsTokenSecret(ctx); err != nil {
+			return err
+		}
+	}
+	plan := objs.PlanReconfigure(in)
 	if o.apply.dryRun {
 		return plan.DryRun(cli.Out)
 	}
@@ -188,6 +216,11 @@ func (o *reconfigureOptions) change(cmd *cobra.Command, existing orchestrator.Re
 	if changed(cmd, "dtr-cert") {
 		ch.TLSCert, ch.TLSKey = o.replica.dtrCert, o.replica.dtrKey
 	}
+	if changed(cmd, "metrics-port") {
+		ch.MetricsPort = &o.replica.metricsPort
+	}
+	ch.OTLPEndpoint = str("otlp-endpoint", o.replica.otlpEndpoint)
+	ch.MetricsToken, ch.MetricsTokenOff = o.metricsToken, o.metricsTokenGiven && o.metricsToken == ""
 	for _, flag := range []string{"enable-client-cert-auth", "client-cert-auth-ca", "custom-ca-cert-bundle", "log-protocol", "log-host", "enable-pprof", "dtr-ca"} {
 		if changed(cmd, flag) {
 			return ch, usageErrorf("--%s cannot be changed by reconfigure in this version of dtr; nothing was changed", flag)

@@ -38,6 +38,10 @@ type replicaOptions struct {
 	clientCert    bool
 	clientCA      string
 	caBundle      string
+	// Observability (observability.go).
+	metricsPort      int
+	metricsTokenFile string
+	otlpEndpoint     string
 }
 
 const defaultOverlaySubnet = "10.1.0.0/24"
@@ -220,7 +224,7 @@ func (o *replicaOptions) validate(cmd *cobra.Command) error {
 			return err
 		}
 	}
-	return nil
+	return o.validateObservability(cmd)
 }
 
 // warnIgnored logs flags dtr accepts for DTR compatibility but does not use.
@@ -239,6 +243,7 @@ func (o *replicaOptions) config(id string, node ucp.Node, image, imageID, jobIma
 		Image:   image, ImageID: imageID, JobImageID: jobImageID, Version: images.Version,
 		ExternalURL: o.externalURL, LogLevel: level,
 		HTTPProxy: o.httpProxy, HTTPSProxy: o.httpsProxy, NoProxy: o.noProxy,
+		MetricsPort: o.metricsPort, OTLPEndpoint: o.otlpEndpoint,
 	}
 }
 

@@ -66,6 +66,14 @@ type Config struct {
 	HTTPProxy  string
 	HTTPSProxy string
 	NoProxy    string
+
+	// Observability (docs/observability.md): the address of the
+	// unauthenticated /metrics listener, the file holding the metrics-only
+	// bearer token (a Swarm secret), and the OTLP/HTTP trace collector.
+	// Empty: off.
+	MetricsAddr      string
+	MetricsTokenFile string
+	OTLPEndpoint     string
 }
 
 // envVar is one line of the table that maps Config to its environment.
@@ -118,6 +126,9 @@ var envVars = []envVar{
 	{name: "HTTP_PROXY", str: func(c *Config) *string { return &c.HTTPProxy }},
 	{name: "HTTPS_PROXY", str: func(c *Config) *string { return &c.HTTPSProxy }},
 	{name: "NO_PROXY", str: func(c *Config) *string { return &c.NoProxy }},
+	{name: "DTR_METRICS_ADDR", str: func(c *Config) *string { return &c.MetricsAddr }},
+	{name: "DTR_METRICS_TOKEN_FILE", str: func(c *Config) *string { return &c.MetricsTokenFile }},
+	{name: "DTR_OTLP_ENDPOINT", str: func(c *Config) *string { return &c.OTLPEndpoint }},
 }
 
 // Env is c as "NAME=value" lines, sorted, leaving out what is unset (the

@@ -55,6 +55,9 @@ func roundTripConfigs() map[string]ReplicaConfig {
 			c.LogLevel, c.ExternalURL, c.HTTPPort, c.HTTPSPort = "debug", "https://dtr.example.com:4443", 8081, 4443
 		}),
 		"no node address": with(func(c *ReplicaConfig) { c.NodeAddr = "" }),
+		"metrics port, metrics token and tracing": with(func(c *ReplicaConfig) {
+			c.MetricsPort, c.MetricsTokenSecret, c.OTLPEndpoint = 9102, MetricsTokenSecretPrefix+"3", "https://otel.example.com:4318"
+		}),
 		"published peer port": with(func(c *ReplicaConfig) {
 			c.PeerPort, c.Join, c.InitialCluster = 12381, true, "0123456789ab=https://10.0.0.11:12381,00000000000b=https://10.0.0.12:12380"
 		}),
@@ -68,6 +71,9 @@ func idsFor(c ReplicaConfig) ObjectIDs {
 	}
 	if c.TLSKeySecret != "" {
 		ids.TLSKey, ids.TLSCert = "secret-tls", "config-tls"
+	}
+	if c.MetricsTokenSecret != "" {
+		ids.MetricsToken = "secret-metrics"
 	}
 	return ids
 }
@@ -260,5 +266,127 @@ func TestReconfigureUndoRemovesOnlyWhatItCreated(t *testing.T) {
 	}
 	if id, _ := o.SecretID(context.Background(), keySecret); id != "" {
 		t.Errorf("the undo left secret %s, which this run created", keySecret)
+	}
+}
+
+// TestObservabilitySpec: --metrics-port publishes the replica's open
+// metrics listener in host mode and tells the replica to serve it; the
+// metrics token is a secret the replica's user alone reads, named to the
+// replica by its file; the OTLP endpoint is the replica's setting. A
+// replica without them has none of it.
+func TestObservabilitySpec(t *testing.T) {
+	c := roundTripConfigs()["metrics port, metrics token and tracing"]
+	c.MetricsPort = 9200
+	spec := ServiceSpec(c, idsFor(c))
+	cs := spec.TaskTemplate.ContainerSpec
+	for _, want := range []string{"DTR_METRICS_ADDR=:9102", "DTR_METRICS_TOKEN_FILE=/run/secrets/dtr-metrics-token-3", "DTR_OTLP_ENDPOINT=https://otel.example.com:4318"} {
+		if !slices.Contains(cs.Env, want) {
+			t.Errorf("env lacks %s: %v", want, cs.Env)
+		}
+	}
+	var metrics []swarm.PortConfig
+	for _, p := range spec.EndpointSpec.Ports {
+		if p.TargetPort == contract.MetricsPort {
+			metrics = append(metrics, p)
+		}
+	}
+	if len(metrics) != 1 || metrics[0].PublishedPort != 9200 || metrics[0].PublishMode != swarm.PortConfigPublishModeHost || metrics[0].Protocol != swarm.PortConfigProtocolTCP {
+		t.Errorf("metrics port published as %+v, want 9200→9102/tcp in host mode", metrics)
+	}
+	if spec.Labels[LabelMetricsPort] != "9200" {
+		t.Errorf("label %s = %q", LabelMetricsPort, spec.Labels[LabelMetricsPort])
+	}
+	var tok *swarm.SecretReference
+	for _, s := range cs.Secrets {
+		if s.SecretName == "dtr-metrics-token-3" {
+			tok = s
+		}
+	}
+	if tok == nil || tok.SecretID != "secret-metrics" || tok.File.Name != "dtr-metrics-token-3" || tok.File.UID != "10001" || tok.File.Mode != 0o400 {
+		t.Errorf("metrics token secret mounted as %+v", tok)
+	}
+	if d := Describe(c); !strings.Contains(d, "unauthenticated metrics on port 9200→9102 (host mode)") || !strings.Contains(d, "metrics token from secret dtr-metrics-token-3") || !strings.Contains(d, "traces to https://otel.example.com:4318") {
+		t.Errorf("Describe: %s", d)
+	}
+
+	plain := roundTripConfigs()["new cluster"]
+	spec = ServiceSpec(plain, idsFor(plain))
+	for _, e := range spec.TaskTemplate.ContainerSpec.Env {
+		if strings.HasPrefix(e, "DTR_METRICS_") || strings.HasPrefix(e, "DTR_OTLP_") {
+			t.Errorf("a replica without observability settings has %s", e)
+		}
+	}
+	if len(spec.EndpointSpec.Ports) != 2 || spec.Labels[LabelMetricsPort] != "" || len(spec.TaskTemplate.ContainerSpec.Secrets) != 2 {
+		t.Errorf("a replica without observability settings: ports %+v, labels %v, secrets %d", spec.EndpointSpec.Ports, spec.Labels, len(spec.TaskTemplate.ContainerSpec.Secrets))
+	}
+
+	// A token file with no secret behind it was changed outside dtr.
+	r := replicaOf(swarm.Service{Spec: ServiceSpec(c, idsFor(c))})
+	cs = r.Spec.TaskTemplate.ContainerSpec
+	cs.Secrets = slices.DeleteFunc(slices.Clone(cs.Secrets), func(s *swarm.SecretReference) bool { return s.SecretName == "dtr-metrics-token-3" })
+	if _, err := r.Config(); err == nil || !strings.Contains(err.Error(), "reconfigure --metrics-token-file") {
+		t.Errorf("a metrics token file with no secret behind it: %v", err)
+	}
+}
+
+// TestReconfigureObservabilityChangesOnlyWhatWasAsked: each observability
+// change, applied to a replica's service, gives the configuration it had
+// with that one setting changed; taking it back gives the service it had,
+// to the byte.
+func TestReconfigureObservabilityChangesOnlyWhatWasAsked(t *testing.T) {
+	base := roundTripConfigs()["proxies"]
+	base.TLSCertConfig, base.TLSKeySecret = tlsNames("-----BEGIN CERTIFICATE-----\n")
+	base.MetricsTokenSecret = MetricsTokenSecretPrefix + "1"
+	orig := ServiceSpec(base, idsFor(base))
+	st := State{Secrets: map[string]string{MetricsTokenSecretPrefix + "2": "secret-metrics-2"}}
+	apply := func(spec swarm.ServiceSpec, ch Change) (swarm.ServiceSpec, ReplicaConfig) {
+		t.Helper()
+		r := replicaOf(swarm.Service{Spec: spec})
+		got, err := updatedSpec(r, ch, "", "", MetricsTokenSecretPrefix+"2", st)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := replicaOf(swarm.Service{Spec: got}).Config()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got, c
+	}
+	port, off, otlp, none := 9102, 0, "http://otel-collector:4318", ""
+	for _, tc := range []struct {
+		name       string
+		change     Change
+		want       func(*ReplicaConfig)
+		undo       Change
+		undoesToo  bool
+		wantSecret string
+	}{
+		{"metrics port", Change{MetricsPort: &port}, func(c *ReplicaConfig) { c.MetricsPort = 9102 }, Change{MetricsPort: &off}, true, "secret-metrics"},
+		{"OTLP endpoint", Change{OTLPEndpoint: &otlp}, func(c *ReplicaConfig) { c.OTLPEndpoint = otlp }, Change{OTLPEndpoint: &none}, true, "secret-metrics"},
+		{"metrics token off", Change{MetricsTokenOff: true}, func(c *ReplicaConfig) { c.MetricsTokenSecret = "" }, Change{}, false, ""},
+		{"metrics token rotated", Change{MetricsToken: "a-new-token-of-32-characters-xyz"}, func(c *ReplicaConfig) { c.MetricsTokenSecret = MetricsTokenSecretPrefix + "2" }, Change{}, false, "secret-metrics-2"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			spec, got := apply(orig, tc.change)
+			want := base
+			want.JobImageID = ""
+			tc.want(&want)
+			if !reflect.DeepEqual(got, want) {
+				t.Fatalf("after the change: %+v\nwant               %+v", got, want)
+			}
+			if ids := replicaOf(swarm.Service{Spec: spec}).ObjectIDs(); ids.MetricsToken != tc.wantSecret || ids.TLSKey != "secret-tls" || ids.CAKey != "secret-ca" {
+				t.Fatalf("object IDs after the change: %+v", ids)
+			}
+			// The service is what ServiceSpec makes of the new configuration.
+			if again := ServiceSpec(got, replicaOf(swarm.Service{Spec: spec}).ObjectIDs()); string(mustJSON(again)) != string(mustJSON(spec)) {
+				t.Fatalf("updated spec differs from a new one:\n%s\n%s", mustJSON(spec), mustJSON(again))
+			}
+			if tc.undoesToo {
+				back, _ := apply(spec, tc.undo)
+				if string(mustJSON(back)) != string(mustJSON(orig)) {
+					t.Fatalf("taking the change back left:\n%s\nwas\n%s", mustJSON(back), mustJSON(orig))
+				}
+			}
+		})
 	}
 }

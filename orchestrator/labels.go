@@ -16,6 +16,9 @@ const (
 	LabelPeerPort   = "com.docker.dtr.peer-port"
 	LabelStorage    = "com.docker.dtr.storage"
 	LabelImage      = "com.docker.dtr.image"
+	// LabelMetricsPort is the host port of the unauthenticated /metrics
+	// listener, on replicas that publish one.
+	LabelMetricsPort = "com.docker.dtr.metrics-port"
 )
 
 // Names of cluster-wide objects.
@@ -35,6 +38,12 @@ func nfsVolume(id string) string     { return "dtr-registry-nfs-" + id }
 func replicaVolumes(id string) []string {
 	return []string{caVolume(id), etcdVolume(id), storageVolume(id), nfsVolume(id)}
 }
+
+// MetricsTokenSecretPrefix begins the names of the secrets holding the
+// metrics-only token: dtr-metrics-token-<n>, n counting up with each
+// rotation (a Swarm secret cannot change; a name never says anything about
+// the token).
+const MetricsTokenSecretPrefix = "dtr-metrics-token-"
 
 // AdminSecret is the name of the secret holding the first admin's password.
 func AdminSecret(id string) string { return "dtr-admin-password-" + id }

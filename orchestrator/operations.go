@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -18,6 +19,7 @@ import (
 	"github.com/dtr-registry/dtr/backup"
 	"github.com/dtr-registry/dtr/contract"
 	"github.com/dtr-registry/dtr/pki"
+	"github.com/dtr-registry/dtr/ucp"
 )
 
 // Install is what an install (or the first replica of a restore) needs.
@@ -27,7 +29,10 @@ type Install struct {
 	AdminPassword string
 	// TLSCert and TLSKey are the operator's PEM certificate chain and key.
 	TLSCert, TLSKey string
-	HealthTimeout   time.Duration
+	// MetricsToken, when set, is stored as a secret the replica reads its
+	// metrics-only bearer token from.
+	MetricsToken  string
+	HealthTimeout time.Duration
 	// Client reaches replicas; it must trust the cluster CA, which this plan
 	// may create: ClientFor builds it once the CA is known.
 	ClientFor func(caPEM []byte) *http.Client
@@ -121,6 +126,12 @@ func (o Objects) PlanInstall(ctx context.Context, in *Install) (*Plan, error) {
 		c.TLSCertConfig, c.TLSKeySecret = tlsNames(in.TLSCert)
 		p.Add(o.storeTLSStep(fmt.Sprintf("store the TLS certificate as config %s and its key as secret %s", c.TLSCertConfig, c.TLSKeySecret),
 			in.TLSCert, in.TLSKey, map[string]string{LabelRole: "tls", LabelVersion: c.Version}, false))
+	}
+	if in.MetricsToken != "" {
+		if c.MetricsTokenSecret, err = o.NextMetricsTokenSecret(ctx); err != nil {
+			return nil, err
+		}
+		p.Add(o.storeMetricsTokenStep(c.MetricsTokenSecret, in.MetricsToken, c.Version))
 	}
 	if c.AdminUsername != "" {
 		p.Add(Step{
@@ -228,6 +239,38 @@ func (o Objects) storeTLSStep(desc, cert, key string, lbl map[string]string, onl
 	}
 }
 
+// NextMetricsTokenSecret is the name of the next metrics token secret: one
+// past the highest dtr-metrics-token-<n> on the cluster.
+func (o Objects) NextMetricsTokenSecret(ctx context.Context) (string, error) {
+	list, err := o.C.Engine.SecretList(ctx, swarm.SecretListOptions{})
+	if err != nil {
+		return "", &ucp.Error{Msg: fmt.Sprintf("listing secrets: %v", err)}
+	}
+	n := 0
+	for _, s := range list {
+		if m, err := strconv.Atoi(strings.TrimPrefix(s.Spec.Name, MetricsTokenSecretPrefix)); err == nil && strings.HasPrefix(s.Spec.Name, MetricsTokenSecretPrefix) && m > n {
+			n = m
+		}
+	}
+	return MetricsTokenSecretPrefix + strconv.Itoa(n+1), nil
+}
+
+// storeMetricsTokenStep stores the metrics-only token as secret name; its
+// undo removes it (the name is new, so nothing else uses it).
+func (o Objects) storeMetricsTokenStep(name, token, version string) Step {
+	return Step{
+		Description: "store the metrics token as secret " + name,
+		Apply: func(ctx context.Context, st *State) error {
+			id, err := o.CreateSecret(ctx, name, []byte(token), map[string]string{LabelRole: "metrics-token", LabelVersion: version})
+			if err == nil {
+				st.setSecret(name, id, true)
+			}
+			return err
+		},
+		Undo: func(ctx context.Context, _ *State) error { return o.RemoveSecret(ctx, name) },
+	}
+}
+
 // SendBackup uploads a verified backup to a replica waiting to restore it;
 // the replica verifies it again as it receives it.
 func SendBackup(ctx context.Context, client *http.Client, url string, open func() (io.ReadCloser, int64, error)) error {
@@ -320,6 +363,16 @@ func (o Objects) PlanJoin(ctx context.Context, in *Join) (*Plan, error) {
 		}
 		p.Start.setSecret(c.TLSKeySecret, keyID, false)
 		p.Start.setConfig(c.TLSCertConfig, certID, false)
+	}
+	if c.MetricsTokenSecret != "" {
+		id, err := o.SecretID(ctx, c.MetricsTokenSecret)
+		if err != nil {
+			return nil, err
+		}
+		if id == "" {
+			return nil, fmt.Errorf("replica %s reads its metrics token from secret %s, which is missing: give the token again with dtr reconfigure --metrics-token-file, then join", in.Existing.ID, c.MetricsTokenSecret)
+		}
+		p.Start.setSecret(c.MetricsTokenSecret, id, false)
 	}
 	if !in.SkipNetworkTest {
 		p.Add(o.networkTestStep(c, in.Existing))

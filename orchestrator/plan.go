@@ -69,6 +69,9 @@ func (s State) IDs(c ReplicaConfig) ObjectIDs {
 	if c.TLSKeySecret != "" {
 		ids.TLSKey, ids.TLSCert = s.Secrets[c.TLSKeySecret], s.Configs[c.TLSCertConfig]
 	}
+	if c.MetricsTokenSecret != "" {
+		ids.MetricsToken = s.Secrets[c.MetricsTokenSecret]
+	}
 	return ids
 }
 

@@ -30,6 +30,15 @@ type Change struct {
 	Storage     *Storage
 	// TLSCert/TLSKey replace the operator's certificate.
 	TLSCert, TLSKey string
+	// MetricsPort publishes the unauthenticated /metrics on this host
+	// port; 0 stops publishing it.
+	MetricsPort *int
+	// OTLPEndpoint is the trace collector; "" turns tracing off.
+	OTLPEndpoint *string
+	// MetricsToken replaces the metrics-only token (stored as the secret
+	// Reconfigure.MetricsTokenSecret names); MetricsTokenOff removes it.
+	MetricsToken    string
+	MetricsTokenOff bool
 }
 
 // Describe lists the changes for plans and logs.
@@ -58,6 +67,20 @@ func (c Change) Describe() string {
 	if c.TLSCert != "" {
 		parts = append(parts, "TLS certificate")
 	}
+	switch {
+	case c.MetricsPort == nil:
+	case *c.MetricsPort == 0:
+		parts = append(parts, "no unauthenticated metrics port")
+	default:
+		parts = append(parts, fmt.Sprintf("unauthenticated metrics port %d", *c.MetricsPort))
+	}
+	switch {
+	case c.MetricsToken != "":
+		parts = append(parts, "a new metrics token")
+	case c.MetricsTokenOff:
+		parts = append(parts, "no metrics token")
+	}
+	add("OTLP endpoint", redact(c.OTLPEndpoint))
 	return strings.Join(parts, ", ")
 }
 
@@ -93,10 +116,10 @@ func withEnv(env []string, c contract.Config) []string {
 }
 
 // updatedSpec is a replica's current service spec with the change applied
-// (the objects of a new certificate, tlsCertConfig and tlsKeySecret, have
-// their IDs in st). Everything the change does not name stays as Swarm has
-// it.
-func updatedSpec(r Replica, ch Change, tlsCertConfig, tlsKeySecret string, st State) (swarm.ServiceSpec, error) {
+// (the objects of a new certificate, tlsCertConfig and tlsKeySecret, and a
+// new metrics token's secret, metricsSecret, have their IDs in st).
+// Everything the change does not name stays as Swarm has it.
+func updatedSpec(r Replica, ch Change, tlsCertConfig, tlsKeySecret, metricsSecret string, st State) (swarm.ServiceSpec, error) {
 	spec := r.Spec
 	if spec.TaskTemplate.ContainerSpec == nil {
 		return spec, fmt.Errorf("service %s has no container spec: it was not made by dtr", contract.ServiceName(r.ID))
@@ -118,6 +141,7 @@ func updatedSpec(r Replica, ch Change, tlsCertConfig, tlsKeySecret string, st St
 	set(&env.HTTPProxy, ch.HTTPProxy)
 	set(&env.HTTPSProxy, ch.HTTPSProxy)
 	set(&env.NoProxy, ch.NoProxy)
+	set(&env.OTLPEndpoint, ch.OTLPEndpoint)
 	if ch.HTTPPort != nil || ch.HTTPSPort != nil {
 		ep := *spec.EndpointSpec
 		ep.Ports = append([]swarm.PortConfig(nil), ep.Ports...)
@@ -164,6 +188,32 @@ func updatedSpec(r Replica, ch Change, tlsCertConfig, tlsKeySecret string, st St
 		cs.Configs = append(configs, configRef(st.Configs[tlsCertConfig], tlsCertConfig, contract.TLSCertPath))
 		env.TLSCertFile, env.TLSKeyFile = contract.TLSCertPath, contract.SecretsDir+tlsKeySecret
 	}
+	if ch.MetricsPort != nil {
+		var ep swarm.EndpointSpec
+		if spec.EndpointSpec != nil {
+			ep = *spec.EndpointSpec
+		}
+		ep.Ports = slices.DeleteFunc(slices.Clone(ep.Ports), func(p swarm.PortConfig) bool { return p.TargetPort == contract.MetricsPort })
+		delete(spec.Labels, LabelMetricsPort)
+		env.MetricsAddr = ""
+		if *ch.MetricsPort != 0 {
+			ep.Ports = append(ep.Ports, metricsPortConfig(*ch.MetricsPort))
+			spec.Labels[LabelMetricsPort] = strconv.Itoa(*ch.MetricsPort)
+			env.MetricsAddr = ":" + strconv.Itoa(contract.MetricsPort)
+		}
+		spec.EndpointSpec = &ep
+	}
+	if ch.MetricsToken != "" || ch.MetricsTokenOff {
+		// The old token's secret is the one its file comes from.
+		cs.Secrets = slices.DeleteFunc(slices.Clone(cs.Secrets), func(s *swarm.SecretReference) bool {
+			return env.MetricsTokenFile != "" && s.File != nil && contract.SecretsDir+s.File.Name == env.MetricsTokenFile
+		})
+		env.MetricsTokenFile = ""
+		if ch.MetricsToken != "" {
+			cs.Secrets = append(cs.Secrets, secretRef(st.Secrets[metricsSecret], metricsSecret))
+			env.MetricsTokenFile = contract.SecretsDir + metricsSecret
+		}
+	}
 	cs.Env = withEnv(cs.Env, env)
 	setConfigHash(&spec)
 	return spec, nil
@@ -197,6 +247,9 @@ type Reconfigure struct {
 	RotateTokenKey func(ctx context.Context) error
 	// RotateThrough is the replica whose admin API rotates the key (plans).
 	RotateThrough string
+	// MetricsTokenSecret is the name of the secret a new metrics token is
+	// stored as (Objects.NextMetricsTokenSecret).
+	MetricsTokenSecret string
 }
 
 // PlanReconfigure updates the replicas one at a time, each healthy before
@@ -230,6 +283,33 @@ func (o Objects) PlanReconfigure(in *Reconfigure) *Plan {
 		p.Add(o.storeTLSStep(fmt.Sprintf("store the new TLS certificate as config %s and its key as secret %s", tlsCertConfig, tlsKeySecret),
 			in.Change.TLSCert, in.Change.TLSKey, map[string]string{LabelRole: "tls"}, true))
 	}
+	var oldMetricsSecrets []string
+	if in.Change.MetricsToken != "" {
+		version := ""
+		if len(in.Replicas) > 0 {
+			version = in.Replicas[0].Version
+		}
+		p.Add(o.storeMetricsTokenStep(in.MetricsTokenSecret, in.Change.MetricsToken, version))
+	}
+	if in.Change.MetricsToken != "" || in.Change.MetricsTokenOff {
+		for _, r := range in.Replicas {
+			if c, err := r.Config(); err == nil && c.MetricsTokenSecret != "" && !slices.Contains(oldMetricsSecrets, c.MetricsTokenSecret) {
+				oldMetricsSecrets = append(oldMetricsSecrets, c.MetricsTokenSecret)
+			}
+		}
+		defer func() {
+			// Once no replica reads them; a leftover one is harmless, so a
+			// failure only warns.
+			for _, name := range oldMetricsSecrets {
+				p.Add(Step{Description: "remove the old metrics token's secret " + name, Apply: func(ctx context.Context, _ *State) error {
+					if err := o.RemoveSecret(ctx, name); err != nil {
+						o.warnf("the old metrics token's secret %s stays (%v); remove it with docker secret rm %s", name, err, name)
+					}
+					return nil
+				}})
+			}
+		}()
+	}
 	for _, r := range in.Replicas {
 		port := r.HTTPSPort
 		if in.Change.HTTPSPort != nil {
@@ -238,7 +318,7 @@ func (o Objects) PlanReconfigure(in *Reconfigure) *Plan {
 		url := ReplicaURL(in.Addrs[r.Node], port)
 		name := contract.ServiceName(r.ID)
 		spec := func(st State) (swarm.ServiceSpec, error) {
-			return updatedSpec(r, in.Change, tlsCertConfig, tlsKeySecret, st)
+			return updatedSpec(r, in.Change, tlsCertConfig, tlsKeySecret, in.MetricsTokenSecret, st)
 		}
 		p.Add(Step{
 			Description: fmt.Sprintf("update service %s on node %s and wait until it answers healthy at %s/_ping", name, r.Node, url),

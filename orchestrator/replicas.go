@@ -23,10 +23,12 @@ type Replica struct {
 	HTTPPort  int
 	HTTPSPort int
 	PeerPort  int // 0: reached over the overlay by name
-	Storage   Storage
-	Image     string
-	Spec      swarm.ServiceSpec
-	Meta      swarm.Version
+	// MetricsPort publishes the unauthenticated /metrics; 0: none.
+	MetricsPort int
+	Storage     Storage
+	Image       string
+	Spec        swarm.ServiceSpec
+	Meta        swarm.Version
 }
 
 // FindReplicas lists the replicas on the cluster by their services' labels,
@@ -54,6 +56,7 @@ func replicaOf(s swarm.Service) Replica {
 	r.HTTPPort, _ = strconv.Atoi(l[LabelHTTPPort])
 	r.HTTPSPort, _ = strconv.Atoi(l[LabelHTTPSPort])
 	r.PeerPort, _ = strconv.Atoi(l[LabelPeerPort])
+	r.MetricsPort, _ = strconv.Atoi(l[LabelMetricsPort])
 	_ = json.Unmarshal([]byte(l[LabelStorage]), &r.Storage)
 	return r
 }
@@ -86,6 +89,7 @@ func (r Replica) Config() (ReplicaConfig, error) {
 		AdminUsername: env.AdminUsername,
 		Join:          env.Join, InitialCluster: env.InitialCluster,
 		Restore: env.Restore, RestoreStorage: env.RestoreStorage,
+		MetricsPort: r.MetricsPort, OTLPEndpoint: env.OTLPEndpoint,
 	}
 	// Hostnames are the node's address, then its name (ServiceSpec leaves
 	// out what is empty).
@@ -112,6 +116,17 @@ func (r Replica) Config() (ReplicaConfig, error) {
 			return ReplicaConfig{}, fmt.Errorf("service %s reads its TLS certificate from %s and %s, and does not mount both: it was changed outside dtr; give the certificate again with dtr reconfigure --dtr-cert --dtr-key", name, env.TLSCertFile, env.TLSKeyFile)
 		}
 	}
+	// The metrics token: the secret its file comes from.
+	if env.MetricsTokenFile != "" {
+		for _, s := range cs.Secrets {
+			if s.File != nil && contract.SecretsDir+s.File.Name == env.MetricsTokenFile {
+				c.MetricsTokenSecret = s.SecretName
+			}
+		}
+		if c.MetricsTokenSecret == "" {
+			return ReplicaConfig{}, fmt.Errorf("service %s reads its metrics token from %s and mounts no secret there: it was changed outside dtr; give the token again with dtr reconfigure --metrics-token-file", name, env.MetricsTokenFile)
+		}
+	}
 	return c, nil
 }
 
@@ -134,6 +149,10 @@ func (r Replica) ObjectIDs() ObjectIDs {
 		case c.TLSKeySecret:
 			if c.TLSKeySecret != "" {
 				ids.TLSKey = s.SecretID
+			}
+		case c.MetricsTokenSecret:
+			if c.MetricsTokenSecret != "" {
+				ids.MetricsToken = s.SecretID
 			}
 		}
 	}

@@ -1,6 +1,7 @@
 package orchestrator
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -12,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -378,4 +380,158 @@ func logger() *logrus.Logger {
 	l := logrus.New()
 	l.SetOutput(io.Discard)
 	return l
+}
+
+// TestMetricsTokenOnlyInASecret: the metrics token reaches the replica as a
+// Swarm secret, never in the service's environment, arguments, labels or
+// the plans --dry-run prints, on install and on rotation; a rotation stores
+// the new token under a new name, removes the old secret once no replica
+// reads it, and a failed one removes only the secret it created.
+func TestMetricsTokenOnlyInASecret(t *testing.T) {
+	ctx := context.Background()
+	const tok1, tok2 = "first-token-0123456789abcdef", "second-token-0123456789abcdef"
+	noToken := func(t *testing.T, what string, b []byte) {
+		t.Helper()
+		if strings.Contains(string(b), tok1) || strings.Contains(string(b), tok2) {
+			t.Fatalf("%s holds the metrics token:\n%s", what, b)
+		}
+	}
+
+	// Install.
+	e := ucpfake.New("node1")
+	e.Secrets = append(e.Secrets, swarm.Secret{ID: "old", Spec: swarm.SecretSpec{Annotations: swarm.Annotations{Name: MetricsTokenSecretPrefix + "4"}}},
+		swarm.Secret{ID: "x", Spec: swarm.SecretSpec{Annotations: swarm.Annotations{Name: MetricsTokenSecretPrefix + "notanumber"}}})
+	o := Objects{C: e.Cluster()}
+	c := ReplicaConfig{ID: "000000000001", Node: "node1", NodeAddr: "127.0.0.1", HTTPPort: 80, HTTPSPort: 443,
+		Image: "dtr-registry:0.1.0", ImageID: "sha256:ab12", Version: "0.1.0", MetricsPort: 9102}
+	p, err := o.PlanInstall(ctx, &Install{Replica: c, OverlaySubnet: "10.1.0.0/24", MetricsToken: tok1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dry bytes.Buffer
+	if err := p.DryRun(&dry); err != nil {
+		t.Fatal(err)
+	}
+	noToken(t, "install --dry-run", dry.Bytes())
+	name := MetricsTokenSecretPrefix + "5" // one past the highest there
+	st := State{Secrets: map[string]string{CAKeySecret: "ca"}}
+	var spec swarm.ServiceSpec
+	for _, s := range p.Steps {
+		if strings.Contains(s.Description, "store the metrics token as secret "+name) {
+			if err := s.Apply(ctx, &st); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if s.Service != nil {
+			if spec, err = s.Service(st); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	var stored *swarm.Secret
+	for i := range e.Secrets {
+		if e.Secrets[i].Spec.Name == name {
+			stored = &e.Secrets[i]
+		}
+	}
+	if stored == nil || string(stored.Spec.Data) != tok1 || stored.Spec.Labels[LabelRole] != "metrics-token" {
+		t.Fatalf("install stored secret %s as %+v", name, stored)
+	}
+	noToken(t, "the installed service", mustJSON(spec))
+	if cs := spec.TaskTemplate.ContainerSpec; !slices.Contains(cs.Env, "DTR_METRICS_TOKEN_FILE=/run/secrets/"+name) || len(cs.Args) != 0 ||
+		!slices.ContainsFunc(cs.Secrets, func(s *swarm.SecretReference) bool { return s.SecretName == name && s.SecretID == stored.ID }) {
+		t.Fatalf("installed service: env %v, args %v, secrets %+v", cs.Env, cs.Args, cs.Secrets)
+	}
+
+	// Rotation on a running replica.
+	var unhealthy atomic.Bool
+	ts := pingServer(t, func(int) (int, string) {
+		if unhealthy.Load() {
+			return 503, unwritableReport
+		}
+		return 200, ""
+	})
+	c.HTTPSPort = port(t, ts)
+	c.MetricsTokenSecret = name
+	if _, err := o.CreateService(ctx, ServiceSpec(c, ObjectIDs{CAKey: "ca", CACert: "cc", MetricsToken: stored.ID})); err != nil {
+		t.Fatal(err)
+	}
+	reps, _ := FindReplicas(ctx, e.Cluster())
+	next, err := o.NextMetricsTokenSecret(ctx)
+	if err != nil || next != MetricsTokenSecretPrefix+"6" {
+		t.Fatalf("next secret: %s %v", next, err)
+	}
+	in := &Reconfigure{Replicas: reps, Addrs: map[string]string{"node1": "127.0.0.1"}, Change: Change{MetricsToken: tok2},
+		MetricsTokenSecret: next, Client: ts.Client(), Timeout: time.Minute}
+	p = o.PlanReconfigure(in)
+	dry.Reset()
+	if err := p.DryRun(&dry); err != nil {
+		t.Fatal(err)
+	}
+	noToken(t, "reconfigure --dry-run", dry.Bytes())
+	if err := p.Apply(ctx, logger(), false); err != nil {
+		t.Fatal(err)
+	}
+	after, _ := FindReplicas(ctx, e.Cluster())
+	noToken(t, "the reconfigured service", mustJSON(after[0].Spec))
+	got, err := after[0].Config()
+	if err != nil || got.MetricsTokenSecret != next || got.MetricsPort != 9102 {
+		t.Fatalf("after rotation: %+v %v", got, err)
+	}
+	if id, _ := o.SecretID(ctx, name); id != "" {
+		t.Errorf("the old token's secret %s is still there", name)
+	}
+	if id, _ := o.SecretID(ctx, MetricsTokenSecretPrefix+"4"); id != "old" {
+		t.Errorf("rotation removed secret %s, which no replica of it read", MetricsTokenSecretPrefix+"4")
+	}
+
+	// A rotation whose replica does not come back takes only its own secret.
+	shortGrace(t)
+	unhealthy.Store(true)
+	in = &Reconfigure{Replicas: after, Addrs: map[string]string{"node1": "127.0.0.1"}, Change: Change{MetricsToken: tok1},
+		MetricsTokenSecret: MetricsTokenSecretPrefix + "7", Client: ts.Client(), Timeout: time.Minute}
+	if err := o.PlanReconfigure(in).Apply(ctx, logger(), false); err == nil {
+		t.Fatal("a rotation whose replica stays unhealthy passed")
+	}
+	if id, _ := o.SecretID(ctx, MetricsTokenSecretPrefix+"7"); id != "" {
+		t.Error("the failed rotation left its new secret")
+	}
+	if id, _ := o.SecretID(ctx, next); id == "" {
+		t.Error("the failed rotation removed the secret the replica reads")
+	}
+	back, _ := FindReplicas(ctx, e.Cluster())
+	if back[0].Spec.Labels[LabelConfigHash] != after[0].Spec.Labels[LabelConfigHash] {
+		t.Error("the failed rotation left the replica on the new settings")
+	}
+}
+
+// TestJoinNeedsTheMetricsTokenSecret: a joining replica reads the cluster's
+// metrics token from the same secret; when it is gone, the join stops
+// before anything changes and names the fix.
+func TestJoinNeedsTheMetricsTokenSecret(t *testing.T) {
+	ctx := context.Background()
+	e, in, admin := joinCluster(t)
+	in.Replica.MetricsTokenSecret, in.Replica.OTLPEndpoint = MetricsTokenSecretPrefix+"2", "http://otel:4318"
+	if _, err := (Objects{C: e.Cluster()}).PlanJoin(ctx, in); err == nil || !strings.Contains(err.Error(), "reconfigure --metrics-token-file") {
+		t.Fatalf("join without the token's secret: %v", err)
+	}
+	if len(admin.requests()) != 0 {
+		t.Fatal("the cluster was asked to change")
+	}
+	e.Secrets = append(e.Secrets, swarm.Secret{ID: "tok", Spec: swarm.SecretSpec{Annotations: swarm.Annotations{Name: MetricsTokenSecretPrefix + "2"}}})
+	p, err := (Objects{C: e.Cluster()}).PlanJoin(ctx, in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var spec swarm.ServiceSpec
+	for _, s := range p.Steps {
+		if s.Service != nil {
+			spec, _ = s.Service(p.Start)
+		}
+	}
+	cs := spec.TaskTemplate.ContainerSpec
+	if !slices.ContainsFunc(cs.Secrets, func(s *swarm.SecretReference) bool { return s.SecretID == "tok" }) ||
+		!slices.Contains(cs.Env, "DTR_METRICS_TOKEN_FILE=/run/secrets/dtr-metrics-token-2") || !slices.Contains(cs.Env, "DTR_OTLP_ENDPOINT=http://otel:4318") {
+		t.Fatalf("joined service: env %v, secrets %+v", cs.Env, cs.Secrets)
+	}
 }

@@ -62,6 +62,14 @@ type ReplicaConfig struct {
 	// TLSSecret and TLSConfig name the operator's certificate objects, if any.
 	TLSKeySecret  string
 	TLSCertConfig string
+	// MetricsPort publishes the replica's unauthenticated /metrics listener
+	// (contract.MetricsPort) on this host port, in host mode; 0: none.
+	MetricsPort int
+	// MetricsTokenSecret names the secret holding the metrics-only token
+	// (MetricsTokenSecretPrefix); empty: no token.
+	MetricsTokenSecret string
+	// OTLPEndpoint is the OTLP/HTTP collector traces go to; empty: off.
+	OTLPEndpoint string
 	// JobImageID is the installer image's ID, run by node jobs. It is the
 	// only field that is not part of the replica's service (the installer
 	// that runs now knows it, from its own image), so Replica.Config leaves
@@ -80,6 +88,7 @@ type ObjectIDs struct {
 	Admin         string // the first admin's password, on a new cluster's first replica
 	TLSKey        string
 	TLSCert       string
+	MetricsToken  string
 }
 
 // healthcheck is the replica's container health check: the image's, every
@@ -165,6 +174,7 @@ func (c ReplicaConfig) env() contract.Config {
 		HTTPProxy:       c.HTTPProxy,
 		HTTPSProxy:      c.HTTPSProxy,
 		NoProxy:         c.NoProxy,
+		OTLPEndpoint:    c.OTLPEndpoint,
 	}
 	// The node's address and name, for the replica's certificates;
 	// Replica.Config reads NodeAddr back from here.
@@ -184,6 +194,12 @@ func (c ReplicaConfig) env() contract.Config {
 	}
 	if c.TLSKeySecret != "" {
 		e.TLSCertFile, e.TLSKeyFile = contract.TLSCertPath, contract.SecretsDir+c.TLSKeySecret
+	}
+	if c.MetricsPort != 0 {
+		e.MetricsAddr = ":" + strconv.Itoa(contract.MetricsPort)
+	}
+	if c.MetricsTokenSecret != "" {
+		e.MetricsTokenFile = contract.SecretsDir + c.MetricsTokenSecret
 	}
 	return e
 }
@@ -213,6 +229,9 @@ func ServiceSpec(c ReplicaConfig, ids ObjectIDs) swarm.ServiceSpec {
 		secrets = append(secrets, secretRef(ids.TLSKey, c.TLSKeySecret))
 		configs = append(configs, configRef(ids.TLSCert, c.TLSCertConfig, contract.TLSCertPath))
 	}
+	if c.MetricsTokenSecret != "" {
+		secrets = append(secrets, secretRef(ids.MetricsToken, c.MetricsTokenSecret))
+	}
 	lbl := labels(c, "registry")
 	lbl[LabelHTTPPort] = strconv.Itoa(c.HTTPPort)
 	lbl[LabelHTTPSPort] = strconv.Itoa(c.HTTPSPort)
@@ -222,6 +241,9 @@ func ServiceSpec(c ReplicaConfig, ids ObjectIDs) swarm.ServiceSpec {
 	st, _ := json.Marshal(c.Storage)
 	lbl[LabelStorage] = string(st)
 	lbl[LabelImage] = c.Image
+	if c.MetricsPort != 0 {
+		lbl[LabelMetricsPort] = strconv.Itoa(c.MetricsPort)
+	}
 	name := contract.ServiceName(c.ID)
 	spec := swarm.ServiceSpec{
 		Annotations: swarm.Annotations{Name: name, Labels: lbl},
@@ -261,8 +283,18 @@ func ServiceSpec(c ReplicaConfig, ids ObjectIDs) swarm.ServiceSpec {
 		spec.EndpointSpec.Ports = append(spec.EndpointSpec.Ports, swarm.PortConfig{Protocol: swarm.PortConfigProtocolTCP,
 			TargetPort: contract.PeerPort, PublishedPort: uint32(c.PeerPort), PublishMode: swarm.PortConfigPublishModeHost})
 	}
+	if c.MetricsPort != 0 {
+		spec.EndpointSpec.Ports = append(spec.EndpointSpec.Ports, metricsPortConfig(c.MetricsPort))
+	}
 	setConfigHash(&spec)
 	return spec
+}
+
+// metricsPortConfig publishes the unauthenticated /metrics listener on a
+// host port of the replica's node.
+func metricsPortConfig(port int) swarm.PortConfig {
+	return swarm.PortConfig{Protocol: swarm.PortConfigProtocolTCP, TargetPort: contract.MetricsPort,
+		PublishedPort: uint32(port), PublishMode: swarm.PortConfigPublishModeHost}
 }
 
 // setConfigHash labels spec with a hash of the rest of it, so that a re-run
@@ -307,5 +339,22 @@ func Describe(c ReplicaConfig) string {
 		mode = "restores a backup"
 	}
 	return fmt.Sprintf("service %s on node %s: image %s, ports %d→%d and %d→%d (host mode), volumes %s and %s, storage %s, network %s, %s",
-		contract.ServiceName(c.ID), c.Node, c.Image, c.HTTPPort, contract.HTTPPort, c.HTTPSPort, contract.HTTPSPort, caVolume(c.ID), etcdVolume(c.ID), st, NetworkName, mode)
+		contract.ServiceName(c.ID), c.Node, c.Image, c.HTTPPort, contract.HTTPPort, c.HTTPSPort, contract.HTTPSPort, caVolume(c.ID), etcdVolume(c.ID), st, NetworkName, mode) +
+		observability(c)
+}
+
+// observability describes the replica's metrics and tracing settings for
+// plans; "" when none is on.
+func observability(c ReplicaConfig) string {
+	var s string
+	if c.MetricsPort != 0 {
+		s += fmt.Sprintf(", unauthenticated metrics on port %d→%d (host mode)", c.MetricsPort, contract.MetricsPort)
+	}
+	if c.MetricsTokenSecret != "" {
+		s += ", metrics token from secret " + c.MetricsTokenSecret
+	}
+	if c.OTLPEndpoint != "" {
+		s += ", traces to " + *redact(&c.OTLPEndpoint)
+	}
+	return s
 }

@@ -126,9 +126,9 @@ func parseSettings(args []string, c contract.Config) (settings, error) {
 	fs.StringVar(&o.LogLevel, "log-level", or(c.LogLevel, "info"), "debug, info, warn, error or fatal")
 	fs.StringVar(&st.logFormat, "log-format", or(c.LogFormat, "text"), "text or json")
 	// Observability (docs/observability.md); off unless set.
-	fs.StringVar(&o.MetricsAddr, "metrics-addr", os.Getenv("DTR_METRICS_ADDR"), "serve /metrics without authentication on this address, e.g. 10.0.0.5:9102 ($DTR_METRICS_ADDR); /metrics on HTTPS always needs credentials")
-	fs.StringVar(&o.MetricsTokenFile, "metrics-token-file", os.Getenv("DTR_METRICS_TOKEN_FILE"), "file holding a bearer token that may read /metrics and nothing else ($DTR_METRICS_TOKEN_FILE)")
-	fs.StringVar(&o.OTLPEndpoint, "otlp-endpoint", os.Getenv("DTR_OTLP_ENDPOINT"), "export OpenTelemetry traces to this OTLP/HTTP collector URL, e.g. http://otel-collector:4318 ($DTR_OTLP_ENDPOINT); off when empty")
+	fs.StringVar(&o.MetricsAddr, "metrics-addr", c.MetricsAddr, "serve /metrics without authentication on this address, e.g. 10.0.0.5:9102 ($DTR_METRICS_ADDR); /metrics on HTTPS always needs credentials")
+	fs.StringVar(&o.MetricsTokenFile, "metrics-token-file", c.MetricsTokenFile, "file holding a bearer token that may read /metrics and nothing else ($DTR_METRICS_TOKEN_FILE)")
+	fs.StringVar(&o.OTLPEndpoint, "otlp-endpoint", c.OTLPEndpoint, "export OpenTelemetry traces to this OTLP/HTTP collector URL, e.g. http://otel-collector:4318 ($DTR_OTLP_ENDPOINT); off when empty")
 	if err := fs.Parse(args); err != nil {
 		return settings{}, err
 	}

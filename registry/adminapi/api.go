@@ -147,6 +147,8 @@ func New(cfg Config) *API {
 	h("DELETE /api/v0/webhooks/{id}", a.deleteWebhook)
 	h("GET /api/v0/webhooks/{id}/deliveries", a.webhookDeliveries)
 	h("GET /api/v0/repositories/{ns}/{repo}/events", a.listRepositoryEvents)
+	h("GET /api/v0/repositories/{ns}/{repo}/webhooks", a.listRepositoryWebhooks)
+	h("GET /api/v0/repositoryNamespaces/{ns}/webhooks", a.listNamespaceWebhooks)
 	h("GET /api/v0/api_tokens", a.listAPITokens)
 	h("POST /api/v0/api_tokens", a.createAPIToken)
 	h("GET /api/v0/api_tokens/{id}", a.getAPIToken)

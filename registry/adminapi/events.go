@@ -60,14 +60,23 @@ func (a *API) writeEvents(w http.ResponseWriter, r *http.Request, repo string) e
 		}
 		f.ExcludeGet = b
 	}
+	count := false
 	if c := q.Get("count"); c != "" {
-		if _, err := strconv.ParseBool(c); err != nil {
+		if count, err = strconv.ParseBool(c); err != nil {
 			return errorf(http.StatusBadRequest, "INVALID_PARAMETERS", "count=%q: use true or false", c)
 		}
 	}
 	evs, next, err := a.cfg.Store.Events(r.Context(), f, q.Get("pageStart"), size)
 	if err != nil {
 		return err
+	}
+	if count {
+		// Every event the filters match, not only this page's (DTR's).
+		n, err := a.cfg.Store.CountEvents(r.Context(), f)
+		if err != nil {
+			return err
+		}
+		w.Header().Set("X-Resource-Count", strconv.Itoa(n))
 	}
 	if evs == nil {
 		evs = []meta.Event{}

@@ -77,16 +77,37 @@ func (a *API) checkWebhook(r *http.Request, me *meta.Account, req WebhookRequest
 			return err
 		}
 	default:
-		if _, err := a.cfg.Store.Account(r.Context(), req.Key); errors.Is(err, meta.ErrNotFound) {
-			return errorf(http.StatusNotFound, "NO_SUCH_ACCOUNT", "namespace %s does not exist", req.Key)
-		} else if err != nil {
+		if err := a.namespaceAdmin(r, me, req.Key); err != nil {
 			return err
-		}
-		if !me.IsAdmin && me.Name != req.Key {
-			return errorf(http.StatusForbidden, "FORBIDDEN", "you may watch your own namespace or repositories you administer; only a system administrator may watch namespace %s", req.Key)
 		}
 	}
 	return nil
+}
+
+// namespaceAdmin lets through the administrators of a namespace: system
+// administrators, the user whose namespace it is, and an organization's
+// admins. Namespaces are accounts, which every user may list, so a missing
+// one is named as such.
+func (a *API) namespaceAdmin(r *http.Request, me *meta.Account, ns string) error {
+	acc, err := a.cfg.Store.Account(r.Context(), ns)
+	if errors.Is(err, meta.ErrNotFound) {
+		return errorf(http.StatusNotFound, "NO_SUCH_ACCOUNT", "namespace %s does not exist", ns)
+	} else if err != nil {
+		return err
+	}
+	if me.IsAdmin || me.Name == ns {
+		return nil
+	}
+	if acc.IsOrg {
+		m, err := a.cfg.Store.OrgMember(r.Context(), ns, me.Name)
+		if err == nil && m.IsAdmin {
+			return nil
+		}
+		if err != nil && !errors.Is(err, meta.ErrNotFound) {
+			return err
+		}
+	}
+	return errorf(http.StatusForbidden, "FORBIDDEN", "only the administrators of namespace %s (its own user, its organization's admins) and system administrators manage its webhooks; you may watch your own namespace and repositories you administer", ns)
 }
 
 func checkPEMCerts(s string) error {
@@ -156,6 +177,47 @@ func (a *API) listWebhooks(w http.ResponseWriter, r *http.Request, me *meta.Acco
 	out := []meta.Webhook{}
 	for _, h := range hooks {
 		if (me.IsAdmin || h.AuthorID == me.Name) && (typ == "" || typ == "any" || typ == h.Type) {
+			out = append(out, webhookView(h))
+		}
+	}
+	httpjson.Write(w, http.StatusOK, out)
+	return nil
+}
+
+// listRepositoryWebhooks answers GET
+// /api/v0/repositories/{ns}/{repo}/webhooks: the webhooks on one
+// repository, whoever made them, for its administrators. A caller who may
+// not see a private repository gets the answer of one that does not exist.
+func (a *API) listRepositoryWebhooks(w http.ResponseWriter, r *http.Request, me *meta.Account) error {
+	ns, repo := r.PathValue("ns"), r.PathValue("repo")
+	if _, err := a.repoAccess(r.Context(), me, ns, repo, meta.Admin); err != nil {
+		return err
+	}
+	return a.writeWebhooks(w, r, ns+"/"+repo)
+}
+
+// listNamespaceWebhooks answers GET
+// /api/v0/repositoryNamespaces/{ns}/webhooks: the webhooks on a whole
+// namespace, for its administrators.
+func (a *API) listNamespaceWebhooks(w http.ResponseWriter, r *http.Request, me *meta.Account) error {
+	ns := r.PathValue("ns")
+	if err := a.namespaceAdmin(r, me, ns); err != nil {
+		return err
+	}
+	return a.writeWebhooks(w, r, ns)
+}
+
+// writeWebhooks answers with the webhooks keyed on key (webhookType
+// filters by type), their secrets left out.
+func (a *API) writeWebhooks(w http.ResponseWriter, r *http.Request, key string) error {
+	hooks, err := a.cfg.Store.Webhooks(r.Context())
+	if err != nil {
+		return err
+	}
+	typ := r.URL.Query().Get("webhookType")
+	out := []meta.Webhook{}
+	for _, h := range hooks {
+		if h.Key == key && (typ == "" || typ == "any" || typ == h.Type) {
 			out = append(out, webhookView(h))
 		}
 	}

@@ -111,20 +111,7 @@ const eventScanBatch = 500
 // the event with ID start ("" for the newest), and the ID the next page
 // starts at ("" on the last page).
 func (s *Store) Events(ctx context.Context, f EventFilter, start string, limit int) ([]Event, string, error) {
-	p := dir("events")
-	end := clientv3.GetPrefixRangeEnd(p) // exclusive upper bound
-	if start != "" {
-		end = key("events", start) + "\x00"
-	}
-	if !f.Before.IsZero() {
-		if b := p + fmt.Sprintf("%016x", f.Before.UnixNano()); b < end {
-			end = b
-		}
-	}
-	lower := p
-	if !f.After.IsZero() {
-		lower = p + fmt.Sprintf("%016x", f.After.UnixNano())
-	}
+	lower, end := eventRange(f, start)
 	var out []Event
 	for {
 		resp, err := s.KV.Get(ctx, lower, readOpts(ctx, clientv3.WithRange(end),
@@ -149,6 +136,71 @@ func (s *Store) Events(ctx context.Context, f EventFilter, start string, limit i
 			return out, "", nil
 		}
 		end = string(resp.Kvs[len(resp.Kvs)-1].Key) // exclusive: the next batch is older
+	}
+}
+
+// eventRange is the key range [lower, end) that holds the events f's time
+// bounds admit, from start ("" for the newest) down.
+func eventRange(f EventFilter, start string) (lower, end string) {
+	p := dir("events")
+	end = clientv3.GetPrefixRangeEnd(p) // exclusive upper bound
+	if start != "" {
+		end = key("events", start) + "\x00"
+	}
+	if !f.Before.IsZero() {
+		if b := p + fmt.Sprintf("%016x", f.Before.UnixNano()); b < end {
+			end = b
+		}
+	}
+	lower = p
+	if !f.After.IsZero() {
+		lower = p + fmt.Sprintf("%016x", f.After.UnixNano())
+	}
+	return lower, end
+}
+
+// CountEvents counts the events f matches (DTR's X-Resource-Count). With
+// time bounds alone the store counts the keys; any other condition reads
+// the records, at most the retention's 50,000, a batch at a time.
+func (s *Store) CountEvents(ctx context.Context, f EventFilter) (int, error) {
+	lower, end := eventRange(f, "")
+	byKey := f.Actor == "" && f.Type == "" && f.ObjectType == "" && f.Repository == "" && !f.ExcludeGet &&
+		(f.After.IsZero() || f.After.UnixNano() > 0) && (f.Before.IsZero() || f.Before.UnixNano() > 0)
+	if byKey {
+		if !f.After.IsZero() {
+			// Past every ID of f.After's nanosecond ("<16 hex>-…"): the
+			// bound is exclusive.
+			lower += "."
+		}
+		if lower >= end {
+			return 0, nil
+		}
+		resp, err := s.KV.Get(ctx, lower, readOpts(ctx, clientv3.WithRange(end), clientv3.WithCountOnly())...)
+		if err != nil {
+			return 0, fmt.Errorf("counting audit events: %w", err)
+		}
+		return int(resp.Count), nil
+	}
+	n := 0
+	for {
+		resp, err := s.KV.Get(ctx, lower, readOpts(ctx, clientv3.WithRange(end),
+			clientv3.WithSort(clientv3.SortByKey, clientv3.SortDescend), clientv3.WithLimit(eventScanBatch))...)
+		if err != nil {
+			return 0, fmt.Errorf("counting audit events: %w", err)
+		}
+		for _, kv := range resp.Kvs {
+			var e Event
+			if err := jsonUnmarshal(kv.Value, &e); err != nil {
+				return 0, err
+			}
+			if f.match(e) {
+				n++
+			}
+		}
+		if !resp.More || len(resp.Kvs) == 0 {
+			return n, nil
+		}
+		end = string(resp.Kvs[len(resp.Kvs)-1].Key)
 	}
 }
 
