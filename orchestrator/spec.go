@@ -268,8 +268,14 @@ func ServiceSpec(c ReplicaConfig, ids ObjectIDs) swarm.ServiceSpec {
 			Networks:      []swarm.NetworkAttachmentConfig{{Target: NetworkName, Aliases: []string{name}}},
 		},
 		Mode: swarm.ServiceMode{Replicated: &swarm.ReplicatedService{Replicas: &one}},
+		// Swarm watches an updated task for Monitor before it calls the
+		// update complete (5 s by default). dtr waits for the replica's own
+		// health after every update, so 1 s is enough for Swarm to see a
+		// task that dies at once; the rest was 4 s of every repair, upgrade
+		// and reconfigure step.
 		UpdateConfig: &swarm.UpdateConfig{
 			Parallelism: 1, Order: swarm.UpdateOrderStopFirst, FailureAction: swarm.UpdateFailureActionPause,
+			Monitor: time.Second,
 		},
 		EndpointSpec: &swarm.EndpointSpec{
 			Mode: swarm.ResolutionModeDNSRR,
