@@ -1,14 +1,20 @@
 package console_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"image/color"
+	"image/png"
+	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -34,12 +40,59 @@ func chromium(t *testing.T) string {
 	return ""
 }
 
+// screenshotDir is where the browser test saves its PNGs: a temporary
+// directory, unless DTR_CONSOLE_SCREENSHOTS names one (relative to the
+// repository's root: DTR_CONSOLE_SCREENSHOTS=docs/console refreshes the
+// documentation's), so that a test run leaves the checkout as it was.
+func screenshotDir(t *testing.T) string {
+	t.Helper()
+	dir := os.Getenv("DTR_CONSOLE_SCREENSHOTS")
+	if dir == "" {
+		return t.TempDir()
+	}
+	if !filepath.IsAbs(dir) {
+		dir = filepath.Join("..", "..", dir) // the test runs in registry/console
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("saving the screenshots in %s", dir)
+	return dir
+}
+
+// checkScreenshot fails unless b is a PNG of the window's size or more
+// that shows something: not one color all over (a blank page).
+func checkScreenshot(b []byte) error {
+	img, err := png.Decode(bytes.NewReader(b))
+	if err != nil {
+		return fmt.Errorf("not a PNG: %w", err)
+	}
+	bd := img.Bounds()
+	if bd.Dx() < 1000 || bd.Dy() < 600 {
+		return fmt.Errorf("%dx%d pixels, want at least the window's 1280x860", bd.Dx(), bd.Dy())
+	}
+	colors := map[color.RGBA]bool{}
+	for y := bd.Min.Y; y < bd.Max.Y; y += 7 {
+		for x := bd.Min.X; x < bd.Max.X; x += 7 {
+			r, g, b, a := img.At(x, y).RGBA()
+			colors[color.RGBA{uint8(r >> 8), uint8(g >> 8), uint8(b >> 8), uint8(a >> 8)}] = true
+		}
+	}
+	if len(colors) < 8 {
+		return fmt.Errorf("%d colors: a blank page", len(colors))
+	}
+	return nil
+}
+
 // TestConsoleInChromium drives the console in headless Chromium, as an
 // operator and a developer would: sign in; create an organization, a team
 // and a private repository; grant the team; a team member pushes and the
-// tag, its digest and its pull line appear; the tag is deleted through the
-// browser's confirmation dialog; the system pages; sign out; a second user
-// sees only what they may. It saves a PNG of each page in docs/console/.
+// tag, its digest, its pull line and who pushed it appear; a pruning
+// policy is tested, added and deleted; a repository webhook is created,
+// tested, delivers a push and is deleted, and one on System → Webhooks;
+// the tag is deleted through the browser's confirmation dialog; the system
+// pages; sign out; a second user sees only what they may. It takes a PNG
+// of each page and checks it (screenshotDir says where they go).
 func TestConsoleInChromium(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts Chromium")
@@ -47,10 +100,13 @@ func TestConsoleInChromium(t *testing.T) {
 	bin := chromium(t)
 	r := registrytest.StartNew(t)
 	registrytest.SetupAccounts(t, r, admin, adminPW)
-	shots := filepath.Join("..", "..", "docs", "console")
-	if err := os.MkdirAll(shots, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	shots := screenshotDir(t)
+	var hooks atomic.Int64 // deliveries to the test's webhook endpoint
+	receiver := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		hooks.Add(1)
+	}))
+	defer receiver.Close()
 
 	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(bin), chromedp.NoSandbox,
 		chromedp.IgnoreCertErrors, chromedp.WindowSize(1280, 860), chromedp.Flag("lang", "en-US"))
@@ -63,7 +119,7 @@ func TestConsoleInChromium(t *testing.T) {
 
 	// Accept the console's confirmation dialogs (deleting a tag).
 	dialogs := chromedp.Events(ctx, page.JavascriptDialogOpening)
-	confirmed := make(chan string, 4)
+	confirmed := make(chan string, 16)
 	go func() {
 		for ev, err := range dialogs {
 			if err != nil {
@@ -107,6 +163,9 @@ func TestConsoleInChromium(t *testing.T) {
 		if err != nil {
 			t.Fatalf("screenshot %s: %v", name, err)
 		}
+		if err := checkScreenshot(png); err != nil {
+			t.Fatalf("screenshot %s: %v", name, err)
+		}
 		if err := os.WriteFile(filepath.Join(shots, name+".png"), png, 0o644); err != nil {
 			t.Fatal(err)
 		}
@@ -120,6 +179,43 @@ func TestConsoleInChromium(t *testing.T) {
 	}
 	submit := func(form, field, value string) chromedp.Action[chromedp.Void] {
 		return chromedp.SetValue(chromedp.CSS(form+` [name="`+field+`"]`), value)
+	}
+	// wantDialog checks that the last click asked with a confirmation
+	// dialog that said want.
+	wantDialog := func(want string) {
+		t.Helper()
+		select {
+		case msg := <-confirmed:
+			if !strings.Contains(msg, want) {
+				t.Errorf("confirmation dialog said %q, want %q", msg, want)
+			}
+		default:
+			t.Errorf("no confirmation dialog (%q)", want)
+		}
+	}
+	// reloadUntil loads url until an element sel
+	// contains text: what the replica writes off the request's path (the
+	// audit trail, webhook deliveries) shows up within seconds.
+	reloadUntil := func(url, sel, text string) chromedp.Action[chromedp.Void] {
+		sq, _ := json.Marshal(sel)
+		tq, _ := json.Marshal(text)
+		expr := "document.readyState === 'complete' && Array.from(document.querySelectorAll(" + string(sq) + ")).some(e => e.innerText.includes(" + string(tq) + "))"
+		return func(ctx context.Context, tg *chromedp.Target) (chromedp.Void, error) {
+			deadline := time.Now().Add(20 * time.Second)
+			for {
+				_, err := chromedp.Navigate(url)(ctx, tg)
+				if err == nil {
+					ok, _ := chromedp.Evaluate[bool](expr)(ctx, tg)
+					if ok {
+						return chromedp.Void{}, nil
+					}
+				}
+				if time.Now().After(deadline) {
+					return chromedp.Void{}, fmt.Errorf("%s does not show %q after 20 s (%v)", sel, text, err)
+				}
+				time.Sleep(200 * time.Millisecond)
+			}
+		}
 	}
 
 	// Sign in.
@@ -153,18 +249,58 @@ func TestConsoleInChromium(t *testing.T) {
 	if err != nil || pull != "docker pull "+r.Host+"/engineering/webapp:1.0" {
 		t.Fatalf("pull line %q (%v)", pull, err)
 	}
+
+	// Who pushed it: the audit trail's record of alice's push (written
+	// off the push's path, so the page may need a reload).
+	do("pushed by alice", reloadUntil(r.URL+"/repositories/engineering/webapp", `td.pusher`, "alice"))
 	shot("repository")
 
-	// Delete the tag, through the browser's confirmation.
-	do("delete the tag", chromedp.Click(chromedp.CSS(`form:has(input[value="delete-tag"]) button`)), waitText("Tag deleted."))
-	select {
-	case msg := <-confirmed:
-		if !strings.Contains(msg, "Delete tag 1.0") {
-			t.Errorf("confirmation dialog said %q", msg)
-		}
-	default:
-		t.Error("the tag was deleted without a confirmation dialog")
+	// A pruning policy: a dry run, then added, then deleted.
+	tok = r.Token(t, "alice", "alice-password", "repository:engineering/webapp:pull,push")
+	if _, st := r.PushImage(t, tok, "engineering/webapp", "dev-7", []byte("a dev build")); st != http.StatusCreated {
+		t.Fatalf("alice's push of dev-7: %d", st)
 	}
+	do("test a policy", chromedp.Navigate(r.URL+"/repositories/engineering/webapp"), waitText("Add a pruning policy"),
+		submit("#policy-form", "field0", "tag"), submit("#policy-form", "operator0", "sw"), submit("#policy-form", "values0", "dev-"),
+		chromedp.Click(chromedp.CSS(`#policy-form button[value="test-policy"]`)), waitText("This policy would prune 1 tag now"))
+	if s := text(); !strings.Contains(s, "dev-7") {
+		t.Fatalf("the dry run does not name dev-7:\n%s", s)
+	}
+	do("add the policy", chromedp.Click(chromedp.CSS(`#policy-form button[value="add-policy"]`)), waitText("Pruning policy added."), waitText("tag sw dev-"))
+	do("scroll to the policies", chromedp.ScrollIntoView(chromedp.CSS(`#policies`)))
+	shot("repository-pruning")
+	do("delete the policy", chromedp.Click(chromedp.CSS(`#policies form:has(input[value="delete-policy"]) button`)), waitText("Pruning policy deleted."), waitText("No pruning policies"))
+	wantDialog("Delete pruning policy")
+
+	// A webhook on the repository: created (its secret shown once), tested,
+	// a push delivered and logged, deleted.
+	do("add a webhook", submit("#webhook-form", "type", "TAG_PUSH"), submit("#webhook-form", "endpoint", receiver.URL),
+		chromedp.Click(chromedp.CSS(`#webhook-form button.primary`)), waitText("Webhook created."), waitText("shown this once"))
+	secret, err := chromedp.Run(ctx, chromedp.Evaluate[string](`document.getElementById("webhook-secret").value`))
+	if err != nil || len(secret) != 64 {
+		t.Fatalf("the webhook's secret on the page: %q (%v)", secret, err)
+	}
+	do("test the webhook", chromedp.Click(chromedp.CSS(`#webhooks form:has(input[value="test-webhook"]) button`)), waitText("took the test event: it answered 200"))
+	if hooks.Load() != 1 {
+		t.Fatalf("the endpoint got %d requests, want the test's", hooks.Load())
+	}
+	shot("repository-webhooks")
+	if _, st := r.PushImage(t, tok, "engineering/webapp", "1.1", []byte("the web app, again")); st != http.StatusCreated {
+		t.Fatalf("alice's push of 1.1: %d", st)
+	}
+	logURL, err := chromedp.Run(ctx, chromedp.Evaluate[string](`document.querySelector("#webhooks a.button").href`))
+	if err != nil || !strings.Contains(logURL, "/webhooks/") {
+		t.Fatalf("the delivery log's link: %q (%v)", logURL, err)
+	}
+	do("the delivery log", reloadUntil(logURL, `#deliveries`, "delivered"))
+	shot("webhook-deliveries")
+	do("delete the webhook", chromedp.Navigate(r.URL+"/repositories/engineering/webapp"),
+		chromedp.Click(chromedp.CSS(`#webhooks form:has(input[value="delete-webhook"]) button`)), waitText("Webhook deleted"))
+	wantDialog("Delete this TAG_PUSH webhook")
+
+	// Delete the tag, through the browser's confirmation.
+	do("delete the tag", chromedp.Click(chromedp.CSS(`tr:has(td.tag) form:has(input[value="1.0"]) button`)), waitText("Tag deleted."))
+	wantDialog("Delete tag 1.0")
 	if strings.Contains(text(), hexd[:12]) {
 		t.Fatal("the deleted tag is still listed")
 	}
@@ -179,6 +315,7 @@ func TestConsoleInChromium(t *testing.T) {
 		{"/system/storage", "Test and save", "system-storage"},
 		{"/system/replicas", "healthy", "system-replicas"},
 		{"/system/gc", "Past runs", "system-gc"},
+		{"/system/webhooks", "Add a webhook", "system-webhooks"},
 	} {
 		do(p.path, chromedp.Navigate(r.URL+p.path), waitText(p.want))
 		if p.name == "system-storage" {
@@ -186,6 +323,11 @@ func TestConsoleInChromium(t *testing.T) {
 			do("choose S3", chromedp.Click(chromedp.CSS(`input[name=type][value=s3]`)), chromedp.WaitVisible(chromedp.CSS(`input[name=bucket]`)),
 				submit("#storage", "bucket", "dtr-images"), submit("#storage", "region", "us-east-1"),
 				submit("#storage", "regionEndpoint", "https://s3.example.com"))
+		}
+		if p.name == "system-webhooks" {
+			do("a webhook for the organization", submit("#webhook-form", "type", "REPO_CREATED"), submit("#webhook-form", "key", "engineering"),
+				submit("#webhook-form", "endpoint", receiver.URL), chromedp.Click(chromedp.CSS(`#webhook-form button.primary`)), waitText("Webhook created."),
+				chromedp.Click(chromedp.CSS(`#webhooks form:has(input[value="test-webhook"]) button`)), waitText("took the test event"))
 		}
 		shot(p.name)
 	}

@@ -41,6 +41,9 @@ type Tag struct {
 	Size      int64    // the manifest's config and layers; an index: the sum over its platforms' manifests
 	Platforms []string // "linux/amd64"; empty for a single-platform image without a config platform
 	PushedAt  time.Time
+	// PushedBy is the account whose push wrote the tag's current digest,
+	// from the audit trail; the console fills it in ("" when unknown).
+	PushedBy  string
 	Referrers []Referrer // signatures, SBOMs and other artifacts whose subject is the tag's manifest
 }
 
@@ -160,6 +163,9 @@ func New(cfg Config) (*Console, error) {
 	c.mux.HandleFunc("GET /system/replicas", c.signedIn(c.systemReplicas))
 	c.mux.HandleFunc("GET /system/gc", c.signedIn(c.systemGC))
 	c.mux.HandleFunc("POST /system/gc", c.signedIn(c.systemGCAction))
+	c.mux.HandleFunc("GET /system/webhooks", c.signedIn(c.systemWebhooks))
+	c.mux.HandleFunc("POST /system/webhooks", c.signedIn(c.systemWebhooksAction))
+	c.mux.HandleFunc("GET /webhooks/{id}", c.signedIn(c.webhookDeliveries))
 	c.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		c.render(w, r, http.StatusNotFound, "message", nil, page{Title: "Not found",
 			Message: "There is no page at " + r.URL.Path + ". The registry API is under /v2/, the admin API under /api/v0/."})

@@ -50,6 +50,10 @@ var flashes = map[string]string{
 	"gc-scheduled":     "Garbage collection schedule saved.",
 	"gc-unscheduled":   "Garbage collection schedule removed.",
 	"gc-started":       "Garbage collection started; it appears under Past runs.",
+	"policy-added":     "Pruning policy added. Tags it matches are pruned at the next push and the next scheduled run.",
+	"policy-saved":     "Pruning policy saved.",
+	"policy-deleted":   "Pruning policy deleted.",
+	"webhook-deleted":  "Webhook deleted with its delivery log.",
 }
 
 var funcs = template.FuncMap{
@@ -77,15 +81,28 @@ var funcs = template.FuncMap{
 	"seg":   url.PathEscape,
 	"query": url.QueryEscape,
 	"join":  strings.Join,
+	// ruleOps and ruleFields are the pruning form's choices.
+	"ruleOps":    func() any { return pruningOperators },
+	"ruleFields": func() []string { return pruningFields },
+	// head is the start of a long ID, as the pages show it.
+	"head": func(s string) string { return s[:min(12, len(s))] },
+	// dict passes several values to a shared template.
+	"dict": func(kv ...any) map[string]any {
+		m := map[string]any{}
+		for i := 0; i+1 < len(kv); i += 2 {
+			m[fmt.Sprint(kv[i])] = kv[i+1]
+		}
+		return m
+	},
 }
 
 var pageNames = []string{"login", "expired", "message", "confirm", "repositories", "repository", "newrepo",
-	"orgs", "org", "team", "users", "account", "system", "storage", "replicas", "gc"}
+	"orgs", "org", "team", "users", "account", "system", "storage", "replicas", "gc", "webhooks", "webhook"}
 
 func parsePages() (map[string]*template.Template, error) {
 	out := map[string]*template.Template{}
 	for _, name := range pageNames {
-		t, err := template.New(name).Funcs(funcs).ParseFS(templateFS, "templates/layout.html", "templates/"+name+".html")
+		t, err := template.New(name).Funcs(funcs).ParseFS(templateFS, "templates/layout.html", "templates/parts.html", "templates/"+name+".html")
 		if err != nil {
 			return nil, fmt.Errorf("console template %s: %w", name, err)
 		}

@@ -201,6 +201,12 @@ type repoPage struct {
 	UserGrants []meta.Grant
 	Teams      []meta.Team
 	Policies   []meta.PruningPolicy
+	Policy     policyForm        // the add-a-policy form, as last sent
+	Prunable   *[]pruneCandidate // the dry run's answer, when one was asked for
+	Hooks      webhookList
+	ServerTime string
+	serverMS   float64
+	pushersMS  float64 // of serverMS, finding who pushed the tags shown
 }
 
 // repoRef splits the path of a repository page; a name the rules refuse,
@@ -249,17 +255,38 @@ func (c *Console) pullHost(r *http.Request) string {
 }
 
 func (c *Console) repository(w http.ResponseWriter, r *http.Request, s *session) error {
-	full, ns, name, err := repoRef(r)
+	d, err := c.loadRepository(r, s)
 	if err != nil {
 		return err
+	}
+	c.showRepository(w, r, s, http.StatusOK, "", d)
+	return nil
+}
+
+// showRepository renders a repository page loaded by loadRepository, with
+// problem (a refused form) on it.
+func (c *Console) showRepository(w http.ResponseWriter, r *http.Request, s *session, status int, problem string, d repoPage) {
+	// Server-Timing lets browsers and tests see the server's share of a page.
+	w.Header().Set("Server-Timing", fmt.Sprintf("app;dur=%.1f, pushers;dur=%.1f", d.serverMS, d.pushersMS))
+	c.render(w, r, status, "repository", s, page{Title: d.Full, Section: "repositories", Error: problem, Data: d})
+}
+
+// loadRepository reads what a repository page shows; the caller may read
+// the repository, else it does not exist for the caller.
+func (c *Console) loadRepository(r *http.Request, s *session) (repoPage, error) {
+	start := time.Now()
+	full, ns, name, err := repoRef(r)
+	if err != nil {
+		return repoPage{}, err
 	}
 	a, err := c.access(r, s, full, ns, name)
 	if err != nil {
-		return err
+		return repoPage{}, err
 	}
-	d := repoPage{Full: full, Level: a.Level.String(), IsAdmin: a.Level >= meta.Admin, Pull: c.pullHost(r) + "/" + full}
+	d := repoPage{Full: full, Level: a.Level.String(), IsAdmin: a.Level >= meta.Admin, Pull: c.pullHost(r) + "/" + full,
+		Policy: defaultPolicyForm()}
 	if err := s.api("GET", apiRepoPath(ns, name), nil, &d.Repo); err != nil {
-		return err
+		return d, err
 	}
 	if d.Tags, err = c.cfg.Tags(r.Context(), full); err != nil {
 		d.TagsError = "The tags could not be listed: " + err.Error() + ". Check System → Replicas and the storage settings."
@@ -267,6 +294,9 @@ func (c *Console) repository(w http.ResponseWriter, r *http.Request, s *session)
 	if len(d.Tags) > maxTags {
 		d.Tags, d.MoreTags = d.Tags[:maxTags], len(d.Tags)-maxTags
 	}
+	t0 := time.Now()
+	c.pushedBy(r, full, d.Tags)
+	d.pushersMS = float64(time.Since(t0).Microseconds()) / 1000
 	if d.IsAdmin {
 		var tg struct {
 			List []meta.Grant `json:"teamAccessList"`
@@ -275,23 +305,54 @@ func (c *Console) repository(w http.ResponseWriter, r *http.Request, s *session)
 			List []meta.Grant `json:"userAccessList"`
 		}
 		if err := s.api("GET", apiRepoPath(ns, name)+"/teamAccess", nil, &tg); err != nil {
-			return err
+			return d, err
 		}
 		if err := s.api("GET", apiRepoPath(ns, name)+"/userAccess", nil, &ug); err != nil {
-			return err
+			return d, err
 		}
 		if err := s.api("GET", apiRepoPath(ns, name)+"/pruningPolicies", nil, &d.Policies); err != nil {
-			return err
+			return d, err
+		}
+		if d.Hooks, err = c.webhooksOf(s, full); err != nil {
+			return d, err
 		}
 		d.TeamGrants, d.UserGrants = tg.List, ug.List
 		if org, err := c.cfg.Store.Account(r.Context(), ns); err == nil && org.IsOrg {
 			if d.Teams, err = c.cfg.Store.Teams(r.Context(), ns); err != nil {
-				return err
+				return d, err
 			}
 		}
 	}
-	c.render(w, r, http.StatusOK, "repository", s, page{Title: full, Section: "repositories", Data: d})
-	return nil
+	elapsed := float64(time.Since(start).Microseconds()) / 1000
+	d.ServerTime, d.serverMS = fmt.Sprintf("%.1f ms", elapsed), elapsed
+	return d, nil
+}
+
+// pushedBy fills in who pushed each tag shown, from the audit trail: one
+// read of the events around the shown tags' times (meta.Store.LastPushes),
+// whatever the number of repositories or tags beyond the page. Without the
+// record (trimmed, or a push from before the trail) the page shows "—".
+func (c *Console) pushedBy(r *http.Request, full string, tags []Tag) {
+	if len(tags) == 0 {
+		return
+	}
+	want := make([]meta.TagPush, len(tags))
+	for i, t := range tags {
+		want[i] = meta.TagPush{Name: t.Name, Digest: t.Digest, At: t.PushedAt}
+	}
+	got, err := c.cfg.Store.LastPushes(r.Context(), full, want)
+	if err != nil {
+		c.cfg.Log.WithError(err).WithField("repository", full).Warn("console: reading who pushed the tags")
+		return
+	}
+	for i := range tags {
+		if e, ok := got[tags[i].Name]; ok {
+			tags[i].PushedBy = e.Actor
+			if e.Actor == "" {
+				tags[i].PushedBy = "anonymous"
+			}
+		}
+	}
 }
 
 // maxTags bounds the tags a repository page shows, newest first (the
@@ -332,7 +393,11 @@ func (c *Console) repositoryAction(w http.ResponseWriter, r *http.Request, s *se
 	back := "/repositories/" + full
 	f := r.PostForm
 	confirmed := f.Get("confirmed") == "yes"
-	switch f.Get("action") {
+	switch act := f.Get("action"); act {
+	case "add-policy", "test-policy", "delete-policy", "enable-policy", "disable-policy":
+		return c.pruningAction(w, r, s, act, ns, name, back)
+	case "create-webhook", "test-webhook", "delete-webhook":
+		return c.webhookAction(w, r, s, act, full, back)
 	case "delete-tag":
 		tag := f.Get("tag")
 		if a.Level < meta.Admin {

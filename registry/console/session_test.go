@@ -222,6 +222,13 @@ func TestCSRF(t *testing.T) {
 		{"/system", url.Values{"externalURL": {"https://evil.example"}}},
 		{"/system/storage", url.Values{"type": {"filesystem"}, "action": {"save"}}},
 		{"/system/gc", url.Values{"action": {"run"}}},
+		{"/repositories/acme/app", url.Values{"action": {"add-policy"}, "field0": {"tag"}, "operator0": {"sw"}, "values0": {"forged"}, "enabled": {"on"}}},
+		{"/repositories/acme/app", url.Values{"action": {"test-policy"}, "field0": {"tag"}, "operator0": {"sw"}, "values0": {"forged"}}},
+		{"/repositories/acme/app", url.Values{"action": {"delete-policy"}, "policy": {"p"}, "confirmed": {"yes"}}},
+		{"/repositories/acme/app", url.Values{"action": {"create-webhook"}, "type": {"TAG_PUSH"}, "endpoint": {"https://evil.example"}}},
+		{"/repositories/acme/app", url.Values{"action": {"test-webhook"}, "webhook": {"00"}}},
+		{"/system/webhooks", url.Values{"action": {"create-webhook"}, "type": {"TAG_PUSH"}, "endpoint": {"https://evil.example"}}},
+		{"/system/webhooks", url.Values{"action": {"delete-webhook"}, "webhook": {"00"}, "confirmed": {"yes"}}},
 		{"/logout", url.Values{}},
 	}
 	for _, f := range forms {
@@ -245,6 +252,12 @@ func TestCSRF(t *testing.T) {
 	}
 	if acc, _ := store.Account(ctx(t), "carol"); acc.IsAdmin {
 		t.Error("a forged form made carol an admin")
+	}
+	if ps, err := store.PruningPolicies(ctx(t), "acme", "app"); err != nil || len(ps) != 0 {
+		t.Errorf("forged forms and pruning policies: %+v %v", ps, err)
+	}
+	if hs, err := store.Webhooks(ctx(t)); err != nil || len(hs) != 0 {
+		t.Errorf("forged forms created webhooks: %+v %v", hs, err)
 	}
 	if st, _, _ := store.Settings(ctx(t)); st.ExternalURL == "https://evil.example" {
 		t.Error("a forged form changed the external URL")
