@@ -172,6 +172,7 @@ type Replica struct {
 	verify   *auth.Verifier
 	accounts *auth.Accounts
 	logins   *auth.Logins
+	identity atomic.Pointer[identityBox] // the identity source: identity.go
 	// externalURL is the settings' external URL ("" when unset), kept by
 	// watchSettings: realms and redirects come from it, never from the
 	// request's Host.
@@ -274,6 +275,7 @@ func (r *Replica) watchSettings(ctx context.Context) {
 			}
 			r.externalURL.Store(&st.ExternalURL)
 			r.sparseRefused.Store(!st.SparseManifestsAllowed())
+			r.applyIdentity(st)
 			if err := r.applyStorage(ctx, st); err != nil {
 				r.log.WithError(err).Error("applying changed storage settings; keeping the previous storage")
 			}

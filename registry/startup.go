@@ -201,7 +201,7 @@ func (s *startup) startMember(ctx context.Context) error {
 	}
 	r.member = m
 	r.store = meta.New(timedKV{KV: m.Client(), m: r.metrics})
-	r.logins = &auth.Logins{Store: r.store, Log: r.log, Outcome: r.metrics.login}
+	r.logins = &auth.Logins{Store: r.store, Log: r.log, Outcome: r.metrics.login, Identity: r.identitySource}
 	return nil
 }
 
@@ -263,6 +263,7 @@ func (s *startup) loadCluster(ctx context.Context) error {
 	}
 	r.externalURL.Store(&st.ExternalURL)
 	r.sparseRefused.Store(!st.SparseManifestsAllowed())
+	r.applyIdentity(st)
 	if err := r.applyStorage(ctx, st); err != nil {
 		return err
 	}
@@ -436,6 +437,8 @@ func (s *startup) prepareServe(ctx context.Context) error {
 	go func() { defer r.done.Done(); r.migrateLoop(bg) }()
 	r.done.Add(1) // garbage collection jobs and crons: gc.go
 	go func() { defer r.done.Done(); r.gcRunner().Run(bg) }()
+	r.done.Add(1) // identity source syncs: identity.go
+	go func() { defer r.done.Done(); r.identitySyncer().Run(bg) }()
 	r.done.Add(1) // webhook deliveries: webhooks.go
 	go func() { defer r.done.Done(); r.webhooks.run(bg) }()
 	r.done.Add(1) // the audit trail's writer and retention: audit.go

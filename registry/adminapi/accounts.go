@@ -22,11 +22,14 @@ type accountView struct {
 	IsActive  *bool     `json:"isActive,omitempty"`
 	FullName  string    `json:"fullName,omitempty"`
 	CreatedAt time.Time `json:"createdAt"`
+	// Source is the identity source the account comes from (ldap, ucp);
+	// absent for dtr's own accounts.
+	Source string `json:"source,omitempty"`
 }
 
 // view shows a in full.
 func view(a meta.Account) accountView {
-	return accountView{Name: a.Name, IsOrg: a.IsOrg, IsAdmin: &a.IsAdmin, IsActive: &a.IsActive, FullName: a.FullName, CreatedAt: a.CreatedAt}
+	return accountView{Name: a.Name, IsOrg: a.IsOrg, IsAdmin: &a.IsAdmin, IsActive: &a.IsActive, FullName: a.FullName, CreatedAt: a.CreatedAt, Source: a.Source}
 }
 
 // viewFor shows a as me may see it.
@@ -150,7 +153,8 @@ func (a *API) patchAccount(w http.ResponseWriter, r *http.Request, me *meta.Acco
 			acc.IsAdmin = *req.IsAdmin
 		}
 		if req.IsActive != nil {
-			acc.IsActive = *req.IsActive
+			// An administrator's choice: an identity sync does not undo it.
+			acc.IsActive, acc.DeactivatedBySync = *req.IsActive, false
 		}
 		return nil
 	})

@@ -18,6 +18,7 @@ import (
 
 	"github.com/dtr-registry/dtr/contract"
 	"github.com/dtr-registry/dtr/registry/auth"
+	"github.com/dtr-registry/dtr/registry/identity"
 	"github.com/dtr-registry/dtr/registry/internal/httpjson"
 	"github.com/dtr-registry/dtr/registry/internal/reqinfo"
 	"github.com/dtr-registry/dtr/registry/member"
@@ -123,6 +124,12 @@ func New(cfg Config) *API {
 	h("DELETE /api/v0/repositoryNamespaces/{ns}/teamAccess/{team}", a.deleteNamespaceAccess)
 	h("GET /api/v0/meta/settings", a.getSettings)
 	h("PATCH /api/v0/meta/settings", a.patchSettings)
+	h("GET /api/v0/meta/settings/identity", a.getIdentitySettings) // identity.go
+	h("PUT /api/v0/meta/settings/identity", a.putIdentitySettings)
+	h("POST /api/v0/meta/settings/identity/test", a.testIdentitySettings)
+	h("GET /api/v0/accounts/{org}/teams/{team}/memberSyncConfig", a.getMemberSync)
+	h("PUT /api/v0/accounts/{org}/teams/{team}/memberSyncConfig", a.putMemberSync)
+	h("DELETE /api/v0/accounts/{org}/teams/{team}/memberSyncConfig", a.deleteMemberSync)
 	a.mux.HandleFunc("GET /api/v0/meta/cluster_status", a.wrapOutage(a.clusterStatus))
 	h("POST /api/v0/meta/replicas", a.addReplica)
 	h("POST /api/v0/meta/replicas/{id}/promote", a.promoteReplica)
@@ -357,6 +364,8 @@ func loginError(err error, bad *Error) error {
 		return e
 	case errors.Is(err, auth.ErrBusy):
 		return errorf(http.StatusServiceUnavailable, "UNAVAILABLE", "%v", err)
+	case errors.Is(err, identity.ErrUnavailable):
+		return errorf(http.StatusServiceUnavailable, "IDENTITY_SOURCE_UNAVAILABLE", "%s", auth.SourceUnavailable)
 	}
 	return err
 }

@@ -53,10 +53,14 @@ func errNoSuchCron(action string) *Error {
 
 // checkJobSpec validates what a job and a cron share.
 func checkJobSpec(action string, params map[string]string, retries int, deadline, stopTimeout string) error {
-	if !gc.Actions[action] {
-		return errorf(http.StatusBadRequest, "INVALID_JOB", "action %q: this registry runs %s", action, gc.ActionNames())
+	if !gc.Actions[action] && action != meta.IdentitySyncAction {
+		return errorf(http.StatusBadRequest, "INVALID_JOB", "action %q: this registry runs %s and %s", action, gc.ActionNames(), meta.IdentitySyncAction)
 	}
-	if action == meta.TagPruningAction {
+	if action == meta.IdentitySyncAction {
+		if len(params) > 0 {
+			return errorf(http.StatusBadRequest, "INVALID_JOB", "action %s takes no parameters: it reads the identity source the settings name", action)
+		}
+	} else if action == meta.TagPruningAction {
 		if _, _, err := meta.ParsePruningParameters(params); err != nil {
 			return errorf(http.StatusBadRequest, "INVALID_JOB", "%v", err)
 		}

@@ -13,7 +13,8 @@ import (
 	"github.com/dtr-registry/dtr/registry/meta"
 )
 
-// settingsView hides the S3 secret key and shows defaults.
+// settingsView hides the S3 secret key and the identity source's
+// passwords, and shows defaults.
 func settingsView(st meta.Settings) meta.Settings {
 	sparse := st.SparseManifestsAllowed()
 	st.AllowSparseManifests = &sparse
@@ -21,6 +22,10 @@ func settingsView(st meta.Settings) meta.Settings {
 		s3 := *st.Storage.S3
 		s3.SecretKey = "********"
 		st.Storage.S3 = &s3
+	}
+	if st.Identity != nil {
+		is := st.Identity.Masked()
+		st.Identity = &is
 	}
 	return st
 }

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -17,6 +18,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 	"golang.org/x/sync/singleflight"
 
+	"github.com/dtr-registry/dtr/registry/identity"
 	"github.com/dtr-registry/dtr/registry/meta"
 )
 
@@ -36,6 +38,10 @@ type Logins struct {
 	// Outcome, when set, hears of every Check's result (nil: succeeded),
 	// for the replica's login metrics.
 	Outcome func(error)
+	// Identity, when set, is the cluster's identity source now (nil while
+	// it is local): unknown users and the accounts it made sign in
+	// through it (identity.go).
+	Identity func() identity.Source
 
 	once    sync.Once
 	flights singleflight.Group
@@ -43,6 +49,8 @@ type Logins struct {
 	hash    *hashers
 	waiting atomic.Int32
 	key     []byte // HMAC key of the verified-credentials cache
+
+	sources chan struct{} // identity source checks running at once
 
 	mu        sync.Mutex
 	byAccount failures
@@ -129,6 +137,7 @@ func (l *Logins) init() {
 		}
 		l.byAccount, l.byAddress = failures{}, failures{}
 		l.verified = map[[32]byte]verifiedLogin{}
+		l.sources = make(chan struct{}, maxSourceChecks)
 	})
 }
 
@@ -141,7 +150,9 @@ func (l *Logins) now() time.Time {
 
 // Check returns the account whose name and password these are. remote is
 // the client's address (http.Request.RemoteAddr). Errors: ErrBadCredentials,
-// *ThrottledError, ErrBusy, or a metadata error (not the client's fault).
+// *ThrottledError, ErrBusy, an error wrapping identity.ErrUnavailable (the
+// identity source cannot answer), or a metadata error (not the client's
+// fault).
 func (l *Logins) Check(ctx context.Context, remote, name, pw string) (acc *meta.Account, err error) {
 	if l.Outcome != nil {
 		defer func() { l.Outcome(err) }()
@@ -168,6 +179,11 @@ func (l *Logins) Check(ctx context.Context, remote, name, pw string) (acc *meta.
 	known := err == nil
 	if err != nil && !errors.Is(err, meta.ErrNotFound) {
 		return nil, err
+	}
+	if src := l.source(); src != nil && (!known || (!a.IsOrg && a.Source != "")) {
+		// Local accounts with a password keep signing in locally whatever
+		// the source: the break-glass administrators.
+		return l.checkSource(ctx, src, remote, addr, name, pw, ck, cached, a, known, now)
 	}
 	usable := known && !a.IsOrg && a.IsActive && a.PasswordHash != ""
 	if usable && cached == a.PasswordHash {
@@ -273,6 +289,7 @@ func (l *Logins) remember(k [32]byte, hash string, now time.Time) {
 }
 
 func (l *Logins) throttled(name, addr string, now time.Time) error {
+	name = accountKey(name)
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if f := l.byAccount[name]; f != nil && now.Before(f.until) {
@@ -287,10 +304,16 @@ func (l *Logins) throttled(name, addr string, now time.Time) error {
 // succeeded resets the account's failures. Not the address's: one valid
 // account must not buy its holder unlimited guesses at the others.
 func (l *Logins) succeeded(name string) {
+	name = accountKey(name)
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	delete(l.byAccount, name)
 }
+
+// accountKey is the throttling key of an account name: identity sources
+// take names in any case (Alice signs in as alice), so one account's
+// failures count together however its name is typed.
+func accountKey(name string) string { return strings.ToLower(name) }
 
 // clientKey is the throttling key of a client address: the IP, or its /64
 // for IPv6, where one client holds a whole /64.
@@ -309,6 +332,7 @@ func clientKey(remote string) string {
 // failed counts a failure; it returns the account's record when this
 // failure locked it, for the log.
 func (l *Logins) failed(name, addr string, now time.Time) *failure {
+	name = accountKey(name)
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	acc := l.byAccount.add(name, now, FreeAccountFailures, MaxAccountLockout)

@@ -13,6 +13,7 @@ import (
 	"github.com/distribution/distribution/v3/registry/auth/token"
 	"github.com/sirupsen/logrus"
 
+	"github.com/dtr-registry/dtr/registry/identity"
 	"github.com/dtr-registry/dtr/registry/internal/httpjson"
 	"github.com/dtr-registry/dtr/registry/meta"
 )
@@ -147,6 +148,14 @@ func (s *Server) loginFailed(w http.ResponseWriter, r *http.Request, name string
 	case errors.Is(err, ErrBusy):
 		w.Header().Set("Retry-After", "2")
 		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"details": err.Error()})
+	case errors.Is(err, identity.ErrUnavailable):
+		// Logins logged the cause; docker login shows this, not "wrong
+		// password".
+		w.Header().Set("Retry-After", strconv.Itoa(int(failRetryAfter.Seconds())))
+		writeJSON(w, http.StatusServiceUnavailable, map[string]any{
+			"errors":  []map[string]string{{"code": "UNAVAILABLE", "message": SourceUnavailable}},
+			"details": SourceUnavailable,
+		})
 	default:
 		s.fail(w, r, err)
 	}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/dtr-registry/dtr/registry/auth"
+	"github.com/dtr-registry/dtr/registry/identity"
 	"github.com/dtr-registry/dtr/registry/internal/reqinfo"
 	"github.com/dtr-registry/dtr/registry/meta"
 )
@@ -200,6 +201,9 @@ func (c *Console) login(w http.ResponseWriter, r *http.Request) {
 		return
 	case errors.Is(err, auth.ErrBusy):
 		c.showLogin(w, r, http.StatusServiceUnavailable, "The replica is busy checking other sign-ins; try again in a few seconds.")
+		return
+	case errors.Is(err, identity.ErrUnavailable):
+		c.showLogin(w, r, http.StatusServiceUnavailable, "The identity source (LDAP or UCP) cannot check your password now; try again, or sign in with a local account. The replica's log names the cause.")
 		return
 	case err != nil:
 		c.cfg.Log.WithError(err).Warn("console sign-in")

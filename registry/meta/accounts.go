@@ -27,6 +27,15 @@ type Account struct {
 	// change, deactivation and a change of the admin flag. Tokens carry the
 	// epoch they were issued in (registry/auth.Accounts).
 	Epoch string `json:"epoch,omitempty"`
+	// Source is the identity source the account comes from (ucp, ldap),
+	// empty for dtr's own accounts: its password is checked there, and a
+	// sync changes only such accounts (identity.go).
+	Source string `json:"source,omitempty"`
+	// DeactivatedBySync marks a source account a sync deactivated (gone
+	// from the directory, or disabled there): the source may activate it
+	// again. One an administrator deactivated stays so until one
+	// activates it.
+	DeactivatedBySync bool `json:"deactivatedBySync,omitempty"`
 	// APIToken is the token the caller signed in with, nil for a password
 	// (set by the login check, never stored): it may narrow what they get.
 	APIToken *APIToken `json:"-"`
@@ -171,6 +180,9 @@ func (s *Store) SetPassword(ctx context.Context, name, password string) error {
 		if a.IsOrg {
 			return fmt.Errorf("%w: %s is an organization, which has no password", ErrInvalid, name)
 		}
+		if a.Source != "" {
+			return fmt.Errorf("%w: %s signs in through the %s identity source: change the password there", ErrInvalid, name, a.Source)
+		}
 		a.PasswordHash = h
 		return nil
 	}); err != nil {
@@ -250,6 +262,7 @@ func (s *Store) deleteAccountOnce(ctx context.Context, name string) (bool, error
 		clientv3.OpDelete(dir("orgs", name), clientv3.WithPrefix()),
 		clientv3.OpDelete(dir("access", name), clientv3.WithPrefix()),
 		clientv3.OpDelete(dir("nsaccess", name), clientv3.WithPrefix()),
+		teamSyncDeletes(name, ""),
 	}
 	for _, k := range refs {
 		ops = append(ops, clientv3.OpDelete(k))
@@ -443,6 +456,7 @@ func (s *Store) DeleteTeam(ctx context.Context, org, name string) error {
 		clientv3.OpDelete(key("orgs", org, "teams", name)),
 		clientv3.OpDelete(dir("orgs", org, "teams", name), clientv3.WithPrefix()),
 		clientv3.OpDelete(key("nsaccess", org, name)),
+		teamSyncDeletes(org, name),
 	}
 	for _, r := range repos {
 		ops = append(ops, clientv3.OpDelete(key("access", org, r.Name, "teams", name)))

@@ -41,6 +41,9 @@ type Settings struct {
 	// repository does not hold: an image index whose platforms are not all
 	// pushed, an image whose layers are not. Unset means allowed.
 	AllowSparseManifests *bool `json:"allowSparseManifests,omitempty"`
+	// Identity is where users come from besides dtr's own accounts
+	// (identity.go); nil: local accounts only.
+	Identity *IdentitySettings `json:"identity,omitempty"`
 }
 
 // SparseManifestsAllowed is AllowSparseManifests with its default.

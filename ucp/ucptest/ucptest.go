@@ -1,11 +1,15 @@
 // Package ucptest is a stand-in for UCP/MKE in tests: an https server with
 // /ca and /auth/login that forwards bearer-authenticated Engine API calls to a
-// real Docker engine. Requests without a valid token get 401, as from UCP.
+// real Docker engine, and serves UCP's users, organizations and teams (GET /id/
+// and the eNZi accounts API under /enzi/v0/, see enzi.go). Requests without a
+// valid token get 401, as from UCP. The engine socket is dialled only when an
+// Engine API call arrives, so identity tests need no engine.
 package ucptest
 
 import (
 	"context"
 	"crypto/rand"
+	"crypto/subtle"
 	"crypto/tls"
 	"encoding/hex"
 	"encoding/json"
@@ -30,10 +34,12 @@ type Server struct {
 	Username string
 	Password string
 
-	srv    *httptest.Server
-	mu     sync.Mutex
-	tokens map[string]bool
-	logins int
+	srv      *httptest.Server
+	mu       sync.Mutex
+	tokens   map[string]string // session token → account name
+	logins   int
+	pageSize int
+	accounts map[string]*account // by name
 }
 
 // Options configure a stand-in.
@@ -44,6 +50,13 @@ type Options struct {
 	Password     string
 	// Hosts are the names in the server certificate (default 127.0.0.1, localhost).
 	Hosts []string
+	// Users and Orgs are UCP's accounts besides Username, which is always a
+	// UCP administrator.
+	Users []User
+	Orgs  []Org
+	// PageSize is the most items one eNZi list answer holds, whatever the
+	// client asks for (default 100): small values exercise paging.
+	PageSize int
 }
 
 // Start runs a stand-in until Close.
@@ -66,16 +79,31 @@ func Start(o Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{CAPEM: ca.CertPEM(), Username: o.Username, Password: o.Password, tokens: map[string]bool{}}
+	if o.PageSize <= 0 {
+		o.PageSize = 100
+	}
+	s := &Server{CAPEM: ca.CertPEM(), Username: o.Username, Password: o.Password,
+		tokens: map[string]string{}, pageSize: o.PageSize, accounts: map[string]*account{}}
+	if err := s.populate(o); err != nil {
+		return nil, err
+	}
 	engine := engineProxy(o.EngineSocket)
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /ca", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write(s.CAPEM) })
 	mux.HandleFunc("POST /auth/login", s.login)
+	s.enziRoutes(mux)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		if !s.valid(r.Header.Get("Authorization")) {
+		who, ok := s.session(r)
+		if !ok {
+			unauthorized(w)
+			return
+		}
+		// UCP's RBAC: a user without grants may not use the Engine API; the
+		// stand-in grants it to administrators only.
+		if !who.admin {
 			w.Header().Set("Content-Type", "application/json")
-			w.WriteHeader(http.StatusUnauthorized)
-			_, _ = w.Write([]byte(`{"message":"unauthorized: a valid session token is required"}`))
+			w.WriteHeader(http.StatusForbidden)
+			_, _ = w.Write([]byte(`{"message":"access denied"}`))
 			return
 		}
 		engine.ServeHTTP(w, r)
@@ -101,35 +129,51 @@ func engineProxy(socket string) *httputil.ReverseProxy {
 	}
 }
 
+// login is POST /auth/login {"username","password"} → {"auth_token"}. A
+// deactivated account is refused like a wrong password.
 func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 	var req struct{ Username, Password string }
 	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<16)).Decode(&req); err != nil {
 		http.Error(w, `{"message":"bad request"}`, http.StatusBadRequest)
 		return
 	}
-	if req.Username != s.Username || req.Password != s.Password {
+	s.mu.Lock()
+	a := s.accounts[req.Username]
+	if a == nil || a.org || !a.active || subtle.ConstantTimeCompare([]byte(a.password), []byte(req.Password)) != 1 {
+		s.mu.Unlock()
 		http.Error(w, `{"message":"invalid credentials"}`, http.StatusUnauthorized)
 		return
 	}
 	b := make([]byte, 24)
 	_, _ = rand.Read(b)
 	tok := hex.EncodeToString(b)
-	s.mu.Lock()
-	s.tokens[tok] = true
+	s.tokens[tok] = a.name
 	s.logins++
 	s.mu.Unlock()
 	w.Header().Set("Content-Type", "application/json")
 	_ = json.NewEncoder(w).Encode(map[string]string{"auth_token": tok})
 }
 
-func (s *Server) valid(header string) bool {
-	tok, ok := strings.CutPrefix(header, "Bearer ")
+// session is the signed-in, active account behind a request's bearer token.
+// A copy: the caller holds no lock.
+func (s *Server) session(r *http.Request) (account, bool) {
+	tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 	if !ok {
-		return false
+		return account{}, false
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.tokens[tok]
+	a := s.accounts[s.tokens[tok]]
+	if a == nil || !a.active {
+		return account{}, false
+	}
+	return *a, true
+}
+
+func unauthorized(w http.ResponseWriter) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusUnauthorized)
+	_, _ = w.Write([]byte(`{"message":"unauthorized: a valid session token is required"}`))
 }
 
 // Logins is how many logins succeeded.
