@@ -15,9 +15,10 @@ import (
 )
 
 type installOptions struct {
-	ucp     ucpOptions
-	replica replicaOptions
-	apply   applyOptions
+	ucp            ucpOptions
+	replica        replicaOptions
+	apply          applyOptions
+	identitySource string
 }
 
 func newInstallCommand(cli *Cli) *cobra.Command {
@@ -29,7 +30,15 @@ func newInstallCommand(cli *Cli) *cobra.Command {
 from 'join'. The node needs the dtr images loaded ('dtr images' lists them).
 
   docker run -it --rm -v /var/run/docker.sock:/var/run/docker.sock dtr install \
-    --ucp-url unix:///var/run/docker.sock --ucp-node node1 --dtr-external-url dtr.example.com`,
+    --ucp-url unix:///var/run/docker.sock --ucp-node node1 --dtr-external-url dtr.example.com
+
+With UCP/MKE, --identity-source ucp signs users in with their UCP credentials and
+uses UCP's organizations and teams (docs/identity.md); the UCP password is asked
+for, and kept write-only in dtr's metadata to read UCP's directory:
+
+  docker run -it --rm dtr install --ucp-url https://ucp.example.com \
+    --ucp-ca "$(cat ucp-ca.pem)" --ucp-username dtr-admin --identity-source ucp \
+    --ucp-node node1 --dtr-external-url dtr.example.com`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return runInstall(cmd.Context(), cli, cmd, &o) },
 	}
@@ -53,6 +62,7 @@ from 'join'. The node needs the dtr images loaded ('dtr images' lists them).
 	addMetricsPortFlag(f, &o.replica, "Publish each replica's /metrics without authentication on this host port, for Prometheus (0: none); anyone who reaches the port reads the metrics: firewall it")
 	addMetricsTokenFlag(f, &o.replica, "File with a bearer token (16+ characters, e.g. openssl rand -hex 32) that may read /metrics on the HTTPS port and nothing else, stored as a Swarm secret; or give the token itself in $DTR_METRICS_TOKEN")
 	addOTLPFlag(f, &o.replica, "Export OpenTelemetry traces to this OTLP/HTTP collector URL, e.g. http://otel-collector:4318 (default: no tracing)")
+	addIdentitySourceFlag(f, &o.identitySource, "local")
 	addApplyFlags(f, &o.apply)
 	return cmd
 }
@@ -73,6 +83,10 @@ func runInstall(ctx context.Context, cli *Cli, cmd *cobra.Command, o *installOpt
 		return err
 	}
 	if err := checkCredentials(o.ucp.username, o.ucp.password); err != nil {
+		return err
+	}
+	identity, err := identitySource(o.identitySource, &o.ucp)
+	if err != nil {
 		return err
 	}
 	o.replica.warnIgnored(cli, cmd)
@@ -126,6 +140,9 @@ func runInstall(ctx context.Context, cli *Cli, cmd *cobra.Command, o *installOpt
 	}
 	in.Replica.AdminUsername = o.ucp.username
 	in.Replica.PeerPort = peerPort
+	if identity.Kind == orchestrator.IdentityUCP {
+		in.Identity = identity
+	}
 	objs := orchestrator.Objects{C: cluster, Warn: warner(cli)}
 	plan, err := objs.PlanInstall(ctx, in)
 	if err != nil {

@@ -22,6 +22,7 @@ type reconfigureOptions struct {
 	// metricsTokenGiven with an empty one removes it.
 	metricsToken      string
 	metricsTokenGiven bool
+	identitySource    string
 }
 
 func newReconfigureCommand(cli *Cli) *cobra.Command {
@@ -61,6 +62,7 @@ after a backup file or a replica's volume may have been exposed.`,
 	addOTLPFlag(f, &o.replica, "Export OpenTelemetry traces to this OTLP/HTTP collector URL; \"\" turns tracing off")
 	f.Bool(&o.storageMigrated, "storage-migrated", false, "The new storage already holds the images (you copied them); keep tags and metadata", "STORAGE_MIGRATED")
 	f.Bool(&o.rotateTokenKey, "rotate-token-key", false, "Sign tokens with a new key from now on; tokens signed with the old key stay valid until they expire (restarts nothing)", "DTR_ROTATE_TOKEN_KEY")
+	addIdentitySourceFlag(f, &o.identitySource, "")
 	addApplyFlags(f, &o.apply)
 	return cmd
 }
@@ -90,8 +92,14 @@ func runReconfigure(ctx context.Context, cli *Cli, cmd *cobra.Command, o *reconf
 	if err != nil {
 		return err
 	}
-	if ch.Describe() == "" && !o.rotateTokenKey {
-		return usageErrorf("nothing to change: give at least one setting, e.g. --dtr-external-url, --replica-https-port or --rotate-token-key")
+	var identity *orchestrator.IdentitySource
+	if changed(cmd, "identity-source") {
+		if identity, err = identitySource(o.identitySource, &o.ucp); err != nil {
+			return err
+		}
+	}
+	if ch.Describe() == "" && !o.rotateTokenKey && identity == nil {
+		return usageErrorf("nothing to change: give at least one setting, e.g. --dtr-external-url, --replica-https-port, --identity-source or --rotate-token-key")
 	}
 	if ch.HTTPPort != nil || ch.HTTPSPort != nil || ch.MetricsPort != nil && *ch.MetricsPort != 0 {
 		nodes := map[string]string{}
@@ -167,6 +175,19 @@ func runReconfigure(ctx context.Context, cli *Cli, cmd *cobra.Command, o *reconf
 			}
 			cli.Log.Infof("Token signing key rotated: new key %s; tokens signed with the old key stay valid until %s", r.KeyID, r.PreviousValidUntil.UTC().Format(time.RFC3339))
 			return nil
+		}
+	}
+	if identity != nil {
+		in.Identity, in.IdentityThrough = identity, existing.ID
+		in.SetIdentity = func(ctx context.Context) error { return api.SetIdentity(ctx, *identity) }
+		if !o.apply.dryRun {
+			// What to put back if a later step fails (secrets masked: a
+			// PUT of the mask keeps the stored ones).
+			saved, err := api.Identity(ctx)
+			if err != nil {
+				return fmt.Errorf("reading the identity settings through replica %s: %w", existing.ID, err)
+			}
+			in.UndoIdentity = func(ctx context.Context) error { return api.RestoreIdentity(ctx, saved) }
 		}
 	}
 	if ch.Storage != nil {

@@ -39,6 +39,9 @@ type Install struct {
 	// Restore, for dtr restore: the backed-up CA replaces any other, and the
 	// backup is sent to the new replica once it serves.
 	Restore *Restore
+	// Identity, when not nil, is set through the admin API once the replica
+	// is healthy (install --identity-source ucp).
+	Identity *IdentitySource
 }
 
 // Restore is what a restore adds to an install.
@@ -174,6 +177,11 @@ func (o Objects) PlanInstall(ctx context.Context, in *Install) (*Plan, error) {
 			return StorageFix(o.WaitHealthy(ctx, in.ClientFor(st.CAPEM), url, name, in.HealthTimeout), c)
 		},
 	})
+	if in.Identity != nil && in.Identity.Kind != IdentityLocal {
+		// Last, with no undo of its own: when the replica cannot use UCP,
+		// the plan removes the replica like any failed install.
+		p.Add(identityStep(c.ID, url, c.AdminUsername, in.AdminPassword, *in.Identity, func(st State) *http.Client { return in.ClientFor(st.CAPEM) }))
+	}
 	return p, nil
 }
 

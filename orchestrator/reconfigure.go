@@ -250,12 +250,22 @@ type Reconfigure struct {
 	// MetricsTokenSecret is the name of the secret a new metrics token is
 	// stored as (Objects.NextMetricsTokenSecret).
 	MetricsTokenSecret string
+	// Identity, when set, is the identity source SetIdentity stores through
+	// the admin API of replica IdentityThrough, after the replicas run
+	// their new settings; UndoIdentity puts the old settings back when the
+	// rotation after it fails.
+	Identity                  *IdentitySource
+	IdentityThrough           string
+	SetIdentity, UndoIdentity func(ctx context.Context) error
 }
 
 // PlanReconfigure updates the replicas one at a time, each healthy before
 // the next.
 func (o Objects) PlanReconfigure(in *Reconfigure) *Plan {
 	what := in.Change.Describe()
+	if in.Identity != nil {
+		what = strings.TrimPrefix(what+", identity source "+in.Identity.Kind, ", ")
+	}
 	if in.RotateTokenKey != nil {
 		what = strings.TrimPrefix(what+", token signing key rotation", ", ")
 	}
@@ -265,6 +275,17 @@ func (o Objects) PlanReconfigure(in *Reconfigure) *Plan {
 			// Last: a rotation cannot be taken back, so it waits until every
 			// step that can fail has passed.
 			p.Add(Step{Description: fmt.Sprintf("rotate the token signing key through the admin API of replica %s (no restart)", in.RotateThrough), Apply: noState(in.RotateTokenKey)})
+		}
+	}()
+	defer func() {
+		if in.Identity != nil && in.SetIdentity != nil {
+			// Once the replicas run their new settings (a new external
+			// URL, a CA bundle), which UCP sign-ins may need.
+			st := Step{Description: fmt.Sprintf("use %s through the admin API of replica %s (no restart)", in.Identity.Describe(), in.IdentityThrough), Apply: noState(in.SetIdentity)}
+			if in.UndoIdentity != nil {
+				st.Undo = noState(in.UndoIdentity)
+			}
+			p.Add(st)
 		}
 	}()
 	if in.Change.Describe() == "" {

@@ -41,22 +41,32 @@ func (l *Logins) source() identity.Source {
 func sourceMark(a meta.Account) string { return "source:" + a.Source + ":" + a.Epoch }
 
 func (l *Logins) checkSource(ctx context.Context, src identity.Source, remote, addr, name, pw string, ck [32]byte, cached string, a meta.Account, known bool, now time.Time) (*meta.Account, error) {
-	if known && a.IsActive && cached != "" && cached == sourceMark(a) {
-		l.succeeded(name)
-		return &a, nil
-	}
-	if cached != "" {
+	// The source is asked even for credentials verified a moment ago: a
+	// user it removed or disabled is refused at the next sign-in, not
+	// after a sync. What the replica remembers serves only while the
+	// source cannot answer (or a flood keeps every check busy), and
+	// passes a locked account as a local hit does.
+	fresh := known && a.IsActive && cached != "" && cached == sourceMark(a)
+	if cached != "" && !fresh {
 		if err := l.throttled(name, addr, now); err != nil {
 			return nil, err
 		}
 	}
+	still := func() error { return l.throttled(name, addr, l.now()) }
+	if fresh {
+		still = func() error { return nil }
+	}
 	// Concurrent logins with the same credentials share one check.
 	flight := l.flights.DoChan("source\x00"+string(ck[:]), func() (any, error) {
-		return l.authenticate(context.WithoutCancel(ctx), src, name, pw, func() error { return l.throttled(name, addr, l.now()) })
+		return l.authenticate(context.WithoutCancel(ctx), src, name, pw, still)
 	})
 	var u identity.User
 	select {
 	case res := <-flight:
+		if fresh && res.Err != nil && !errors.Is(res.Err, identity.ErrBadCredentials) {
+			l.succeeded(name)
+			return &a, nil
+		}
 		if res.Err != nil {
 			return nil, l.sourceFailed(src, remote, name, addr, res.Err)
 		}

@@ -91,6 +91,10 @@ func TestAttack(t *testing.T) {
 		{"realm-and-redirect", realmAndRedirect},
 		{"tls", tlsProbe},
 		{"refresh-token-cap", refreshTokenCap},
+		{"identity-local-takeover", identityLocalTakeover},
+		{"identity-ldap-filter", identityLDAPFilter},
+		{"identity-source-down", identitySourceDown},
+		{"identity-deactivated-token", identityDeactivatedToken},
 	}
 	var held, broke int
 	for _, pr := range probes {
