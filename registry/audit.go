@@ -122,6 +122,8 @@ func (a *auditor) classify(d requestDone) (auditItem, bool) {
 	}
 	if d.user == "" {
 		ev.ActorType = "anonymous"
+	} else if meta.IsServiceAccountName(d.user) {
+		ev.ActorType = "serviceAccount" // <org>+<name>, docs/identity.md
 	}
 	ev.ID = meta.NewEventID(ev.PublishedAt)
 	if rest, ok := strings.CutPrefix(d.path, "/api/v0/"); ok {

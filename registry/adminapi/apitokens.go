@@ -178,6 +178,14 @@ func checkTokenLimits(r *http.Request, me *meta.Account) error {
 	if t == nil {
 		return nil
 	}
+	if me.IsServiceAccount() {
+		// A service account may read itself (what its token is), nothing
+		// else: it is a pipeline's registry credential.
+		if org, name, _ := meta.SplitServiceAccount(me.Name); r.Method == http.MethodGet && r.URL.Path == "/api/v0/accounts/"+org+"/serviceAccounts/"+name {
+			return nil
+		}
+		return errorf(http.StatusForbidden, "NOT_AUTHORIZED", "a service account's token works for docker login, push and pull of its repositories (%s), not for the admin API", strings.Join(t.Repositories, ", "))
+	}
 	if len(t.Repositories) > 0 {
 		return errorf(http.StatusForbidden, "NOT_AUTHORIZED", "this access token is limited to repositories (%s): it works for docker login, push and pull only", strings.Join(t.Repositories, ", "))
 	}

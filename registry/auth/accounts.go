@@ -60,6 +60,14 @@ func (a *Accounts) Valid(subject, jti string) bool {
 	epoch, apiToken := SplitEpoch(TokenEpoch(jti))
 	a.mu.RLock()
 	defer a.mu.RUnlock()
+	if org, _, isSA := meta.SplitServiceAccount(subject); isSA {
+		// A service account has no epoch of its own: its registry tokens
+		// stand while its access token does (deleting the service account
+		// deletes its tokens) and its organization exists.
+		t, ok := a.tokens[apiToken]
+		_, orgExists := a.states[org]
+		return apiToken != "" && ok && orgExists && t.Username == subject && t.Usable(time.Now())
+	}
 	st, ok := a.states[subject]
 	if !ok || !st.active || epoch != st.epoch {
 		return false

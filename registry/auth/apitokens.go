@@ -29,7 +29,12 @@ func (l *Logins) checkAPIToken(ctx context.Context, name, addr, pw string) (*met
 	}
 	var a meta.Account
 	ok := err == nil && t.Username == name && t.Usable(now)
-	if ok {
+	if org, sa, isSA := meta.SplitServiceAccount(name); ok && isSA {
+		a, ok, err = l.serviceAccountLogin(ctx, org, sa, t)
+		if err != nil {
+			return nil, err
+		}
+	} else if ok {
 		a, err = l.Store.Account(ctx, name)
 		if err != nil && !errors.Is(err, meta.ErrNotFound) {
 			return nil, err
@@ -46,6 +51,25 @@ func (l *Logins) checkAPIToken(ctx context.Context, name, addr, pw string) (*met
 	l.Store.TouchAPIToken(context.WithoutCancel(ctx), t, now)
 	a.APIToken = &t
 	return &a, nil
+}
+
+// serviceAccountLogin is the account a service account's token signs in
+// as: never stored as an account, it has no password, no membership and no
+// admin flag, and only the token's repositories (Grant).
+func (l *Logins) serviceAccountLogin(ctx context.Context, org, name string, t meta.APIToken) (meta.Account, bool, error) {
+	sa, err := l.Store.ServiceAccount(ctx, org, name)
+	if errors.Is(err, meta.ErrNotFound) {
+		return meta.Account{}, false, nil
+	}
+	if err != nil {
+		return meta.Account{}, false, err
+	}
+	// A token of a deleted service account must not open a new one of the
+	// same name, nor work for a token without repositories.
+	if t.CreatedAt.Before(sa.CreatedAt.Truncate(time.Second)) || len(t.RepositoryAccess) == 0 {
+		return meta.Account{}, false, nil
+	}
+	return meta.Account{Name: sa.Username, IsActive: true, CreatedAt: sa.CreatedAt}, true, nil
 }
 
 // tokenEpoch is the epoch a registry token is issued in: the account's,

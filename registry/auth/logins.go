@@ -180,7 +180,9 @@ func (l *Logins) Check(ctx context.Context, remote, name, pw string) (acc *meta.
 	if err != nil && !errors.Is(err, meta.ErrNotFound) {
 		return nil, err
 	}
-	if src := l.source(); src != nil && (!known || (!a.IsOrg && a.Source != "")) {
+	// A service account's name (org+name) signs in with its tokens only:
+	// never a password, never through the identity source.
+	if src := l.source(); src != nil && !meta.IsServiceAccountName(name) && (!known || (!a.IsOrg && a.Source != "")) {
 		// Local accounts with a password keep signing in locally whatever
 		// the source: the break-glass administrators.
 		return l.checkSource(ctx, src, remote, addr, name, pw, ck, cached, a, known, now)

@@ -356,6 +356,14 @@ func Grant(ctx context.Context, store *meta.Store, user *meta.Account, scopes []
 			if err != nil {
 				continue
 			}
+			if user != nil && user.IsServiceAccount() {
+				// Exactly the token's repositories: no public pulls, no
+				// creating on push (serviceaccounts.go).
+				if allowed, err = store.ServiceAccountActions(ctx, user.APIToken, sc.Name); err != nil {
+					return nil, err
+				}
+				break
+			}
 			a, err := store.AccessFor(ctx, user, ns, name)
 			if err != nil {
 				return nil, err
@@ -369,7 +377,11 @@ func Grant(ctx context.Context, store *meta.Store, user *meta.Account, scopes []
 				allowed = []string{"*"}
 			}
 		case adminAPIType:
-			if sc.Name == adminAPIName && user != nil && user.IsActive {
+			// Not for a token with limits: the admin API reads the account
+			// again for a bearer token and would lose them; such tokens
+			// use Basic auth there (adminapi checkTokenLimits).
+			limited := user != nil && user.APIToken != nil && (user.APIToken.ReadOnly || len(user.APIToken.Repositories) > 0)
+			if sc.Name == adminAPIName && user != nil && user.IsActive && !limited && !user.IsServiceAccount() {
 				allowed = []string{"*"}
 			}
 		}

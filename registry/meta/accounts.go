@@ -223,6 +223,10 @@ func (s *Store) DeleteAccount(ctx context.Context, name string) error {
 			if err == nil {
 				err = s.RevokeRefreshTokens(ctx, name)
 			}
+			if err == nil {
+				// Its service accounts went with it (serviceaccounts.go).
+				err = s.DeleteOrgServiceAccountTokens(ctx, name)
+			}
 			return err
 		}
 		if ctx.Err() != nil {

@@ -33,6 +33,9 @@ type APIToken struct {
 	ExpiresAt    *time.Time `json:"expiresAt,omitempty"`
 	ReadOnly     bool       `json:"readOnly,omitempty"`     // pulls only, and no admin API changes
 	Repositories []string   `json:"repositories,omitempty"` // only these repositories; none: every one the user may use
+	// RepositoryAccess is what a service account's token may do, repository
+	// by repository (serviceaccounts.go); empty for a user's token.
+	RepositoryAccess []TokenRepositoryAccess `json:"repositoryAccess,omitempty"`
 }
 
 // APITokenPrefix starts every token's secret, so that a login can tell a
@@ -78,6 +81,16 @@ func (t *APIToken) Usable(at time.Time) bool {
 // CreateAPIToken stores a new token for t.Username and returns it with its
 // secret, which is never stored.
 func (s *Store) CreateAPIToken(ctx context.Context, t APIToken) (APIToken, string, error) {
+	if IsServiceAccountName(t.Username) || len(t.RepositoryAccess) > 0 {
+		return APIToken{}, "", fmt.Errorf("%w: %s is a service account: create its tokens with POST /api/v0/accounts/{org}/serviceAccounts/{name}/tokens", ErrInvalid, t.Username)
+	}
+	// The account must exist and be a user when the token is written.
+	return s.createAPIToken(ctx, t, key("accounts", t.Username))
+}
+
+// createAPIToken stores a checked token while the key of its account
+// (guard) exists.
+func (s *Store) createAPIToken(ctx context.Context, t APIToken, guard string) (APIToken, string, error) {
 	if strings.TrimSpace(t.TokenLabel) == "" || len(t.TokenLabel) > 100 {
 		return APIToken{}, "", fmt.Errorf("%w token label %q: give a name of 1 to 100 characters, such as \"ci\"", ErrInvalid, t.TokenLabel)
 	}
@@ -111,17 +124,15 @@ func (s *Store) CreateAPIToken(ctx context.Context, t APIToken) (APIToken, strin
 	if err != nil {
 		return APIToken{}, "", err
 	}
-	// The account must exist and be a user when the token is written.
-	acct := key("accounts", t.Username)
 	resp, err := s.KV.Txn(ctx).
-		If(clientv3.Compare(clientv3.CreateRevision(acct), ">", 0)).
+		If(clientv3.Compare(clientv3.CreateRevision(guard), ">", 0)).
 		Then(clientv3.OpPut(key("api_tokens", t.HashedToken), string(b))).
 		Commit()
 	if err != nil {
 		return APIToken{}, "", err
 	}
 	if !resp.Succeeded {
-		return APIToken{}, "", fmt.Errorf("user %s: %w", t.Username, ErrNotFound)
+		return APIToken{}, "", fmt.Errorf("account %s: %w", t.Username, ErrNotFound)
 	}
 	return t, secret, nil
 }
