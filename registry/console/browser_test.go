@@ -21,6 +21,7 @@ import (
 	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/chromedp"
 
+	"github.com/dtr-registry/dtr/registry/identity/ldap/slapdtest"
 	"github.com/dtr-registry/dtr/registry/registrytest"
 )
 
@@ -330,6 +331,76 @@ func TestConsoleInChromium(t *testing.T) {
 				chromedp.Click(chromedp.CSS(`#webhooks form:has(input[value="test-webhook"]) button`)), waitText("took the test event"))
 		}
 		shot(p.name)
+	}
+
+	// An access token: created from the user menu, its secret shown once
+	// with the docker login line, working, then revoked through the
+	// confirmation dialog.
+	do("access tokens", chromedp.Click(chromedp.CSS(`.me a[href="/account/tokens"]`)), waitText("New access token"),
+		submit("#token-form", "name", "laptop"), chromedp.Click(chromedp.CSS(`#token-form button.primary`)),
+		waitText("Access token laptop created"), waitText("only time it is shown"))
+	secret, err = chromedp.Run(ctx, chromedp.Evaluate[string](`document.getElementById("token-secret").value`))
+	if err != nil || !strings.HasPrefix(secret, "dtr_") {
+		t.Fatalf("the token's secret on the page: %q (%v)", secret, err)
+	}
+	login, err := chromedp.Run(ctx, chromedp.Evaluate[string](`document.getElementById("token-login").value`))
+	if err != nil || login != "docker login -u "+admin+" --password-stdin "+r.Host {
+		t.Fatalf("the docker login line: %q (%v)", login, err)
+	}
+	shot("access-token-created")
+	if st := r.API(t, admin, secret, "GET", "/api/v0/accounts/"+admin, nil, nil); st != http.StatusOK {
+		t.Fatalf("the new token on the API: %d", st)
+	}
+	do("the token list", chromedp.Navigate(r.URL+"/account/tokens"), waitText("laptop"), waitText("read-only"))
+	if html, _ := chromedp.Run(ctx, chromedp.Evaluate[string]("document.documentElement.outerHTML")); strings.Contains(html, secret) {
+		t.Fatal("the token list shows the secret again")
+	}
+	shot("access-tokens")
+	do("revoke the token", chromedp.Click(chromedp.CSS(`#tokens form:has(input[value="revoke"]) button`)), waitText("Access token revoked"), waitText("You have no access tokens"))
+	wantDialog("Revoke access token laptop")
+	if st := r.API(t, admin, secret, "GET", "/api/v0/accounts/"+admin, nil, nil); st != http.StatusUnauthorized {
+		t.Fatalf("the revoked token on the API: %d", st)
+	}
+
+	// A service account of the organization with a token for webapp.
+	do("service account", chromedp.Navigate(r.URL+"/orgs/engineering"), chromedp.Click(chromedp.CSS(`a[href="/orgs/engineering/serviceaccounts"]`)),
+		waitText("New service account"), submit("#sa-form", "name", "ci"), submit("#sa-form", "description", "the web app's pipeline"),
+		chromedp.Click(chromedp.CSS(`#sa-form button.primary`)), waitText("Service account created"),
+		submit("#token-form", "name", "build"), chromedp.Click(chromedp.CSS(`#token-form input[name=repo][value=webapp]`)), chromedp.Click(chromedp.CSS(`#token-form input[value=push]`)),
+		chromedp.Click(chromedp.CSS(`#token-form button.primary`)), waitText("Token build created"), waitText("engineering/webapp pull, push"))
+	if login, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`document.getElementById("token-login").value`)); login != "docker login -u engineering+ci --password-stdin "+r.Host {
+		t.Fatalf("the service account's docker login line: %q", login)
+	}
+	shot("service-account")
+
+	// System → Identity against a real slapd: LDAP settings, the test of a
+	// directory user, saved with the reader password then shown as set.
+	if _, ok := slapdtest.Path(); ok {
+		ldap := slapdtest.Start(t)
+		ldap.AddUser("dora", "Dora Explorer", "dora-ldap-pw")
+		ldap.AddGroup("admins", "dora")
+		do("identity page", chromedp.Navigate(r.URL+"/system/identity"), waitText("Users come from"),
+			chromedp.Click(chromedp.CSS(`input[name=kind][value=ldap]`)), chromedp.WaitVisible(chromedp.CSS(`input[name=serverURL]`)),
+			submit("#identity", "serverURL", ldap.URL), chromedp.Click(chromedp.CSS(`input[name=startTLS]`)),
+			submit("#identity", "rootCerts", string(ldap.CAPEM)), submit("#identity", "readerDN", slapdtest.ReaderDN),
+			submit("#identity", "readerPassword", slapdtest.ReaderPW), submit("#identity", "baseDN", slapdtest.People),
+			submit("#identity", "usernameAttr", "uid"), submit("#identity", "adminGroupDN", slapdtest.GroupDN("admins")),
+			submit("#identity", "testUsername", "dora"), submit("#identity", "testPassword", "dora-ldap-pw"),
+			chromedp.Click(chromedp.CSS(`#identity button[value=test]`)), waitText("dora signs in as dora"), waitText("Dora Explorer"))
+		if s := text(); !strings.Contains(s, "Administrator\nyes") && !strings.Contains(s, "Administrator\tyes") {
+			t.Fatalf("the test does not say dora is an administrator:\n%s", s)
+		}
+		shot("system-identity")
+		do("save the identity settings", submit("#identity", "readerPassword", slapdtest.ReaderPW),
+			chromedp.Click(chromedp.CSS(`#identity button[value=save]`)), waitText("Identity settings saved"), waitText("Sync now"))
+		if state, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`document.getElementById("ldap-password-state").textContent`)); state != "set" {
+			t.Fatalf("the reader password after saving: %q, want set", state)
+		}
+		if html, _ := chromedp.Run(ctx, chromedp.Evaluate[string]("document.documentElement.outerHTML")); strings.Contains(html, slapdtest.ReaderPW) {
+			t.Fatal("the identity page shows the reader password")
+		}
+	} else {
+		t.Log("slapd is not installed (apt-get install slapd): System → Identity is not driven against a directory")
 	}
 
 	// Sign out; carol then sees only what she may.

@@ -176,6 +176,20 @@ type teamPage struct {
 	Repos    []meta.Repository
 	Levels   []string
 	Truncate bool
+	// Sync is the team's link to a directory group, for those the API
+	// shows it to (members of the organization); nil: not shown.
+	Sync *teamSync
+	// SysAdmin may link the team (the API's rule); Source is then the
+	// identity source's kind.
+	SysAdmin bool
+	Source   string
+}
+
+// teamSync is the admin API's memberSyncConfig.
+type teamSync struct {
+	EnableSync      bool   `json:"enableSync"`
+	GroupDN         string `json:"groupDN"`
+	GroupMemberAttr string `json:"groupMemberAttr"`
 }
 
 // maxTeamRepos bounds the repositories whose grants a team page reads.
@@ -198,6 +212,22 @@ func (c *Console) team(w http.ResponseWriter, r *http.Request, s *session) error
 	var err error
 	if d.IsAdmin, err = c.orgAdmin(r, s, org); err != nil {
 		return err
+	}
+	var ts teamSync
+	if err := s.api("GET", base+"/memberSyncConfig", nil, &ts); err == nil {
+		d.Sync = &ts
+	} else if st := asUserError(err).Status; st != http.StatusForbidden && st != http.StatusNotFound {
+		return err
+	}
+	if s.acc.IsAdmin {
+		var is meta.IdentitySettings
+		if err := s.api("GET", "/meta/settings/identity", nil, &is); err != nil {
+			return err
+		}
+		d.SysAdmin, d.Source = true, is.Kind
+		if d.Source == "" {
+			d.Source = meta.IdentityLocal
+		}
 	}
 	if d.IsAdmin {
 		var gs struct {
@@ -257,6 +287,16 @@ func (c *Console) teamAction(w http.ResponseWriter, r *http.Request, s *session)
 	case "revoke-repo":
 		err = s.api("DELETE", apiRepoPath(org, f.Get("repo"))+"/teamAccess/"+url.PathEscape(name), nil, nil)
 		flash = "grant-removed"
+	case "link-group":
+		req := teamSync{EnableSync: true, GroupDN: strings.TrimSpace(f.Get("groupDN")), GroupMemberAttr: strings.TrimSpace(f.Get("groupMemberAttr"))}
+		if req.GroupDN == "" {
+			return errorPage(http.StatusBadRequest, "Give the DN of the directory group whose members make up the team, such as cn=developers,ou=groups,dc=example,dc=com.")
+		}
+		err = s.api("PUT", base+"/memberSyncConfig", req, nil)
+		flash = "team-linked"
+	case "unlink-group":
+		err = s.api("DELETE", base+"/memberSyncConfig", nil, nil)
+		flash = "team-unlinked"
 	case "delete-team":
 		if f.Get("confirmed") != "yes" {
 			return c.confirm(w, r, s, confirmPage{Action: back, Button: "Delete team " + name, Back: back,

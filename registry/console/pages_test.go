@@ -42,7 +42,7 @@ func TestWhatEachUserSees(t *testing.T) {
 	if strings.Contains(org, "devs") || strings.Contains(org, "acme/app") {
 		t.Errorf("carol, no member of acme, sees its teams or private repositories:\n%s", excerpt(org))
 	}
-	for _, p := range []string{"/users", "/system", "/system/storage", "/system/replicas", "/system/gc"} {
+	for _, p := range []string{"/users", "/system", "/system/storage", "/system/replicas", "/system/gc", "/system/identity"} {
 		resp, body := carol.get(p)
 		wantPage(t, "carol opens "+p, resp, body, http.StatusForbidden, "Only a system administrator")
 	}
@@ -411,7 +411,8 @@ func TestPagesWithoutJavaScript(t *testing.T) {
 	a := newBrowser(t, r)
 	a.login(admin, adminPW)
 	for _, p := range []string{"/repositories", "/repositories?q=app", "/repositories/new", "/repositories/acme/app", "/orgs", "/orgs/acme",
-		"/orgs/acme/teams/devs", "/users", "/account", "/system", "/system/storage", "/system/replicas", "/system/gc"} {
+		"/orgs/acme/teams/devs", "/users", "/account", "/system", "/system/storage", "/system/replicas", "/system/gc",
+		"/account/tokens", "/system/identity", "/orgs/acme/serviceaccounts"} {
 		resp, body := a.get(p)
 		wantPage(t, p, resp, body, http.StatusOK, "</html>", `<link rel="stylesheet" href="/static/console.css">`)
 		if !strings.Contains(resp.Header.Get("Content-Security-Policy"), "default-src 'none'") || resp.Header.Get("X-Frame-Options") != "DENY" || resp.Header.Get("Cache-Control") != "no-store" {

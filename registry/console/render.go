@@ -54,6 +54,13 @@ var flashes = map[string]string{
 	"policy-saved":     "Pruning policy saved.",
 	"policy-deleted":   "Pruning policy deleted.",
 	"webhook-deleted":  "Webhook deleted with its delivery log.",
+	"sa-created":       "Service account created. Create a token for each pipeline that logs in as it.",
+	"sa-deleted":       "Service account deleted with its tokens.",
+	"token-revoked":    "Access token revoked. It no longer works on any replica.",
+	"identity-saved":   "Identity settings saved. Every replica uses them for the next sign-in.",
+	"sync-started":     "Sync started; it appears under Recent syncs.",
+	"team-linked":      "Team linked to the directory group. The next sync sets its members.",
+	"team-unlinked":    "Link to the directory group removed. The team keeps its members; add and remove them here from now on.",
 }
 
 var funcs = template.FuncMap{
@@ -97,7 +104,8 @@ var funcs = template.FuncMap{
 }
 
 var pageNames = []string{"login", "expired", "message", "confirm", "repositories", "repository", "newrepo",
-	"orgs", "org", "team", "users", "account", "system", "storage", "replicas", "gc", "webhooks", "webhook"}
+	"orgs", "org", "team", "users", "account", "system", "storage", "replicas", "gc", "webhooks", "webhook",
+	"tokens", "identity", "serviceaccounts", "serviceaccount"}
 
 func parsePages() (map[string]*template.Template, error) {
 	out := map[string]*template.Template{}

@@ -229,6 +229,11 @@ func TestCSRF(t *testing.T) {
 		{"/repositories/acme/app", url.Values{"action": {"test-webhook"}, "webhook": {"00"}}},
 		{"/system/webhooks", url.Values{"action": {"create-webhook"}, "type": {"TAG_PUSH"}, "endpoint": {"https://evil.example"}}},
 		{"/system/webhooks", url.Values{"action": {"delete-webhook"}, "webhook": {"00"}, "confirmed": {"yes"}}},
+		{"/account/tokens", url.Values{"action": {"create"}, "name": {"forged"}, "scope": {"read-write"}}},
+		{"/system/identity", url.Values{"action": {"save"}, "kind": {"ucp"}, "ucpURL": {"https://evil.example"}, "ucpUsername": {"x"}, "ucpPassword": {"x"}}},
+		{"/system/identity", url.Values{"action": {"sync"}}},
+		{"/orgs/acme/teams/devs", url.Values{"action": {"unlink-group"}}},
+		{"/orgs/acme/serviceaccounts", url.Values{"action": {"create"}, "name": {"forged"}}},
 		{"/logout", url.Values{}},
 	}
 	for _, f := range forms {
@@ -258,6 +263,15 @@ func TestCSRF(t *testing.T) {
 	}
 	if hs, err := store.Webhooks(ctx(t)); err != nil || len(hs) != 0 {
 		t.Errorf("forged forms created webhooks: %+v %v", hs, err)
+	}
+	if ts, err := store.APITokens(ctx(t), admin); err != nil || len(ts) != 0 {
+		t.Errorf("forged forms created access tokens: %+v %v", ts, err)
+	}
+	if sas, err := store.ServiceAccounts(ctx(t), "acme"); err != nil || len(sas) != 0 {
+		t.Errorf("forged forms created service accounts: %+v %v", sas, err)
+	}
+	if st, _, _ := store.Settings(ctx(t)); st.IdentityKind() != meta.IdentityLocal {
+		t.Error("a forged form changed the identity source")
 	}
 	if st, _, _ := store.Settings(ctx(t)); st.ExternalURL == "https://evil.example" {
 		t.Error("a forged form changed the external URL")

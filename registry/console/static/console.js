@@ -33,6 +33,21 @@
     radios.forEach(function (r) { r.addEventListener("change", show); });
     show();
   }
+  // System → Identity shows the chosen source's fields only.
+  var kinds = document.querySelectorAll('input[name="kind"]');
+  if (kinds.length) {
+    var showKind = function () {
+      var k = document.querySelector('input[name="kind"]:checked');
+      k = k ? k.value : "local";
+      document.querySelectorAll("fieldset.kind-ldap, fieldset.kind-ucp").forEach(function (f) {
+        f.hidden = !f.classList.contains("kind-" + k);
+      });
+      var t = document.querySelector("fieldset.test");
+      if (t) { t.hidden = k === "local"; }
+    };
+    kinds.forEach(function (r) { r.addEventListener("change", showKind); });
+    showKind();
+  }
   // Sort tables marked .sortable by a click on a column's heading
   // (data-sort holds a sortable value where the text is not one).
   document.querySelectorAll("table.sortable").forEach(function (t) {
