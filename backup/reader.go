@@ -39,6 +39,68 @@ func Verify(r io.Reader) (Manifest, error) { return VerifyWith(r, nil) }
 // VerifyWith is Verify, calling onIndex with the image index as soon as it
 // passes (before the blobs it lists), e.g. to show progress.
 func VerifyWith(r io.Reader, onIndex func(*ImageIndex)) (Manifest, error) {
+	return VerifyStream(r, VerifyOptions{OnIndex: onIndex})
+}
+
+// VerifyOptions are what a verification does besides reading.
+type VerifyOptions struct {
+	// OnIndex receives the image index as soon as it passes, before the
+	// blobs it lists.
+	OnIndex func(*ImageIndex)
+	// Copy, when set, receives every member but the blobs as it is read: a
+	// spool of the backup whose blobs go elsewhere (Blob).
+	Copy *tar.Writer
+	// Member, when it returns a writer, receives the bytes of that member
+	// (not a blob) as they are read.
+	Member func(path string) io.Writer
+	// Blob, when set, receives each blob's bytes as they are hashed: one
+	// pass over them. Its Commit is called once they matched the digest,
+	// its Cancel when they did not; a damaged stream can still be refused
+	// after a Commit (a later member), so what it keeps must stay aside
+	// until the whole stream verified.
+	Blob func(digest string, size int64) (BlobSink, error)
+	// BlobsElsewhere: the stream is such a spool, without the blobs its
+	// index includes (the caller verifies them where it put them). Their
+	// manifest entries must still name their digest and the index's size.
+	BlobsElsewhere bool
+}
+
+// BlobSink is where VerifyStream writes a blob's bytes.
+type BlobSink interface {
+	io.Writer
+	Commit() error
+	Cancel()
+}
+
+// sinkError marks an error of a BlobSink or a Copy (the caller's storage),
+// not of the stream.
+type sinkError struct{ err error }
+
+func (e *sinkError) Error() string { return e.err.Error() }
+
+type sinkWriter struct{ w io.Writer }
+
+func (s sinkWriter) Write(p []byte) (int, error) {
+	n, err := s.w.Write(p)
+	if err != nil {
+		err = &sinkError{err}
+	}
+	return n, err
+}
+
+// copyError is the caller's error a copy failed with, if it was one.
+func copyError(err error) error {
+	var se *sinkError
+	if errors.As(err, &se) {
+		return se.err
+	}
+	return nil
+}
+
+// VerifyStream is Verify with the options o.
+func VerifyStream(r io.Reader, o VerifyOptions) (Manifest, error) {
+	onIndex := o.OnIndex
+	var buf []byte
 	cr := &countingReader{r: r}
 	tr := tar.NewReader(cr)
 	var manifestEnd int64
@@ -87,6 +149,11 @@ func VerifyWith(r io.Reader, onIndex func(*ImageIndex)) (Manifest, error) {
 					return Manifest{}, invalid("%v", err)
 				}
 			}
+			if o.Copy != nil {
+				if err := o.Copy.WriteHeader(hdr); err != nil {
+					return Manifest{}, err
+				}
+			}
 			continue
 		case tar.TypeReg:
 		default:
@@ -106,8 +173,35 @@ func VerifyWith(r io.Reader, onIndex func(*ImageIndex)) (Manifest, error) {
 		case index != nil && !isBlob && rest != ManifestName:
 			return Manifest{}, invalid("%s follows the image section; records come first", rest)
 		}
+		var copies []io.Writer
+		if o.Copy != nil && !isBlob {
+			if err := o.Copy.WriteHeader(hdr); err != nil {
+				return Manifest{}, err
+			}
+			copies = append(copies, sinkWriter{o.Copy})
+		}
+		if o.Member != nil && !isBlob {
+			if w := o.Member(rest); w != nil {
+				copies = append(copies, sinkWriter{w})
+			}
+		}
+		var sink BlobSink
+		if isBlob && o.Blob != nil {
+			var err error
+			if sink, err = o.Blob(digest, hdr.Size); err != nil {
+				return Manifest{}, err
+			}
+			copies = append(copies, sinkWriter{sink})
+		}
+		body := io.Reader(tr)
+		if len(copies) > 0 {
+			body = io.TeeReader(tr, io.MultiWriter(copies...))
+		}
 		if rest == ImageIndexName {
-			b, err := io.ReadAll(io.LimitReader(tr, hdr.Size))
+			b, err := io.ReadAll(io.LimitReader(body, hdr.Size))
+			if cerr := copyError(err); cerr != nil {
+				return Manifest{}, cerr
+			}
 			if err != nil || int64(len(b)) != hdr.Size {
 				return Manifest{}, invalid("%s is truncated: %v", rest, err)
 			}
@@ -127,7 +221,10 @@ func VerifyWith(r io.Reader, onIndex func(*ImageIndex)) (Manifest, error) {
 			if hdr.Size > MaxManifest {
 				return Manifest{}, invalid("manifest of %d bytes is larger than %d", hdr.Size, MaxManifest)
 			}
-			b, err := io.ReadAll(io.LimitReader(tr, hdr.Size))
+			b, err := io.ReadAll(io.LimitReader(body, hdr.Size))
+			if cerr := copyError(err); cerr != nil {
+				return Manifest{}, cerr
+			}
 			if err != nil || int64(len(b)) != hdr.Size {
 				return Manifest{}, invalid("the manifest is truncated: %v", err)
 			}
@@ -142,14 +239,34 @@ func VerifyWith(r io.Reader, onIndex func(*ImageIndex)) (Manifest, error) {
 			continue
 		}
 		h := sha256.New()
-		n, err := copyDense(h, tr, cr)
-		if err != nil || n != hdr.Size {
+		if buf == nil {
+			buf = make([]byte, 256<<10)
+		}
+		n, err := copyDense(h, body, cr, buf)
+		if err == nil && n != hdr.Size {
+			err = io.ErrUnexpectedEOF
+		}
+		if err != nil {
+			if sink != nil {
+				sink.Cancel()
+			}
+			if cerr := copyError(err); cerr != nil {
+				return Manifest{}, cerr
+			}
 			return Manifest{}, invalid("%s is truncated or corrupt (%d of %d bytes): %v", rest, n, hdr.Size, err)
 		}
 		sum := hex.EncodeToString(h.Sum(nil))
 		if isBlob {
 			if "sha256:"+sum != digest {
+				if sink != nil {
+					sink.Cancel()
+				}
 				return Manifest{}, invalid("blob %s does not match its digest (its bytes hash to sha256:%s): the backup is corrupt", digest, sum)
+			}
+			if sink != nil {
+				if err := sink.Commit(); err != nil {
+					return Manifest{}, err
+				}
 			}
 			blobs++
 		}
@@ -174,6 +291,17 @@ func VerifyWith(r io.Reader, onIndex func(*ImageIndex)) (Manifest, error) {
 	}
 	if Root(m.DTRVersion) != root {
 		return Manifest{}, invalid("the manifest says dtr %s but the root directory is %s/", m.DTRVersion, root)
+	}
+	if o.BlobsElsewhere && index != nil && m.Images != nil && m.Images.Included {
+		// Taken as listed: checkImages holds them to the index, and the
+		// caller re-hashes them against their digest where they are.
+		for _, f := range m.Files {
+			if d, ok := blobMember(f.Path); ok && "sha256:"+f.SHA256 == d {
+				if _, inStream := seen[f.Path]; !inStream {
+					seen[f.Path] = f
+				}
+			}
+		}
 	}
 	listed := map[string]bool{}
 	for _, f := range m.Files {
@@ -295,9 +423,8 @@ func (c *countingReader) Read(p []byte) (int, error) {
 // copyDense copies a member, refusing one that yields more bytes than the
 // stream holds: sparse tar members (in any of tar's sparse formats) expand
 // holes without input, so a few bytes could make the reader hash gigabytes.
-func copyDense(w io.Writer, tr io.Reader, cr *countingReader) (int64, error) {
+func copyDense(w io.Writer, tr io.Reader, cr *countingReader, buf []byte) (int64, error) {
 	start := cr.n
-	buf := make([]byte, 32<<10)
 	var n int64
 	for {
 		k, err := tr.Read(buf)

@@ -56,7 +56,7 @@ func (r *Replica) WriteBackup(ctx context.Context, w io.Writer, o BackupOptions)
 	if drv != nil {
 		// The repositories of the dumped revision: what a restore of these
 		// records serves.
-		ix, err := r.imageIndex(ctx, drv, repos)
+		ix, err := r.imageIndex(ctx, drv, repos, o.IncludeImages)
 		if err != nil {
 			return backup.Manifest{}, err
 		}
@@ -116,7 +116,9 @@ func (r *Replica) loadBackup(ctx context.Context, path string) (meta.Cluster, er
 	if rm := r.received.Load(); rm != nil {
 		m = *rm
 	} else {
-		if m, err = backup.Verify(f); err != nil {
+		// Its blobs, if any, were staged in the storage as it was
+		// received: finishRestore checks them there.
+		if m, err = backup.VerifyStream(f, backup.VerifyOptions{BlobsElsewhere: true}); err != nil {
 			return meta.Cluster{}, fmt.Errorf("the backup in %s: %w", path, err)
 		}
 		if _, err := f.Seek(0, io.SeekStart); err != nil {

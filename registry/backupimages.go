@@ -14,18 +14,23 @@ import (
 	"github.com/dtr-registry/dtr/backup"
 	"github.com/dtr-registry/dtr/contract"
 	"github.com/dtr-registry/dtr/registry/gc"
-	"github.com/dtr-registry/dtr/registry/meta"
 )
 
 // imageWorkers is how many storage calls the image index makes at once:
-// S3 answers a stat in tens of milliseconds.
-const imageWorkers = 8
+// S3 answers a stat in tens of milliseconds, and a local disk gains little
+// beyond a few.
+const imageWorkers = 16
 
 // imageIndex reads from storage what repos reference, with garbage
 // collection's marking (so a backup keeps exactly what a collection keeps):
 // each repository's tags, manifest revisions and layer links, and every
-// referenced blob with its size, or marked missing when storage lacks it.
-func (r *Replica) imageIndex(ctx context.Context, drv driver.StorageDriver, repos []string) (*backup.ImageIndex, error) {
+// referenced blob. With statBlobs (a backup with the images, a storage
+// check) each blob's size is storage's, or it is marked missing when
+// storage lacks it; without, a blob's size is what the manifests naming it
+// say, and only a manifest whose data could not be read is marked missing:
+// a stat of every blob would double what a backup without images costs,
+// and the storage check is the operation that asks storage.
+func (r *Replica) imageIndex(ctx context.Context, drv driver.StorageDriver, repos []string, statBlobs bool) (*backup.ImageIndex, error) {
 	logf := func(format string, args ...any) { r.log.Debugf("image index: "+format, args...) }
 	marked, err := gc.Mark(ctx, drv, repos, imageWorkers, logf)
 	if err != nil {
@@ -41,34 +46,28 @@ func (r *Replica) imageIndex(ctx context.Context, drv driver.StorageDriver, repo
 	for d := range marked.References {
 		manifests[d] = true
 	}
-	sort.Strings(repos)
-	tagsOf := make([][]meta.TagInfo, len(repos))
-	if err := parallelIndex(ctx, len(repos), func(i int) error {
-		var err error
-		tagsOf[i], err = listTags(ctx, drv, repos[i])
-		return err
-	}); err != nil {
-		return nil, err
+	for d := range marked.Missing {
+		manifests[d] = true
 	}
-	for i, repo := range repos {
+	sort.Strings(repos)
+	for _, repo := range repos {
 		revs, layers := marked.Revisions[repo], marked.LayerLinks[repo]
 		rev := make(map[string]bool, len(revs))
 		for _, d := range revs {
 			rev[d] = true
 		}
-		tags := tagsOf[i]
 		ir := backup.ImageRepository{Name: repo, Manifests: revs, Layers: layers}
-		for _, t := range tags {
-			if !rev[t.Digest] {
+		for name, d := range marked.Tags[repo] {
+			if !rev[d] {
 				// Distribution cannot serve it either: a tag must name a
 				// manifest revision of its repository.
-				r.log.Warnf("tag %s:%s names %s, which is no manifest of the repository: left out", repo, t.Name, t.Digest)
+				r.log.Warnf("tag %s:%s names %s, which is no manifest of the repository: left out", repo, name, d)
 				continue
 			}
 			if ir.Tags == nil {
 				ir.Tags = map[string]string{}
 			}
-			ir.Tags[t.Name] = t.Digest
+			ir.Tags[name] = d
 		}
 		if len(ir.Tags)+len(ir.Manifests)+len(ir.Layers) > 0 {
 			ix.Repositories = append(ix.Repositories, ir)
@@ -80,19 +79,24 @@ func (r *Replica) imageIndex(ctx context.Context, drv driver.StorageDriver, repo
 	}
 	sort.Strings(digests)
 	ix.Blobs = make([]backup.Blob, len(digests))
+	for i, d := range digests {
+		ix.Blobs[i] = backup.Blob{Digest: d, Manifest: manifests[d], References: marked.References[d],
+			Size: marked.Sizes[d], Missing: marked.Missing[d]}
+	}
+	if !statBlobs {
+		return ix, nil
+	}
 	err = parallelIndex(ctx, len(digests), func(i int) error {
-		d := digests[i]
-		b := backup.Blob{Digest: d, Manifest: manifests[d], References: marked.References[d]}
-		fi, err := drv.Stat(ctx, gc.BlobDataPath(d))
+		b := &ix.Blobs[i]
+		fi, err := drv.Stat(ctx, gc.BlobDataPath(b.Digest))
 		switch {
 		case err == nil:
-			b.Size = fi.Size()
+			b.Size, b.Missing = fi.Size(), false
 		case isNotFound(err):
 			b.Missing = true
 		default:
-			return fmt.Errorf("reading the size of blob %s: %w", d, err)
+			return fmt.Errorf("reading the size of blob %s: %w", b.Digest, err)
 		}
-		ix.Blobs[i] = b
 		return nil
 	})
 	if err != nil {
@@ -186,7 +190,7 @@ func (r *Replica) checkStorage(ctx context.Context) (contract.StorageCheck, erro
 	for n := range names {
 		repos = append(repos, n)
 	}
-	ix, err := r.imageIndex(ctx, drv, repos)
+	ix, err := r.imageIndex(ctx, drv, repos, true)
 	if err != nil {
 		return contract.StorageCheck{}, err
 	}

@@ -1,6 +1,9 @@
 package registry
 
 import (
+	"archive/tar"
+	"bufio"
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"io"
@@ -56,7 +59,7 @@ func (r *Replica) restorePhase(hosts []string) (p *interimPhase, received <-chan
 			return
 		default:
 		}
-		m, err := r.receiveBackup(http.MaxBytesReader(w, req.Body, MaxRestoreBody))
+		m, err := r.receiveBackup(req.Context(), http.MaxBytesReader(w, req.Body, MaxRestoreBody))
 		if err != nil {
 			r.log.WithError(err).Warn("refused a backup")
 			refuse(w, http.StatusBadRequest, err.Error())
@@ -77,9 +80,11 @@ func (r *Replica) restorePhase(hosts []string) (p *interimPhase, received <-chan
 	}, done, nil
 }
 
-// receiveBackup spools an uploaded backup to the data volume while it
-// verifies it; only a complete backup of this minor version is kept.
-func (r *Replica) receiveBackup(body io.Reader) (backup.Manifest, error) {
+// receiveBackup spools an uploaded backup's records to the data volume and
+// writes its blobs into the storage's staging area, verifying it all in
+// one pass; only a complete backup of this minor version is kept, and the
+// staging area of one refused is removed.
+func (r *Replica) receiveBackup(ctx context.Context, body io.Reader) (m backup.Manifest, err error) {
 	final := r.disk.restoreSpool()
 	if err := os.MkdirAll(filepath.Dir(final), 0o700); err != nil {
 		return backup.Manifest{}, err
@@ -90,11 +95,25 @@ func (r *Replica) receiveBackup(body io.Reader) (backup.Manifest, error) {
 	}
 	defer os.Remove(tmp.Name())
 	defer tmp.Close()
-	m, err := backup.Verify(io.TeeReader(body, tmp))
+	st := &stager{ctx: ctx, r: r}
+	defer func() {
+		if err != nil {
+			st.discard()
+		}
+	}()
+	bw := bufio.NewWriterSize(tmp, 1<<20)
+	spool := tar.NewWriter(bw)
+	m, err = backup.VerifyStream(body, backup.VerifyOptions{Copy: spool, Member: st.member, Blob: st.blob})
 	if err != nil {
 		return m, err
 	}
 	if err := backup.CheckVersion(m, images.Version); err != nil {
+		return m, err
+	}
+	if err := spool.Close(); err != nil {
+		return m, err
+	}
+	if err := bw.Flush(); err != nil {
 		return m, err
 	}
 	if err := tmp.Sync(); err != nil {

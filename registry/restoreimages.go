@@ -36,13 +36,16 @@ type restoreResult struct {
 }
 
 // restoreImages writes a received backup's images into drv: every blob
-// (verified against its digest again as it is read, written aside and then
-// moved into place), then each repository's layer links, manifest
+// (staged while the upload was received, and moved into place now; one in
+// the spool is verified against its digest again as it is read, written
+// aside and then moved), then each repository's layer links, manifest
 // revisions and tags, as Distribution and the push guard read them. A
 // backup without images writes nothing. Either way it then checks that
 // storage holds every referenced blob. Running it again (a restart) is
-// safe: a blob already in place is kept.
-func restoreImages(ctx context.Context, drv driver.StorageDriver, spool string, logf func(format string, args ...any)) (*restoreResult, error) {
+// safe: a blob already in place is kept, and with rehash (a replica that
+// did not receive the upload itself) each staged blob is checked against
+// its digest again before it moves.
+func restoreImages(ctx context.Context, drv driver.StorageDriver, spool string, included, rehash bool, logf func(format string, args ...any)) (*restoreResult, error) {
 	start := time.Now()
 	f, err := os.Open(spool)
 	if err != nil {
@@ -51,13 +54,14 @@ func restoreImages(ctx context.Context, drv driver.StorageDriver, spool string, 
 	defer f.Close()
 	res := &restoreResult{}
 	var ix *backup.ImageIndex
-	included := false
+	inSpool := map[string]bool{}
 	buf := make([]byte, 1<<20)
 	err = backup.WalkImages(f, func(i *backup.ImageIndex) error {
 		ix = i
 		return nil
 	}, func(b backup.Blob, body io.Reader) error {
 		included = true
+		inSpool[b.Digest] = true
 		final := gc.BlobDataPath(b.Digest)
 		if fi, err := drv.Stat(ctx, final); err == nil && fi.Size() == b.Size {
 			res.Present++
@@ -83,6 +87,29 @@ func restoreImages(ctx context.Context, drv driver.StorageDriver, spool string, 
 		return res, nil // a backup taken before the image section existed
 	}
 	res.HasIndex, res.index = true, ix
+	if included {
+		for _, b := range ix.Blobs {
+			if b.Missing || inSpool[b.Digest] {
+				continue
+			}
+			moved, err := placeStaged(ctx, drv, b, rehash, buf)
+			if err != nil {
+				return nil, err
+			}
+			if !moved {
+				res.Present++
+				continue
+			}
+			res.Written++
+			res.Bytes += b.Size
+			if res.Written%500 == 0 {
+				logf("restored %d blobs, %d bytes", res.Written, res.Bytes)
+			}
+		}
+		if err := drv.Delete(ctx, restoreStaging); err != nil && !isNotFound(err) {
+			return nil, fmt.Errorf("removing the staging area %s: %w", restoreStaging, err)
+		}
+	}
 	present := func(d string) (bool, error) {
 		_, err := drv.Stat(ctx, gc.BlobDataPath(d))
 		if isNotFound(err) {
@@ -209,7 +236,24 @@ func (s *startup) finishRestore(ctx context.Context, spool string) error {
 		defer s.stopInterim()
 	}
 	r.log.Info("restoring the backup's images into the registry storage")
-	res, err := restoreImages(ctx, drv, spool, r.log.Infof)
+	// The manifest says whether the blobs were staged; a replica that did
+	// not receive the upload itself (restarted since) reads it again.
+	m, rehash := r.received.Load(), false
+	if m == nil {
+		rehash = true
+		f, err := os.Open(spool)
+		if err != nil {
+			return err
+		}
+		vm, err := backup.VerifyStream(f, backup.VerifyOptions{BlobsElsewhere: true})
+		f.Close()
+		if err != nil {
+			return fmt.Errorf("the backup in %s: %w", spool, err)
+		}
+		m = &vm
+	}
+	included := m.Images != nil && m.Images.Included
+	res, err := restoreImages(ctx, drv, spool, included, rehash, r.log.Infof)
 	if err != nil {
 		return fmt.Errorf("restoring the backup's images: %w", err)
 	}
