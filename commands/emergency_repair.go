@@ -27,7 +27,8 @@ func newEmergencyRepairCommand(cli *Cli) *cobra.Command {
 		Use:   "emergency-repair [flags]",
 		Short: "Recover a cluster that lost quorum by shrinking it to one surviving replica",
 		Long: `For a cluster where a majority of replicas is gone: the chosen replica restarts
-its metadata as a new single-member cluster, keeping its data; the other
+its metadata as a new single-member cluster, keeping its data (in place, through
+its admin API, when it runs; otherwise Swarm restarts it); the other
 replicas' services are removed (and their volumes, with --prune). Then 'join'
 new replicas. If only a minority is unhealthy, use 'remove' and 'join' instead.`,
 		Args: noArgs,
@@ -85,7 +86,9 @@ func runEmergencyRepair(ctx context.Context, cli *Cli, cmd *cobra.Command, o *em
 	}
 	url := orchestrator.ReplicaURL(addr, keep.HTTPSPort)
 	// /_ping needs no quorum and no login: it says whether a repair is needed.
-	if h, err := orchestrator.Ping(ctx, orchestrator.HTTPSClient(ca), url); err != nil {
+	h, err := orchestrator.Ping(ctx, orchestrator.HTTPSClient(ca), url)
+	answers := err == nil
+	if err != nil {
 		cli.Log.Warnf("Replica %s does not answer at %s (%v); the repair restarts it", keep.ID, url, err)
 	} else if h.Healthy {
 		cli.Log.Warnf("Replica %s reports a healthy cluster with quorum: an emergency repair is not needed, and would drop the replicas %s. To replace a minority of failed replicas, use 'dtr remove' then 'dtr join'", keep.ID, strings.Join(dropIDs, ", "))
@@ -114,8 +117,14 @@ func runEmergencyRepair(ctx context.Context, cli *Cli, cmd *cobra.Command, o *em
 	if err != nil && o.prune {
 		return err
 	}
+	// A running replica is repaired in place through its admin API; one
+	// that does not answer is restarted with the token by Swarm.
+	var api *orchestrator.ReplicaAPI
+	if answers {
+		api = &orchestrator.ReplicaAPI{URL: url, User: o.ucp.username, Password: o.ucp.password, Client: orchestrator.HTTPSClient(ca)}
+	}
 	plan := objs.PlanRepair(&orchestrator.Repair{Keep: keep, Drop: drop, Prune: o.prune, Token: randomToken(), JobID: jobID,
-		URL: url, CAPEM: ca, HealthTimeout: healthTimeout})
+		URL: url, CAPEM: ca, HealthTimeout: healthTimeout, API: api})
 	start := cli.Now()
 	if err := plan.Apply(ctx, cli.Log, true); err != nil {
 		return fmt.Errorf("%w; the repair can be run again with the same flags", err)

@@ -289,6 +289,11 @@ func TestRepairPlan(t *testing.T) {
 	var b bytes.Buffer
 	objs.PlanRepair(&orchestrator.Repair{Keep: keep, Drop: drop, Prune: true, Token: "t", URL: "https://10.0.0.11:443"}).Print(&b)
 	golden(t, "repair.plan", b.Bytes())
+	// A replica that answered its /_ping is repaired in place.
+	b.Reset()
+	api := &orchestrator.ReplicaAPI{URL: "https://10.0.0.11:443"}
+	objs.PlanRepair(&orchestrator.Repair{Keep: keep, Drop: drop, Token: "t", URL: "https://10.0.0.11:443", API: api}).Print(&b)
+	golden(t, "repair-in-place.plan", b.Bytes())
 }
 
 // testCA is a throwaway cluster CA.

@@ -241,3 +241,51 @@ func (a ReplicaAPI) StorageCheck(ctx context.Context) (contract.StorageCheck, er
 	err := a.call(ctx, http.MethodGet, contract.StorageCheckPath, nil, &res)
 	return res, err
 }
+
+// ErrNoRepairInPlace marks a replica that cannot be repaired through its
+// admin API: it does not answer (stopped, scaled to 0, crash-looping, or
+// still starting), or is older than the endpoint. The installer restarts
+// it with the token in its environment instead.
+var ErrNoRepairInPlace = errors.New("the replica cannot be repaired in place")
+
+// EmergencyRepair asks the replica to make its metadata member the only
+// member of a new cluster, in place, once for token (POST
+// /api/v0/meta/emergency_repair). It returns once the replica has accepted:
+// it then restarts its member, and answers /_ping 503 until it is healthy
+// again.
+func (a ReplicaAPI) EmergencyRepair(ctx context.Context, token string) (contract.EmergencyRepairResponse, error) {
+	const path = "/api/v0/meta/emergency_repair"
+	var out contract.EmergencyRepairResponse
+	b, _ := json.Marshal(contract.EmergencyRepairRequest{Token: token})
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, a.URL+path, bytes.NewReader(b))
+	if err != nil {
+		return out, err
+	}
+	req.SetBasicAuth(a.User, a.Password)
+	req.Header.Set("Accept", "application/json")
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := a.Client.Do(req)
+	if err != nil {
+		return out, fmt.Errorf("%w: POST %s: %v", ErrNoRepairInPlace, a.URL+path, err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	switch resp.StatusCode {
+	case http.StatusOK, http.StatusAccepted:
+		if err := json.Unmarshal(body, &out); err != nil {
+			return out, fmt.Errorf("POST %s: the replica's answer: %w", path, err)
+		}
+		return out, nil
+	case http.StatusNotFound, http.StatusMethodNotAllowed, http.StatusNotImplemented, http.StatusServiceUnavailable:
+		return out, fmt.Errorf("%w: POST %s: %s %s", ErrNoRepairInPlace, path, resp.Status, apiMessage(bytes.NewReader(body)))
+	case http.StatusUnauthorized, http.StatusForbidden:
+		// Without a quorum the replica checks its own copy of the
+		// accounts, which may miss a password changed since; the Swarm
+		// access the installer has is enough for a restart.
+		return out, fmt.Errorf("%w: the replica refused the credentials (%s): check --ucp-username and --ucp-password, the registry admin's", ErrNoRepairInPlace, resp.Status)
+	}
+	if msg := apiMessage(bytes.NewReader(body)); msg != "" {
+		return out, fmt.Errorf("POST %s: %s: %s", path, resp.Status, msg)
+	}
+	return out, fmt.Errorf("POST %s: %s", path, resp.Status)
+}

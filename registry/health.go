@@ -46,11 +46,20 @@ type healthChecker struct {
 
 	// onResult sees each result before /_ping serves it, so that a replica
 	// answering healthy has already told the cluster so.
-	onResult func(Health)
+	onResult func(context.Context, Health)
 
-	mu   sync.RWMutex
-	last Health
-	at   time.Time
+	mu      sync.RWMutex
+	last    Health
+	at      time.Time
+	stopped string // set by stop: the answer from then on
+}
+
+// stop makes /_ping answer 503 with why from now on, whatever the checks
+// find: the replica is about to stop serving (an emergency repair in place).
+func (h *healthChecker) stop(why string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.stopped = why
 }
 
 func newHealthChecker(interval, timeout time.Duration, checks ...check) *healthChecker {
@@ -118,7 +127,7 @@ func (h *healthChecker) probe(ctx context.Context) Health {
 	}
 	res := Health{Healthy: len(bad) == 0, Error: oneLine(all), WriteError: oneLine(writes)}
 	if h.onResult != nil {
-		h.onResult(res)
+		h.onResult(ctx, res)
 	}
 	h.mu.Lock()
 	h.last, h.at = res, time.Now()
@@ -130,6 +139,9 @@ func (h *healthChecker) probe(ctx context.Context) Health {
 func (h *healthChecker) Current() Health {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
+	if h.stopped != "" {
+		return Health{Error: h.stopped}
+	}
 	if time.Since(h.at) > 3*h.interval+h.timeout && !h.at.IsZero() {
 		return Health{Error: "health checks stalled since " + h.at.UTC().Format(time.RFC3339)}
 	}

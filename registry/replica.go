@@ -204,6 +204,12 @@ type Replica struct {
 	done     sync.WaitGroup
 	stopOnce sync.Once
 	forced   bool // this start forced a new cluster (emergency repair)
+
+	// An emergency repair in place (repair.go): repairToken is the
+	// accepted token; repairc is closed then, which ends Serve.
+	repairMu    sync.Mutex
+	repairToken string
+	repairc     chan struct{}
 }
 
 type driverBox struct{ d driver.StorageDriver }
@@ -298,10 +304,10 @@ func live(w http.ResponseWriter, _ *http.Request) {
 // reportHealth returns the health checker's callback that records this
 // replica's health for cluster_status: at once when it changes, and every
 // ReportInterval otherwise.
-func (r *Replica) reportHealth() func(Health) {
+func (r *Replica) reportHealth() func(context.Context, Health) {
 	var last Health
 	var at time.Time
-	return func(h Health) {
+	return func(ctx context.Context, h Health) {
 		if h == last && time.Since(at) < r.opts.ReportInterval {
 			return
 		}
@@ -311,7 +317,9 @@ func (r *Replica) reportHealth() func(Health) {
 			// stopped.
 			return
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
+		// ctx ends when the replica closes: a report that cannot be
+		// written without a quorum must not hold up Close.
+		ctx, cancel := context.WithTimeout(ctx, 1500*time.Millisecond)
 		defer cancel()
 		err := r.store.ReportHealth(ctx, meta.ReplicaReport{ID: r.opts.ReplicaID, Healthy: h.Healthy, Error: h.Error, Version: images.Version, Schema: r.schema().Version(), At: time.Now().UTC()})
 		if err == nil {
@@ -345,6 +353,7 @@ func (r *Replica) routes() http.Handler {
 		DeleteNamespaceContent:  r.deleteNamespaceContent,
 		ListTags:                r.listRepositoryTags,
 		TestWebhook:             r.webhooks.TestWebhook,
+		EmergencyRepair:         r.requestRepair,
 	})
 	mux := http.NewServeMux()
 	mux.Handle("/_ping", r.health)
@@ -407,14 +416,22 @@ func (r *Replica) ServeListeners(ctx context.Context, httpLn, httpsLn net.Listen
 	go func() { errc <- servers[1].Serve(httpLn) }()
 	r.log.WithFields(logrus.Fields{"https": httpsLn.Addr().String(), "http": httpLn.Addr().String()}).Info("serving")
 	var err error
+	grace := 20 * time.Second
 	select {
 	case err = <-errc:
 	case <-ctx.Done():
+	case <-r.repairc:
+		// An emergency repair restarts the replica in place: requests in
+		// flight get a moment, not Swarm's grace period, since each second
+		// here is a second of the repair.
+		grace = repairGrace
 	}
-	sctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	sctx, cancel := context.WithTimeout(context.Background(), grace)
 	defer cancel()
 	for _, s := range servers {
-		_ = s.Shutdown(sctx)
+		if s.Shutdown(sctx) != nil {
+			_ = s.Close()
+		}
 	}
 	if errors.Is(err, http.ErrServerClosed) {
 		err = nil

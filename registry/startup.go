@@ -37,7 +37,7 @@ func Start(ctx context.Context, o Options) (*Replica, error) {
 	if err := o.defaults(); err != nil {
 		return nil, err
 	}
-	r := &Replica{opts: o, log: o.Log.WithField("replica", o.ReplicaID), disk: onDisk{dataDir: o.DataDir, caDir: o.CADir}}
+	r := &Replica{opts: o, log: o.Log.WithField("replica", o.ReplicaID), disk: onDisk{dataDir: o.DataDir, caDir: o.CADir}, repairc: make(chan struct{})}
 	r.accounts = &auth.Accounts{}
 	r.verify = &auth.Verifier{Keys: r.keys.Load, Accounts: r.accounts}
 	r.metrics = newReplicaMetrics(r)
@@ -414,7 +414,7 @@ func (s *startup) prepareServe(ctx context.Context) error {
 	r.audit = newAuditor(r)
 	r.webhooks = newWebhookDispatcher(r)
 	report := r.health.onResult
-	r.health.onResult = func(h Health) { report(h); r.webhooks.health(h) }
+	r.health.onResult = func(ctx context.Context, h Health) { report(ctx, h); r.webhooks.health(h) }
 	tokensRev, err := r.loadAPITokens(ctx)
 	if err != nil {
 		return err
@@ -504,16 +504,38 @@ func (d onDisk) markFounded(clusterID string) error {
 	return writeFileAtomic(filepath.Join(d.caDir, bootstrapMarker), []byte(clusterID+"\n"), 0o644)
 }
 
-// forcedWith reports whether the last forced new cluster was token's: the
-// token makes an emergency repair happen once, however often the container
-// restarts.
+// forcedWith reports whether this replica has forced a new cluster with
+// token: the token makes an emergency repair happen once, however often the
+// container restarts. The marker keeps the last forcedKept tokens, one a
+// line: a repair in place leaves an earlier repair's token in the service's
+// environment, which must not force again on the next restart.
 func (d onDisk) forcedWith(token string) bool {
-	b, err := os.ReadFile(filepath.Join(d.dataDir, forcedMarker))
-	return err == nil && strings.TrimSpace(string(b)) == token
+	for _, t := range d.forcedTokens() {
+		if t == token {
+			return true
+		}
+	}
+	return false
 }
 
+func (d onDisk) forcedTokens() []string {
+	b, err := os.ReadFile(filepath.Join(d.dataDir, forcedMarker))
+	if err != nil {
+		return nil
+	}
+	return strings.Fields(string(b))
+}
+
+// forcedKept bounds the marker: more repairs of one replica than this,
+// with the oldest token still in the environment, do not happen.
+const forcedKept = 32
+
 func (d onDisk) markForced(token string) error {
-	return writeFileAtomic(filepath.Join(d.dataDir, forcedMarker), []byte(token+"\n"), 0o600)
+	toks := append(d.forcedTokens(), token)
+	if len(toks) > forcedKept {
+		toks = toks[len(toks)-forcedKept:]
+	}
+	return writeFileAtomic(filepath.Join(d.dataDir, forcedMarker), []byte(strings.Join(toks, "\n")+"\n"), 0o600)
 }
 
 // restoreSpool is where a received, verified backup waits until its

@@ -181,26 +181,35 @@ func serve(ctx context.Context, args []string) int {
 		}
 		o.Storage.S3 = &s3
 	}
-	r, err := registry.Start(ctx, o)
-	if err != nil {
-		log.WithError(err).Error("the replica did not start")
-		return 1
-	}
 	go func() {
 		<-ctx.Done()
 		log.Info("stopping: finishing requests in flight, then closing the metadata member")
 	}()
-	err = r.Serve(ctx)
-	start := time.Now()
-	if cerr := r.Close(); cerr != nil {
-		log.WithError(cerr).Warn("closing the replica")
+	for {
+		r, err := registry.Start(ctx, o)
+		if err != nil {
+			log.WithError(err).Error("the replica did not start")
+			return 1
+		}
+		err = r.Serve(ctx)
+		start := time.Now()
+		if cerr := r.Close(); cerr != nil {
+			log.WithError(cerr).Warn("closing the replica")
+		}
+		if err != nil && !errors.Is(err, context.Canceled) {
+			log.WithError(err).Error("serving")
+			return 1
+		}
+		if tok, ok := r.RepairRequested(); ok && ctx.Err() == nil {
+			// An emergency repair in place: start again in this process,
+			// forcing once with the token (the data volume records it).
+			log.WithField("close", time.Since(start).Round(time.Millisecond)).Warn("emergency repair: starting the replica again")
+			o.ForceNewCluster = tok
+			continue
+		}
+		log.WithField("close", time.Since(start).Round(time.Millisecond)).Info("stopped")
+		return 0
 	}
-	if err != nil && !errors.Is(err, context.Canceled) {
-		log.WithError(err).Error("serving")
-		return 1
-	}
-	log.WithField("close", time.Since(start).Round(time.Millisecond)).Info("stopped")
-	return 0
 }
 
 // healthcheck is the image's exec-form HEALTHCHECK: the image has no shell or

@@ -63,6 +63,10 @@ type Config struct {
 	// TestWebhook sends a sample event to a webhook's endpoint once (POST
 	// /api/v0/webhooks/test) and returns the endpoint's HTTP status.
 	TestWebhook func(ctx context.Context, hook meta.Webhook) (int, error)
+	// EmergencyRepair forces this replica's member into a new cluster of
+	// one, in place, once per token (POST /api/v0/meta/emergency_repair);
+	// it returns a contract.EmergencyRepair* status. nil: not supported.
+	EmergencyRepair func(token string) (string, error)
 }
 
 // API is the admin API handler.
@@ -131,6 +135,7 @@ func New(cfg Config) *API {
 	h("PUT /api/v0/accounts/{org}/teams/{team}/memberSyncConfig", a.putMemberSync)
 	h("DELETE /api/v0/accounts/{org}/teams/{team}/memberSyncConfig", a.deleteMemberSync)
 	a.mux.HandleFunc("GET /api/v0/meta/cluster_status", a.wrapOutage(a.clusterStatus))
+	a.mux.HandleFunc("POST /api/v0/meta/emergency_repair", a.handler(a.emergencyRepair, a.authenticateForRepair))
 	h("POST /api/v0/meta/replicas", a.addReplica)
 	h("POST /api/v0/meta/replicas/{id}/promote", a.promoteReplica)
 	h("DELETE /api/v0/meta/replicas/{id}", a.removeReplica)

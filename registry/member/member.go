@@ -48,6 +48,11 @@ const (
 	// whether a quorum answers; without quorum it would hang forever.
 	quorumProbeTimeout = 1500 * time.Millisecond
 
+	// forcedTickMs and forcedElectionMs pace the forced start of an
+	// emergency repair, a cluster of one with no peer to disrupt.
+	forcedTickMs     = 10
+	forcedElectionMs = 100
+
 	// quorumProbeKey is read (count only) to prove a quorum answers.
 	quorumProbeKey = "/dtr/member/quorum-probe"
 )
@@ -282,6 +287,12 @@ func (c Config) embedConfig(lg *zap.Logger) *embed.Config {
 		ec.ClusterState = embed.ClusterStateFlagExisting
 	}
 	ec.ForceNewCluster = c.ForceNewCluster
+	if c.ForceNewCluster {
+		// The forced start elects its lone member, then ForceNewCluster
+		// closes it at once: etcd's election timeout (1-2 s, for
+		// clusters with peers) would be most of an emergency repair.
+		ec.TickMs, ec.ElectionMs = forcedTickMs, forcedElectionMs
+	}
 	if c.PeerTLS != nil {
 		ec.PeerTLSInfo = transport.TLSInfo{
 			CertFile:       c.PeerTLS.CertFile,
@@ -555,6 +566,13 @@ func (m *Member) Client() *clientv3.Client { return m.cli }
 
 // ID is this member's etcd member ID.
 func (m *Member) ID() uint64 { return m.id }
+
+// Leader is the leader this member knows, without a quorum read; 0 when it
+// knows none (an election, or a lost quorum).
+func (m *Member) Leader() uint64 { return uint64(m.etcd.Server.Leader()) }
+
+// IsLearner reports whether this member is a learner (no vote).
+func (m *Member) IsLearner() bool { return m.etcd.Server.IsLearner() }
 
 // Err reports serve errors after Start, and the member stopping on its own
 // (errors.Is(err, ErrRemoved) when the cluster removed it). It is closed by Close.

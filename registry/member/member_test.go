@@ -444,6 +444,12 @@ func TestForceNewCluster(t *testing.T) {
 		t.Fatalf("ForceNewCluster: %v", err)
 	}
 	t.Cleanup(func() { m.Close() })
+	// The forced start's fast election pace must not outlive it: a leader
+	// with a 100 ms election timeout would step down at every hiccup once
+	// replicas join again.
+	if ec := m.etcd.Config(); ec.ForceNewCluster || ec.ElectionMs == forcedElectionMs || ec.TickMs == forcedTickMs {
+		t.Fatalf("the member ForceNewCluster returns runs forced or at the forced pace: ForceNewCluster=%v TickMs=%d ElectionMs=%d", ec.ForceNewCluster, ec.TickMs, ec.ElectionMs)
+	}
 	if err := wantVoters(ctx, m, 1); err != nil {
 		t.Fatal(err)
 	}
