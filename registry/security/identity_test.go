@@ -108,6 +108,12 @@ func identityLocalTakeover(t *testing.T, p *report) {
 	createUser(t, r, "carol", "Carol-local-pw-1")
 	createUser(t, r, "dave", "Dave-local-pw-1")
 	useUCP(t, r, u, u.URL)
+	// The owners sign in before the attack, as running clients would: the
+	// attack's failures lock both names, and only credentials verified
+	// shortly before pass a lock (a fresh sign-in then gets 429, by design).
+	for _, c := range []struct{ user, pw string }{{"carol", "Carol-local-pw-1"}, {"dave", "Dave-local-pw-1"}} {
+		p.check(tokenAs(t, r, c.user, c.pw) == 200, "the local %s cannot sign in once UCP is the source", c.user)
+	}
 
 	attempts := 0
 	for _, c := range []struct{ user, pw string }{{"carol", "Carol-ucp-pw-1"}, {"CAROL", "Carol-ucp-pw-1"}, {"Dave", "Dave-ucp-pw-1"}, {"dave", "Dave-ucp-pw-1"}} {
