@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
-	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/dtr-registry/dtr/registry/meta"
 )
@@ -121,24 +120,7 @@ func (rn *Runner) Run(ctx context.Context) {
 	if poll <= 0 {
 		poll = 5 * time.Second
 	}
-	wake := make(chan struct{}, 1)
-	go func() {
-		for ctx.Err() == nil {
-			for resp := range rn.Etcd.Watch(clientv3.WithRequireLeader(ctx), meta.Prefix+"jobs/", clientv3.WithPrefix()) {
-				if resp.Err() != nil {
-					break
-				}
-				select {
-				case wake <- struct{}{}:
-				default:
-				}
-			}
-			select {
-			case <-ctx.Done():
-			case <-time.After(time.Second):
-			}
-		}
-	}()
+	wake := meta.JobsQueued(ctx, rn.Etcd)
 	t := time.NewTicker(poll)
 	defer t.Stop()
 	for {

@@ -305,3 +305,29 @@ func (s *Store) GCLockHolder(ctx context.Context) (string, error) {
 	}
 	return l.Replica, nil
 }
+
+// JobsQueued signals on the returned channel (buffered, one pending signal)
+// whenever a job record changes, until ctx ends: job runners wake on it
+// instead of waiting for their next poll. A broken watch is opened again
+// after a second.
+func JobsQueued(ctx context.Context, w clientv3.Watcher) <-chan struct{} {
+	wake := make(chan struct{}, 1)
+	go func() {
+		for ctx.Err() == nil {
+			for resp := range w.Watch(clientv3.WithRequireLeader(ctx), Prefix+"jobs/", clientv3.WithPrefix()) {
+				if resp.Err() != nil {
+					break
+				}
+				select {
+				case wake <- struct{}{}:
+				default:
+				}
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(time.Second):
+			}
+		}
+	}()
+	return wake
+}

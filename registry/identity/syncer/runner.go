@@ -42,25 +42,9 @@ func (rn *Runner) Run(ctx context.Context) {
 	if poll <= 0 {
 		poll = 5 * time.Second
 	}
-	wake := make(chan struct{}, 1)
+	var wake <-chan struct{} // nil: polls only
 	if rn.Watcher != nil {
-		go func() {
-			for ctx.Err() == nil {
-				for resp := range rn.Watcher.Watch(clientv3.WithRequireLeader(ctx), meta.Prefix+"jobs/", clientv3.WithPrefix()) {
-					if resp.Err() != nil {
-						break
-					}
-					select {
-					case wake <- struct{}{}:
-					default:
-					}
-				}
-				select {
-				case <-ctx.Done():
-				case <-time.After(time.Second):
-				}
-			}
-		}()
+		wake = meta.JobsQueued(ctx, rn.Watcher)
 	}
 	t := time.NewTicker(poll)
 	defer t.Stop()
